@@ -1,0 +1,330 @@
+"""Import and export checkpoints in the original Ovis (1.6) Hugging Face layout.
+
+The layout: `config.json` (model_type "ovis", nested `llm_config` and `visual_tokenizer_config`), safetensors
+weights (one file or shards with an index) named `llm.*`, `visual_tokenizer.backbone.vision_model.*`,
+`visual_tokenizer.head.{0,1}.*`, `vte.weight` (a tied `llm.lm_head.weight` is absent), tokenizer files,
+`preprocessor_config.json` and `generation_config.json`. Only safetensors are read; no code from the directory
+ever runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..model.build import as_dtype, llm_config_from_dict
+from ..model.embedding import VisualEmbedding
+from ..model.ovis import OvisModel
+from ..model.vision import FAMILIES, build_vision_backbone
+from ..model.visual_tokenizer import VisualTokenizer
+from ..processing.conversation import CHAT_FORMATS, FORMAT_BY_CLASS
+from ..processing.processor import OvisProcessor, save_image_preprocessor
+from .legacy_config import LEGACY_COMMON_FIELDS, LEGACY_TRANSFORMERS_VERSION
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+N_INDICATORS = 5  # Ovis 1.6 / 2.0
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+)
+
+# original visual tokenizer model_type <-> (backbone family, key prefix of the backbone in the checkpoint)
+VISUAL_TOKENIZERS = {
+    "siglip_visual_tokenizer": "siglip_vision_model",
+    "clip_visual_tokenizer": "clip_vision_model",
+}
+BACKBONE_KEY_PREFIX = "visual_tokenizer.backbone.vision_model."
+OURS_BACKBONE_PREFIX = "visual_tokenizer.backbone."
+
+
+# --------------------------------------------------------------------------------------------------------- import
+def _weight_files(directory: Path) -> list[Path]:
+    if (directory / INDEX_FILE).is_file():
+        index = json.loads((directory / INDEX_FILE).read_text())
+        return sorted({directory / f for f in index["weight_map"].values()})
+    if (directory / WEIGHTS_FILE).is_file():
+        return [directory / WEIGHTS_FILE]
+    found = sorted(p.name for p in directory.iterdir())
+    raise FileNotFoundError(
+        f"no {WEIGHTS_FILE} or {INDEX_FILE} in {directory} (found: {found}); only safetensors checkpoints load"
+    )
+
+
+def _load_tensors(directory: Path, prefix: str) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for path in _weight_files(directory):
+        with safe_open(path, framework="pt") as f:
+            for key in f.keys():
+                if key.startswith(prefix):
+                    tensors[key[len(prefix) :]] = f.get_tensor(key)
+    return tensors
+
+
+def _quiet_transformers():
+    """transformers reports every key of the other components as unexpected: true, and noise here."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    return verbosity
+
+
+def read_original_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found: not an Ovis checkpoint directory")
+    config = json.loads(config_path.read_text())
+    if config.get("model_type") != "ovis":
+        raise ValueError(f"{config_path} has model_type {config.get('model_type')!r}, expected 'ovis'")
+    vt_type = config["visual_tokenizer_config"].get("model_type")
+    if vt_type not in VISUAL_TOKENIZERS:
+        raise ValueError(
+            f"unsupported visual tokenizer {vt_type!r} (supported: {sorted(VISUAL_TOKENIZERS)}); "
+            "Ovis2 (AIMv2) and Ovis2.5 checkpoints use other layouts"
+        )
+    return config
+
+
+def load_original(
+    directory: str | Path, dtype: str | torch.dtype | None = None, attn_implementation: str | None = None
+) -> tuple[OvisModel, OvisProcessor | None]:
+    """An original Ovis checkpoint directory -> (OvisModel, OvisProcessor or None when it has no tokenizer)."""
+    directory = Path(directory)
+    config = read_original_config(directory)
+    vt_config = config["visual_tokenizer_config"]
+    torch_dtype = as_dtype(dtype) or as_dtype(config.get("torch_dtype") or "float32")
+
+    llm_cfg = llm_config_from_dict(config["llm_config"], attn_implementation or config.get("llm_attn_implementation"))
+    family = FAMILIES[VISUAL_TOKENIZERS[vt_config["model_type"]]]
+    backbone_cfg = family.config_class.from_dict(vt_config["backbone_config"])
+
+    verbosity = _quiet_transformers()
+    try:
+        # transformers does the loading (meta init, dtype, tied weights); key_mapping picks each part's keys.
+        llm = transformers.AutoModelForCausalLM.from_pretrained(
+            directory, config=llm_cfg, key_mapping={r"^llm\.": ""}, dtype=torch_dtype, local_files_only=True
+        )
+        backbone = family.model_class.from_pretrained(
+            directory,
+            config=backbone_cfg,
+            key_mapping={"^" + BACKBONE_KEY_PREFIX.replace(".", r"\."): ""},
+            dtype=torch_dtype,
+            local_files_only=True,
+        )
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+        transformers.logging.enable_progress_bar()
+    llm.config._attn_implementation = llm_cfg._attn_implementation
+
+    with torch.device("meta"):  # head and table are filled from the checkpoint: skip their random init
+        visual_tokenizer = VisualTokenizer(
+            backbone,
+            vocab_size=vt_config["vocab_size"],
+            n_indicators=N_INDICATORS,
+            hidden_stride=vt_config.get("hidden_stride", 1),
+            tokenize_function=vt_config.get("tokenize_function", "softmax"),
+            tau=vt_config.get("tau", 1.0),
+        )
+        vte = VisualEmbedding(vt_config["vocab_size"], llm.config.hidden_size)
+    head = _load_tensors(directory, "visual_tokenizer.head.")
+    table = _load_tensors(directory, "vte.")
+    missing = {"0.weight", "1.weight", "1.bias"} - set(head) or ({"weight"} - set(table))
+    if missing:
+        raise ValueError(f"checkpoint {directory} lacks visual head / vte weights: {sorted(missing)}")
+    visual_tokenizer.head.load_state_dict(head, assign=True)
+    vte.load_state_dict(table, assign=True)
+    visual_tokenizer.head.to(torch_dtype)
+    vte.to(torch_dtype)
+    model = OvisModel(visual_tokenizer, vte, llm)
+    model.original_config = config  # kept so an export writes the same config fields back
+
+    processor = None
+    if (directory / "tokenizer_config.json").is_file() or (directory / "tokenizer.json").is_file():
+        formatter_class = config.get("conversation_formatter_class")
+        if formatter_class not in FORMAT_BY_CLASS:
+            raise ValueError(f"unknown conversation_formatter_class {formatter_class!r}")
+        processor = OvisProcessor.from_pretrained(directory, FORMAT_BY_CLASS[formatter_class].name)
+    return model, processor
+
+
+# --------------------------------------------------------------------------------------------------------- export
+def _legacy_dict(config: transformers.PretrainedConfig) -> dict[str, Any]:
+    """A transformers-5 config as a dict that the original (transformers 4.4x) code reads the same way."""
+    d = copy.deepcopy(LEGACY_COMMON_FIELDS)
+    d.update(config.to_dict())
+    rope = d.get("rope_parameters") or {}
+    if "rope_theta" in rope:
+        d.setdefault("rope_theta", rope["rope_theta"])
+    if rope.get("rope_type", "default") != "default":
+        d.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
+    d["torch_dtype"] = str(d.pop("dtype", None) or "float32").replace("torch.", "")
+    d.pop("transformers_version", None)
+    return d
+
+
+def _backbone_model_type(model: OvisModel) -> str:
+    backbone_type = model.visual_tokenizer.backbone.config.model_type
+    for vt_type, family in VISUAL_TOKENIZERS.items():
+        if family == backbone_type:
+            return vt_type
+    raise ValueError(f"the original Ovis layout has no visual tokenizer for a {backbone_type!r} backbone")
+
+
+def original_config(model: OvisModel, chat_format: str, multimodal_max_length: int) -> dict[str, Any]:
+    """config.json for the original loader. An imported model keeps its original fields."""
+    vt = model.visual_tokenizer
+    llm_cfg = model.llm.config
+    dtype = str(next(model.parameters()).dtype).replace("torch.", "")
+    source = getattr(model, "original_config", None)
+    if source is not None:
+        config = copy.deepcopy(source)
+    else:
+        vt_type = _backbone_model_type(model)
+        backbone = copy.deepcopy(LEGACY_COMMON_FIELDS)
+        backbone.update(vt.backbone.config.to_dict())
+        backbone.pop("dtype", None)
+        backbone.pop("transformers_version", None)
+        backbone["torch_dtype"] = None
+        vt_config = copy.deepcopy(LEGACY_COMMON_FIELDS)
+        vt_config.update({"backbone_config": backbone, "backbone_kwargs": {}, "depths": None, "model_type": vt_type})
+        config = {
+            "architectures": ["Ovis"],
+            "disable_tie_weight": False,
+            "llm_config": _legacy_dict(llm_cfg),
+            "model_type": "ovis",
+            "transformers_version": LEGACY_TRANSFORMERS_VERSION,
+            "visual_tokenizer_config": vt_config,
+        }
+    config["visual_tokenizer_config"].update(
+        {
+            "drop_cls_token": FAMILIES[vt.backbone.config.model_type].drop_cls_token,
+            "hidden_stride": vt.hidden_stride,
+            "tau": vt.tau,
+            "tokenize_function": vt.tokenize_function,
+            "vocab_size": vt.vocab_size,
+        }
+    )
+    config.update(
+        {
+            "conversation_formatter_class": CHAT_FORMATS[chat_format].formatter_class,
+            "hidden_size": llm_cfg.hidden_size,
+            "llm_attn_implementation": llm_cfg._attn_implementation,
+            "multimodal_max_length": multimodal_max_length,
+            "torch_dtype": dtype,
+        }
+    )
+    return config
+
+
+def original_state_dict(model: OvisModel) -> dict[str, torch.Tensor]:
+    """Our parameter names -> the original's (backbone under `vision_model.`, tied lm_head left out)."""
+    state = {}
+    tied = model.llm.config.tie_word_embeddings
+    for name, tensor in model.state_dict().items():
+        if tied and name == "llm.lm_head.weight":
+            continue
+        if name.startswith(OURS_BACKBONE_PREFIX):
+            name = BACKBONE_KEY_PREFIX + name[len(OURS_BACKBONE_PREFIX) :]
+        state[name] = tensor.detach().contiguous()
+    return state
+
+
+def export_original(
+    model: OvisModel,
+    processor: OvisProcessor,
+    directory: str | Path,
+    multimodal_max_length: int = 8192,
+    max_shard_bytes: int = 5 * 1024**3,
+) -> Path:
+    """Write `model` and `processor` in the original Ovis layout (sharded above `max_shard_bytes`)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = original_config(model, processor.chat_format, multimodal_max_length)
+    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    _save_sharded(original_state_dict(model), directory, max_shard_bytes)
+    generation = {k: config["llm_config"].get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    if config["llm_config"].get("cache_implementation"):
+        generation["cache_implementation"] = config["llm_config"]["cache_implementation"]
+    generation.update({"_from_model_config": True, "transformers_version": config["transformers_version"]})
+    (directory / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
+    vt_type = config["visual_tokenizer_config"]["model_type"]
+    image_processor_class = "CLIPImageProcessor" if vt_type.startswith("clip") else "SiglipImageProcessor"
+    save_image_preprocessor(processor.image_preprocessor, directory, image_processor_class)
+    _write_tokenizer(processor, directory)
+    return directory
+
+
+def _write_tokenizer(processor: OvisProcessor, directory: Path) -> None:
+    """Tokenizer files the original (transformers 4.4x) loader reads.
+
+    A tokenizer read from a checkpoint directory is copied file for file. A new one is saved by transformers 5 and
+    its config translated: 4.x knows no "TokenizersBackend" class (PreTrainedTokenizerFast reads the same
+    tokenizer.json) and expects `additional_special_tokens` and a special_tokens_map.json.
+    """
+    source = processor.tokenizer_source
+    if source is not None and source.resolve() != directory.resolve():
+        for name in TOKENIZER_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, directory / name)
+        return
+    tokenizer = processor.tokenizer
+    tokenizer.save_pretrained(directory)
+    path = directory / "tokenizer_config.json"
+    cfg = json.loads(path.read_text())
+    for key in ("backend", "is_local", "local_files_only"):
+        cfg.pop(key, None)
+    extra = cfg.pop("extra_special_tokens", None)
+    if extra:
+        cfg["additional_special_tokens"] = list(extra)
+    if cfg.get("tokenizer_class") in (None, "TokenizersBackend"):
+        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg.setdefault("add_bos_token", False)
+    cfg.setdefault("add_eos_token", False)
+    path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    special = dict(tokenizer.special_tokens_map)
+    if extra:
+        special["additional_special_tokens"] = list(extra)
+    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2, sort_keys=True) + "\n")
+
+
+def _save_sharded(state: dict[str, torch.Tensor], directory: Path, max_shard_bytes: int) -> None:
+    for old in list(directory.glob("model*.safetensors")) + [directory / INDEX_FILE]:
+        old.unlink(missing_ok=True)
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name in sorted(state):
+        nbytes = state[name].numel() * state[name].element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = state[name]
+        size += nbytes
+    metadata = {"format": "pt"}
+    if len(shards) == 1:
+        save_file(shards[0], directory / WEIGHTS_FILE, metadata=metadata)
+        return
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, directory / filename, metadata=metadata)
+        weight_map.update({name: filename for name in shard})
+    total = sum(t.numel() * t.element_size() for t in state.values())
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,221 @@
+"""The Ovis model: visual tokenizer + visual embedding table + any causal LLM from transformers.
+
+Text ids carry placeholders: -300 (one crop's whole run of visual tokens) and -301..-305 (indicator tokens).
+`merge` turns them into the LLM's inputs_embeds, attention mask and labels in one vectorised pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
+from .embedding import VisualEmbedding
+from .vision import crop_side
+from .visual_tokenizer import VisualTokenizer
+
+# LLM families whose logits are exactly lm_head(hidden) (optionally soft-capped, see `output_logits`). For these the
+# training loss computes logits only at supervised positions; other families go through the LLM's own forward.
+SPARSE_LOGITS_MODEL_TYPES = frozenset(
+    {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen2_moe", "qwen3_moe"}
+)
+
+
+@dataclass
+class MergedInputs:
+    inputs_embeds: torch.Tensor  # [B, L, d], already multiplied by the LLM's embedding scale (Gemma)
+    attention_mask: torch.Tensor  # [B, L] long
+    labels: torch.Tensor | None  # [B, L], IGNORE_ID at visual, indicator and pad positions
+    visual_tokens: torch.Tensor | None  # [N crops, T, V - n_ind] (None when the batch has no image)
+
+
+@dataclass
+class OvisOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor | None  # full [B, L, vocab] only when asked for
+    n_label_tokens: int
+    merged: MergedInputs
+
+
+class OvisModel(nn.Module):
+    def __init__(self, visual_tokenizer: VisualTokenizer, vte: VisualEmbedding, llm: nn.Module):
+        super().__init__()
+        if vte.num_embeddings != visual_tokenizer.vocab_size:
+            raise ValueError(f"vte has {vte.num_embeddings} rows, visual vocab is {visual_tokenizer.vocab_size}")
+        if vte.embedding_dim != llm.get_input_embeddings().embedding_dim:
+            raise ValueError("vte width must equal the LLM hidden size")
+        self.visual_tokenizer = visual_tokenizer
+        self.vte = vte
+        self.llm = llm
+
+    # ----------------------------------------------------------------------------------------------- embeddings
+    @property
+    def n_indicators(self) -> int:
+        return self.visual_tokenizer.n_indicators
+
+    def _embed_scale(self, dtype: torch.dtype) -> torch.Tensor | None:
+        # transformers 5 puts Gemma's sqrt(d) scale inside the text embedding module; visual embeddings took the
+        # same factor in the original, so they get it here too.
+        scale = getattr(self.llm.get_input_embeddings(), "embed_scale", None)
+        return None if scale is None else scale.to(dtype)
+
+    def _scaled(self, embeds: torch.Tensor) -> torch.Tensor:
+        scale = self._embed_scale(embeds.dtype)
+        return embeds if scale is None else embeds * scale
+
+    def embed_visual(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crops [N, 3, S, S] -> (visual tokens [N, T, V - n_ind], scaled LLM-space embeddings [N, T, d])."""
+        dtype = self.llm.get_input_embeddings().weight.dtype
+        tokens = self.visual_tokenizer.tokens(pixel_values.to(self._visual_dtype()))
+        return tokens, self._scaled(self.vte(tokens).to(dtype))
+
+    def _visual_dtype(self) -> torch.dtype:
+        return self.visual_tokenizer.head[0].weight.dtype
+
+    def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Text ids -> scaled embeddings; indicator ids take their vte rows; atoms and pads get a placeholder."""
+        embed = self.llm.get_input_embeddings()
+        text = embed(input_ids.clamp(min=0))
+        is_indicator = (input_ids <= INDICATOR_IDS[0]) & (input_ids >= INDICATOR_IDS[-1])
+        if not bool(is_indicator.any()):
+            return text
+        rows = self.vte.num_embeddings - self.n_indicators + (INDICATOR_IDS[0] - input_ids[is_indicator])
+        indicator = self._scaled(self.vte(rows).to(text.dtype))
+        return text.index_put(tuple(is_indicator.nonzero(as_tuple=True)), indicator)
+
+    # ----------------------------------------------------------------------------------------------------- merge
+    def merge(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None,
+        pixel_values: torch.Tensor | None,
+        padding_side: str = "right",
+    ) -> MergedInputs:
+        """Expand every -300 atom into its crop's visual embeddings and re-pad the batch.
+
+        `input_ids` may be padded on either side (`attention_mask` says which positions are real); crops are in
+        batch order, the k-th atom of the batch (row-major) taking the k-th crop. The output is padded on
+        `padding_side`: right for training, left for batched generation.
+        """
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        real = attention_mask.bool()
+        is_atom = (input_ids == IMAGE_ATOM_ID) & real
+        n_atoms = int(is_atom.sum())
+        n_crops = 0 if pixel_values is None else pixel_values.shape[0]
+        if n_atoms != n_crops:
+            raise ValueError(f"the batch has {n_atoms} image atoms (-300) but {n_crops} crops in pixel_values")
+
+        token_embeds = self.embed_text(input_ids)
+        batch, _, dim = token_embeds.shape
+        visual_tokens = visual_embeds = None
+        if n_crops:
+            visual_tokens, visual_embeds = self.embed_visual(pixel_values)
+        elif self.training and any(p.requires_grad for p in self.visual_tokenizer.parameters()):
+            # Keep every visual parameter in the autograd graph (zero-weighted) so DDP/FSDP see no unused ones.
+            side = crop_side(self.visual_tokenizer.backbone)
+            dummy = torch.zeros(1, 3, side, side, device=input_ids.device)
+            _, dummy_embeds = self.embed_visual(dummy)
+            token_embeds = token_embeds + 0.0 * dummy_embeds.sum()
+
+        per_crop = self.visual_tokenizer.tokens_per_crop() if visual_embeds is None else visual_embeds.shape[1]
+        width = torch.where(is_atom, per_crop, 1) * real  # output positions each input position takes
+        lengths = width.sum(dim=1)
+        out_len = int(lengths.max()) if batch else 0
+        start = width.cumsum(dim=1) - width  # exclusive prefix sum: first output position of each input
+        if padding_side == "left":
+            start = start + (out_len - lengths).unsqueeze(1)
+
+        positions = torch.arange(out_len, device=input_ids.device).unsqueeze(0)
+        if padding_side == "right":
+            out_mask = positions < lengths.unsqueeze(1)
+        else:
+            out_mask = positions >= (out_len - lengths).unsqueeze(1)
+
+        text_b, text_p = (real & ~is_atom).nonzero(as_tuple=True)
+        text_dest = start[text_b, text_p]
+        embeds = token_embeds.new_zeros(batch, out_len, dim).index_put((text_b, text_dest), token_embeds[text_b, text_p])
+        if visual_embeds is not None:
+            atom_b, atom_p = is_atom.nonzero(as_tuple=True)  # row-major: the k-th atom takes the k-th crop
+            dest = start[atom_b, atom_p].unsqueeze(1) + torch.arange(per_crop, device=input_ids.device)
+            rows = atom_b.unsqueeze(1).expand_as(dest)
+            embeds = embeds.index_put((rows.reshape(-1), dest.reshape(-1)), visual_embeds.reshape(-1, dim))
+
+        out_labels = None
+        if labels is not None:
+            out_labels = labels.new_full((batch, out_len), IGNORE_ID)
+            out_labels[text_b, text_dest] = labels[text_b, text_p]
+        return MergedInputs(embeds, out_mask.long(), out_labels, visual_tokens)
+
+    # --------------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        return_logits: bool = False,
+    ) -> OvisOutput:
+        merged = self.merge(input_ids, attention_mask, labels, pixel_values, padding_side="right")
+        n_label = 0 if merged.labels is None else int((merged.labels[:, 1:] != IGNORE_ID).sum())
+        if return_logits or labels is None or not self.sparse_logits:
+            out = self.llm(
+                inputs_embeds=merged.inputs_embeds,
+                attention_mask=merged.attention_mask,
+                labels=merged.labels,
+                use_cache=False,
+            )
+            return OvisOutput(out.loss, out.logits, n_label, merged)
+        return OvisOutput(self._sparse_loss(merged), None, n_label, merged)
+
+    @property
+    def sparse_logits(self) -> bool:
+        return self.llm.config.model_type in SPARSE_LOGITS_MODEL_TYPES
+
+    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LLM head on hidden states, including Gemma 2/3's final logit soft-capping."""
+        logits = self.llm.get_output_embeddings()(hidden)
+        cap = getattr(self.llm.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def _sparse_loss(self, merged: MergedInputs) -> torch.Tensor:
+        """Mean next-token CE over supervised positions, computing logits only there.
+
+        With long visual runs and short answers, most positions carry no label: skipping their [vocab]-wide logits
+        is most of the LLM head's time and memory.
+        """
+        hidden = self.llm.get_decoder()(
+            inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, use_cache=False
+        ).last_hidden_state
+        targets = merged.labels[:, 1:]
+        supervised = targets != IGNORE_ID
+        logits = self.output_logits(hidden[:, :-1][supervised])
+        # Sum / count rather than mean so an all-masked batch gives 0 (with a graph) instead of NaN.
+        loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
+        return loss / supervised.sum().clamp(min=1)
+
+    # ------------------------------------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        **generate_kwargs,
+    ) -> torch.Tensor:
+        """Batched generation with the LLM's own KV cache (Gemma 2's sliding-window cache included).
+
+        Returns only the new tokens [B, new]; samples that hit EOS early are padded with the pad id.
+        """
+        merged = self.merge(input_ids, attention_mask, None, pixel_values, padding_side="left")
+        cfg = self.llm.generation_config
+        generate_kwargs.setdefault("pad_token_id", cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id)
+        return self.llm.generate(
+            inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, **generate_kwargs
+        )

@@ -1,0 +1,139 @@
+"""Vision backbones: transformers ViTs that return patch features from the last layer, before the final norm.
+
+Every supported family is described by a `BackboneFamily`: how to build it from a config, whether to drop a CLS
+token, where its encoder layers live (for FSDP wrapping and activation checkpointing) and which of its parameters
+Ovis never uses (final norms and pooling heads: they stay frozen so DDP/FSDP never wait for their gradients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import transformers
+from torch import nn
+
+
+def _patchify(pixel_values: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """[N, C, H, W] -> [N, (H/p)*(W/p), p*p*C], the patch layout of transformers' Siglip2 image processor."""
+    n, c, h, w = pixel_values.shape
+    x = pixel_values.reshape(n, c, h // patch_size, patch_size, w // patch_size, patch_size)
+    x = x.permute(0, 2, 4, 3, 5, 1)  # n, gh, gw, p, p, c
+    return x.reshape(n, (h // patch_size) * (w // patch_size), patch_size * patch_size * c)
+
+
+def _siglip2_inputs(backbone: nn.Module, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+    p = backbone.config.patch_size
+    n, _, h, w = pixel_values.shape
+    patches = _patchify(pixel_values, p)
+    grid = torch.tensor([h // p, w // p], device=pixel_values.device).expand(n, 2)
+    mask = torch.ones(patches.shape[:2], dtype=torch.long, device=pixel_values.device)
+    return {"pixel_values": patches, "pixel_attention_mask": mask, "spatial_shapes": grid}
+
+
+@dataclass(frozen=True)
+class BackboneFamily:
+    model_type: str  # transformers' model_type of the vision config
+    config_class: type
+    model_class: type
+    drop_cls_token: bool
+    unused_prefixes: tuple[str, ...]  # parameters Ovis never uses
+    make_inputs: Callable[[nn.Module, torch.Tensor], dict[str, torch.Tensor]] | None = None
+
+
+FAMILIES: dict[str, BackboneFamily] = {
+    f.model_type: f
+    for f in (
+        BackboneFamily(
+            "siglip_vision_model",
+            transformers.SiglipVisionConfig,
+            transformers.SiglipVisionModel,
+            drop_cls_token=False,
+            unused_prefixes=("post_layernorm.", "head."),
+        ),
+        BackboneFamily(
+            "clip_vision_model",
+            transformers.CLIPVisionConfig,
+            transformers.CLIPVisionModel,
+            drop_cls_token=True,
+            # CLIP's post_layernorm only feeds the pooled output.
+            unused_prefixes=("post_layernorm.",),
+        ),
+        BackboneFamily(
+            "aimv2_vision_model",
+            transformers.Aimv2VisionConfig,
+            transformers.Aimv2VisionModel,
+            drop_cls_token=False,
+            unused_prefixes=("rms_norm.", "head."),
+        ),
+        BackboneFamily(
+            "siglip2_vision_model",
+            transformers.Siglip2VisionConfig,
+            transformers.Siglip2VisionModel,
+            drop_cls_token=False,
+            unused_prefixes=("post_layernorm.", "head."),
+            make_inputs=_siglip2_inputs,
+        ),
+    )
+}
+
+
+def family_of(backbone: nn.Module) -> BackboneFamily:
+    model_type = backbone.config.model_type
+    if model_type not in FAMILIES:
+        raise ValueError(f"unsupported vision backbone {model_type!r}; supported: {sorted(FAMILIES)}")
+    return FAMILIES[model_type]
+
+
+def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
+    return backbone.encoder.layers
+
+
+def build_vision_backbone(
+    model_type: str,
+    config: dict[str, Any] | None = None,
+    pretrained: str | Path | None = None,
+    attn_implementation: str | None = None,
+    dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """A vision backbone from a config dict (random init) or from a local checkpoint directory."""
+    if model_type not in FAMILIES:
+        raise ValueError(f"unsupported vision backbone {model_type!r}; supported: {sorted(FAMILIES)}")
+    family = FAMILIES[model_type]
+    extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if pretrained is not None:
+        path = Path(pretrained)
+        if not path.is_dir():
+            raise FileNotFoundError(f"vision backbone directory not found: {path} (only local paths are loaded)")
+        return family.model_class.from_pretrained(path, local_files_only=True, dtype=dtype, **extra)
+    cfg = family.config_class(**(config or {}))
+    if attn_implementation:
+        cfg._attn_implementation = attn_implementation
+    model = family.model_class(cfg)
+    return model.to(dtype) if dtype is not None else model
+
+
+def vision_features(backbone: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """Patch features [N, patches, d] of the last encoder layer, before the backbone's final norm."""
+    family = family_of(backbone)
+    inputs = family.make_inputs(backbone, pixel_values) if family.make_inputs else {"pixel_values": pixel_values}
+    out = backbone(**inputs, output_hidden_states=True)
+    features = out.hidden_states[-1]
+    if family.drop_cls_token:
+        features = features[:, 1:]
+    return features
+
+
+def unused_parameter_names(backbone: nn.Module) -> list[str]:
+    prefixes = family_of(backbone).unused_prefixes
+    return [name for name, _ in backbone.named_parameters() if name.startswith(prefixes)]
+
+
+def crop_side(backbone: nn.Module) -> int:
+    """The square crop size (pixels) the backbone was configured for."""
+    cfg = backbone.config
+    if getattr(cfg, "image_size", None):
+        return int(cfg.image_size)
+    return int(round(cfg.num_patches**0.5)) * cfg.patch_size  # Siglip2 describes itself by patch count

@@ -1,0 +1,101 @@
+"""The visual tokenizer: ViT patch features -> merged patches -> head -> probabilistic visual tokens."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .vision import crop_side, vision_features
+
+TOKENIZE_FUNCTIONS = ("softmax", "gumbel_argmax", "st_argmax")
+
+
+def merge_patches(features: torch.Tensor, hidden_stride: int) -> torch.Tensor:
+    """Concatenate each hs x hs group of neighbouring patches: [N, s*s, d] -> [N, ceil(s/hs)^2, hs*hs*d].
+
+    The grid is zero-padded at the bottom and right to a multiple of hs; within a group the patches are
+    concatenated in row-major order (r0c0, r0c1, r1c0, r1c1 for hs = 2).
+    """
+    if hidden_stride == 1:
+        return features
+    n, length, d = features.shape
+    side = int(round(length**0.5))
+    if side * side != length:
+        raise ValueError(f"hidden_stride needs a square patch grid, got {length} patches")
+    grid = features.reshape(n, side, side, d)
+    padded_side = -(-side // hidden_stride) * hidden_stride
+    if padded_side != side:
+        pad = padded_side - side
+        grid = F.pad(grid, (0, 0, 0, pad, 0, pad))  # d untouched; pad width (right) and height (bottom)
+    g = padded_side // hidden_stride
+    grid = grid.reshape(n, g, hidden_stride, g, hidden_stride, d).permute(0, 1, 3, 2, 4, 5)
+    return grid.reshape(n, g * g, hidden_stride * hidden_stride * d)
+
+
+def tokenize(logits: torch.Tensor, function: str = "softmax", tau: float = 1.0) -> torch.Tensor:
+    """Turn head logits into visual tokens (distributions over the non-indicator visual words)."""
+    if function == "softmax":
+        # fp32 softmax whatever the compute dtype: bf16 probabilities over 65k words lose too much mass.
+        return torch.softmax(logits, dim=-1, dtype=torch.float32).to(logits.dtype)
+    if function == "gumbel_argmax":
+        return F.gumbel_softmax(logits, tau=tau, hard=True)
+    if function == "st_argmax":
+        # Straight-through: one-hot forward, softmax gradient backward. (The original used the raw logits as the
+        # soft part, which is not a distribution; we use the softmax.)
+        soft = torch.softmax(logits, dim=-1, dtype=torch.float32).to(logits.dtype)
+        hard = F.one_hot(soft.argmax(dim=-1), soft.shape[-1]).to(soft.dtype)
+        return hard - soft.detach() + soft
+    raise ValueError(f"unknown tokenize_function {function!r}; choose from {TOKENIZE_FUNCTIONS}")
+
+
+class VisualTokenizer(nn.Module):
+    """ViT backbone + visual head (Linear without bias, then LayerNorm over the logits).
+
+    The head has V - n_indicators outputs: the last n_indicators words of the visual vocabulary are the indicator
+    tokens, which images never produce.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        vocab_size: int,
+        n_indicators: int = 5,
+        hidden_stride: int = 2,
+        tokenize_function: str = "softmax",
+        tau: float = 1.0,
+    ):
+        super().__init__()
+        if tokenize_function not in TOKENIZE_FUNCTIONS:
+            raise ValueError(f"unknown tokenize_function {tokenize_function!r}; choose from {TOKENIZE_FUNCTIONS}")
+        if vocab_size <= n_indicators:
+            raise ValueError(f"visual vocab_size {vocab_size} must exceed n_indicators {n_indicators}")
+        self.backbone = backbone
+        self.vocab_size = vocab_size
+        self.n_indicators = n_indicators
+        self.hidden_stride = hidden_stride
+        self.tokenize_function = tokenize_function
+        self.tau = tau  # annealed by a callback when tokenize_function is gumbel_argmax
+        head_dim = vocab_size - n_indicators
+        in_dim = backbone.config.hidden_size * hidden_stride * hidden_stride
+        self.head = nn.Sequential(nn.Linear(in_dim, head_dim, bias=False), nn.LayerNorm(head_dim))
+
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Merged patch features [N, T, hs*hs*d] for N crops."""
+        return merge_patches(vision_features(self.backbone, pixel_values), self.hidden_stride)
+
+    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(pixel_values))
+
+    def tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Visual tokens over the V - n_indicators image words [N, T, V - n_ind] (what the model embeds)."""
+        return tokenize(self.logits(pixel_values), self.tokenize_function, self.tau)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Visual tokens over the whole visual vocabulary [N, T, V]: the indicator columns are zero."""
+        return F.pad(self.tokens(pixel_values), (0, self.n_indicators))
+
+    def tokens_per_crop(self) -> int:
+        grid = crop_side(self.backbone) // self.backbone.config.patch_size
+        merged = -(-grid // self.hidden_stride)
+        return merged * merged

@@ -1,0 +1,168 @@
+"""Conversation formats of Ovis 1.6 (Gemma, Qwen/ChatML, Llama 3) with assistant-only labels, and caption samples.
+
+Each turn's text is tokenised as a whole, split at the literal `<image>` (so no BPE merge crosses an image), and
+labels are assigned from character offsets: a token is supervised when it starts inside the assistant message or
+its end token. The newline after an end token is never supervised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..constants import IGNORE_ID, IMAGE_TOKEN, IMAGE_TOKEN_ID
+
+ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    name: str
+    formatter_class: str  # the original's class name (written to exported configs)
+    bos: str  # text that opens the prompt
+    role_prefix: dict[str, str]
+    turn_end: str  # closes every finished turn
+    supervised_end: str  # the part of turn_end that assistant labels include
+    default_system: str | None
+    allows_system: bool
+    strip_messages: bool
+
+
+CHAT_FORMATS = {
+    f.name: f
+    for f in (
+        ChatFormat(
+            name="gemma",
+            formatter_class="GemmaConversationFormatter",
+            bos="<bos>",
+            role_prefix={"human": "<start_of_turn>user\n", "gpt": "<start_of_turn>model\n"},
+            turn_end="<end_of_turn>\n",
+            supervised_end="<end_of_turn>",
+            default_system=None,
+            allows_system=False,
+            strip_messages=True,
+        ),
+        ChatFormat(
+            name="qwen",
+            formatter_class="QwenConversationFormatter",
+            bos="",
+            role_prefix={
+                "system": "<|im_start|>system\n",
+                "human": "<|im_start|>user\n",
+                "gpt": "<|im_start|>assistant\n",
+            },
+            turn_end="<|im_end|>\n",
+            supervised_end="<|im_end|>",
+            default_system="You are a helpful assistant.",
+            allows_system=True,
+            strip_messages=False,
+        ),
+        ChatFormat(
+            name="llama3",
+            formatter_class="Llama3ConversationFormatter",
+            bos="<|begin_of_text|>",
+            role_prefix={
+                "system": "<|start_header_id|>system<|end_header_id|>\n\n",
+                "human": "<|start_header_id|>user<|end_header_id|>\n\n",
+                "gpt": "<|start_header_id|>assistant<|end_header_id|>\n\n",
+            },
+            turn_end="<|eot_id|>",
+            supervised_end="<|eot_id|>",
+            default_system="You are a helpful and honest multimodal assistant.",
+            allows_system=True,
+            strip_messages=True,
+        ),
+    )
+}
+FORMAT_BY_CLASS = {f.formatter_class: f for f in CHAT_FORMATS.values()}
+
+
+@dataclass
+class FormattedText:
+    prompt: str
+    input_ids: list[int]  # IMAGE_TOKEN_ID (-200) where an image goes
+    labels: list[int]
+
+
+class ConversationFormatter:
+    def __init__(self, tokenizer, chat_format: str | ChatFormat):
+        self.tokenizer = tokenizer
+        if isinstance(chat_format, str):
+            if chat_format not in CHAT_FORMATS:
+                raise ValueError(f"unknown chat format {chat_format!r}; choose from {sorted(CHAT_FORMATS)}")
+            chat_format = CHAT_FORMATS[chat_format]
+        self.format_spec = chat_format
+        for token in {chat_format.supervised_end} | ({chat_format.bos} if chat_format.bos else set()):
+            if token not in tokenizer.get_vocab():
+                raise ValueError(f"the tokenizer has no {token!r} token, which the {chat_format.name} format needs")
+
+    # --------------------------------------------------------------------------------------------- tokenising
+    def tokenize(self, text: str) -> tuple[list[int], list[int]]:
+        """Token ids (IMAGE_TOKEN_ID for each `<image>`) and each token's start offset in `text`."""
+        ids: list[int] = []
+        starts: list[int] = []
+        offset = 0
+        for k, chunk in enumerate(text.split(IMAGE_TOKEN)):
+            if k:
+                ids.append(IMAGE_TOKEN_ID)
+                starts.append(offset)
+                offset += len(IMAGE_TOKEN)
+            if chunk:
+                enc = self.tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
+                ids.extend(enc["input_ids"])
+                starts.extend(offset + s for s, _ in enc["offset_mapping"])
+            offset += len(chunk)
+        return ids, starts
+
+    # ------------------------------------------------------------------------------------------ conversations
+    def format(self, conversations: list[dict], generation_preface: str | None = None) -> FormattedText:
+        """LLaVA-style turns ({"from": "human"|"gpt"|"system", "value": ...}) -> prompt, ids and labels.
+
+        With `generation_preface` (inference) an open assistant turn starting with it ends the prompt, and no
+        position is supervised.
+        """
+        spec = self.format_spec
+        turns = [(self._role(t), t["value"]) for t in conversations]
+        if not turns:
+            raise ValueError("empty conversation")
+        if turns[0][0] != "system" and spec.default_system is not None:
+            turns.insert(0, ("system", spec.default_system))
+        if generation_preface is not None:
+            turns.append(("gpt", generation_preface))
+
+        prompt, input_ids, labels = "", [], []
+        for i, (role, message) in enumerate(turns):
+            if role == "system" and not spec.allows_system:
+                raise ValueError(f"the {spec.name} format has no system turn")
+            if role == "system" and i != 0:
+                raise ValueError("a system turn may only come first")
+            if spec.strip_messages:
+                message = message.strip()
+            is_open = generation_preface is not None and i == len(turns) - 1
+            head = (spec.bos if i == 0 else "") + spec.role_prefix[role]
+            text = head + message + ("" if is_open else spec.turn_end)
+            ids, starts = self.tokenize(text)
+            if role == "gpt" and generation_preface is None:
+                lo, hi = len(head), len(head) + len(message) + len(spec.supervised_end)
+                labels.extend(t if lo <= s < hi and t != IMAGE_TOKEN_ID else IGNORE_ID for t, s in zip(ids, starts))
+            else:
+                labels.extend([IGNORE_ID] * len(ids))
+            prompt += text
+            input_ids.extend(ids)
+        return FormattedText(prompt, input_ids, labels)
+
+    @staticmethod
+    def _role(turn: dict) -> str:
+        role = turn.get("from", turn.get("role"))
+        if role not in ROLE_ALIASES:
+            raise ValueError(f"unknown conversation role {role!r}; use human/gpt/system")
+        return ROLE_ALIASES[role]
+
+    # ----------------------------------------------------------------------------------------------- captions
+    def format_caption(self, caption: str, template: str = f"{IMAGE_TOKEN}\n") -> FormattedText:
+        """Caption sample: template (with one `<image>`) + caption; labels on the caption only; no BOS/EOS."""
+        if template.count(IMAGE_TOKEN) != 1:
+            raise ValueError(f"a caption template needs exactly one {IMAGE_TOKEN}, got {template!r}")
+        caption = caption.replace(IMAGE_TOKEN, "").strip()
+        head_ids, _ = self.tokenize(template)
+        caption_ids, _ = self.tokenize(caption)
+        return FormattedText(template + caption, head_ids + caption_ids, [IGNORE_ID] * len(head_ids) + caption_ids)

@@ -1,0 +1,166 @@
+"""OvisProcessor: tokenizer + chat format + image preprocessing -> model-ready samples and batches."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..constants import IGNORE_ID, IMAGE_TOKEN, IMAGE_TOKEN_ID
+from .conversation import CHAT_FORMATS, ConversationFormatter
+from .image import ImagePreprocessor
+from .tokenizer import load_tokenizer
+
+PREPROCESSOR_FILE = "preprocessor_config.json"
+
+
+@dataclass
+class Sample:
+    input_ids: list[int]  # text ids with each image expanded into its placeholders (-300..-305)
+    labels: list[int]
+    pixel_values: torch.Tensor  # [n_crops, 3, S, S]; n_crops may be 0
+    prompt: str = ""
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_crops(self) -> int:
+        return self.pixel_values.shape[0]
+
+
+class OvisProcessor:
+    def __init__(
+        self,
+        tokenizer,
+        chat_format: str,
+        image_preprocessor: ImagePreprocessor,
+        max_partition: int = 9,
+        multi_image_max_partition: int = 1,
+    ):
+        self.tokenizer = tokenizer
+        self.formatter = ConversationFormatter(tokenizer, chat_format)
+        self.image_preprocessor = image_preprocessor
+        self.max_partition = max_partition  # single-image samples
+        self.multi_image_max_partition = multi_image_max_partition  # each image of a several-image sample
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
+        self.pad_token_id = pad
+        self.tokenizer_source: Path | None = None  # the directory the tokenizer was read from, if any
+
+    @property
+    def chat_format(self) -> str:
+        return self.formatter.format_spec.name
+
+    # ------------------------------------------------------------------------------------------------ samples
+    def conversation(
+        self,
+        conversations: list[dict],
+        images: list[Image.Image] | None = None,
+        max_partition: int | None = None,
+        generation_preface: str | None = None,
+    ) -> Sample:
+        text = self.formatter.format(conversations, generation_preface)
+        return self._with_images(text, images or [], max_partition)
+
+    def query(self, question: str, images: list[Image.Image] | None = None, max_partition: int | None = None) -> Sample:
+        """An inference prompt for one user turn (`<image>` is prepended per image when the text has none)."""
+        images = images or []
+        if images and IMAGE_TOKEN not in question:
+            question = "".join(f"{IMAGE_TOKEN}\n" for _ in images) + question
+        return self.conversation([{"from": "human", "value": question}], images, max_partition, generation_preface="")
+
+    def caption(self, caption: str, image: Image.Image, template: str = f"{IMAGE_TOKEN}\n") -> Sample:
+        return self._with_images(self.formatter.format_caption(caption, template), [image], None)
+
+    def _with_images(self, text, images: list[Image.Image], max_partition: int | None) -> Sample:
+        n_marks = text.input_ids.count(IMAGE_TOKEN_ID)
+        if n_marks != len(images):
+            raise ValueError(f"the text has {n_marks} {IMAGE_TOKEN} marks but {len(images)} images were given")
+        if max_partition is None:
+            max_partition = self.max_partition if len(images) == 1 else self.multi_image_max_partition
+        input_ids, labels, crops = [], [], []
+        image_iter = iter(images)
+        for token, label in zip(text.input_ids, text.labels):
+            if token == IMAGE_TOKEN_ID:
+                pixel_values, placeholders = self.image_preprocessor(next(image_iter), max_partition)
+                crops.append(pixel_values)
+                input_ids.extend(placeholders)
+                labels.extend([IGNORE_ID] * len(placeholders))
+            else:
+                input_ids.append(token)
+                labels.append(label)
+        side = self.image_preprocessor.side
+        pixel_values = torch.cat(crops) if crops else torch.zeros(0, 3, side, side)
+        return Sample(input_ids, labels, pixel_values, text.prompt)
+
+    # ------------------------------------------------------------------------------------------------ batches
+    def collate(self, samples: list[Sample], padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """Pad to the longest sample; crops are concatenated in sample order."""
+        longest = max(len(s.input_ids) for s in samples)
+        batch = len(samples)
+        input_ids = torch.full((batch, longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch, longest), IGNORE_ID, dtype=torch.long)
+        attention_mask = torch.zeros((batch, longest), dtype=torch.long)
+        for i, s in enumerate(samples):
+            n = len(s.input_ids)
+            span = slice(0, n) if padding_side == "right" else slice(longest - n, longest)
+            input_ids[i, span] = torch.tensor(s.input_ids, dtype=torch.long)
+            labels[i, span] = torch.tensor(s.labels, dtype=torch.long)
+            attention_mask[i, span] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "pixel_values": torch.cat([s.pixel_values for s in samples]),
+        }
+
+    # ----------------------------------------------------------------------------------------------------- I/O
+    def save_pretrained(self, directory: str | Path, image_processor_class: str = "SiglipImageProcessor") -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory)
+        save_image_preprocessor(self.image_preprocessor, directory, image_processor_class)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, chat_format: str, **kwargs) -> "OvisProcessor":
+        directory = Path(directory)
+        processor = cls(load_tokenizer(directory), chat_format, load_image_preprocessor(directory), **kwargs)
+        processor.tokenizer_source = directory  # exports copy the original tokenizer files from here
+        return processor
+
+
+def save_image_preprocessor(pp: ImagePreprocessor, directory: Path, image_processor_class: str) -> None:
+    """preprocessor_config.json in the layout of transformers' SigLIP/CLIP image processors."""
+    config = {
+        "do_convert_rgb": None,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": list(pp.image_mean),
+        "image_processor_type": image_processor_class,
+        "image_std": list(pp.image_std),
+        "resample": int(pp.resample),
+        "rescale_factor": 1 / 255,
+        "size": {"height": pp.side, "width": pp.side},
+    }
+    (Path(directory) / PREPROCESSOR_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def load_image_preprocessor(directory: str | Path) -> ImagePreprocessor:
+    config = json.loads((Path(directory) / PREPROCESSOR_FILE).read_text())
+    size = config["size"]
+    side = size.get("height", size.get("shortest_edge"))
+    if side is None or size.get("width", side) != side:
+        raise ValueError(f"expected a square crop size in {PREPROCESSOR_FILE}, got {size}")
+    return ImagePreprocessor(
+        side=int(side),
+        image_mean=tuple(config["image_mean"]),
+        image_std=tuple(config["image_std"]),
+        resample=int(config.get("resample", 3)),
+    )
+
+
+__all__ = ["CHAT_FORMATS", "OvisProcessor", "Sample", "load_image_preprocessor"]

