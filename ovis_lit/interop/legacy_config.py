@@ -63,3 +63,9 @@ LEGACY_COMMON_FIELDS = {
     "typical_p": 1.0,
     "use_bfloat16": False,
 }
+
+# Per-architecture fields that 4.4x configs carried and the original code reads (it builds a HybridCache for Gemma 2
+# generation only when cache_implementation says "hybrid").
+LEGACY_MODEL_FIELDS = {
+    "gemma2": {"cache_implementation": "hybrid"},
+}

@@ -28,7 +28,7 @@ from ..model.vision import FAMILIES, build_vision_backbone
 from ..model.visual_tokenizer import VisualTokenizer
 from ..processing.conversation import CHAT_FORMATS, FORMAT_BY_CLASS
 from ..processing.processor import OvisProcessor, save_image_preprocessor
-from .legacy_config import LEGACY_COMMON_FIELDS, LEGACY_TRANSFORMERS_VERSION
+from .legacy_config import LEGACY_COMMON_FIELDS, LEGACY_MODEL_FIELDS, LEGACY_TRANSFORMERS_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ def load_original(
     """An original Ovis checkpoint directory -> (OvisModel, OvisProcessor or None when it has no tokenizer)."""
     directory = Path(directory)
     config = read_original_config(directory)
+    _weight_files(directory)  # fail early, and never fall back to pickled weights
     vt_config = config["visual_tokenizer_config"]
     torch_dtype = as_dtype(dtype) or as_dtype(config.get("torch_dtype") or "float32")
 
@@ -119,7 +120,8 @@ def load_original(
     try:
         # transformers does the loading (meta init, dtype, tied weights); key_mapping picks each part's keys.
         llm = transformers.AutoModelForCausalLM.from_pretrained(
-            directory, config=llm_cfg, key_mapping={r"^llm\.": ""}, dtype=torch_dtype, local_files_only=True
+            directory, config=llm_cfg, key_mapping={r"^llm\.": ""}, dtype=torch_dtype, local_files_only=True,
+            use_safetensors=True,
         )
         backbone = family.model_class.from_pretrained(
             directory,
@@ -127,6 +129,7 @@ def load_original(
             key_mapping={"^" + BACKBONE_KEY_PREFIX.replace(".", r"\."): ""},
             dtype=torch_dtype,
             local_files_only=True,
+            use_safetensors=True,
         )
     finally:
         transformers.logging.set_verbosity(verbosity)
@@ -174,6 +177,8 @@ def _legacy_dict(config: transformers.PretrainedConfig) -> dict[str, Any]:
         d.setdefault("rope_theta", rope["rope_theta"])
     if rope.get("rope_type", "default") != "default":
         d.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
+    for key, value in LEGACY_MODEL_FIELDS.get(config.model_type, {}).items():
+        d.setdefault(key, value)
     d["torch_dtype"] = str(d.pop("dtype", None) or "float32").replace("torch.", "")
     d.pop("transformers_version", None)
     return d

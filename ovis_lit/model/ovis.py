@@ -148,7 +148,9 @@ class OvisModel(nn.Module):
         out_labels = None
         if labels is not None:
             out_labels = labels.new_full((batch, out_len), IGNORE_ID)
-            out_labels[text_b, text_dest] = labels[text_b, text_p]
+            # Indicator positions are visual too: never supervised, whatever the caller's labels say.
+            text_labels = labels[text_b, text_p]
+            out_labels[text_b, text_dest] = text_labels.masked_fill(input_ids[text_b, text_p] < 0, IGNORE_ID)
         return MergedInputs(embeds, out_mask.long(), out_labels, visual_tokens)
 
     # --------------------------------------------------------------------------------------------------- forward

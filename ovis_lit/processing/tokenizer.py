@@ -58,3 +58,45 @@ def qwen_tokenizer(cache_dir: str | Path | None = None) -> PreTrainedTokenizerFa
     cache.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(cache)
     return tokenizer
+
+
+CHAT_SPECIAL_TOKENS = {
+    # format -> (special tokens, bos, eos, pad); pad is a token of its own so padding never collides with text
+    "qwen": (("<|endoftext|>", "<|im_start|>", "<|im_end|>"), None, "<|im_end|>", "<|endoftext|>"),
+    "gemma": (("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"), "<bos>", "<end_of_turn>", "<pad>"),
+    "llama3": (
+        ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|pad|>"),
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        "<|pad|>",
+    ),
+}
+
+
+def byte_level_tokenizer(chat_format: str, corpus: list[str] | None = None, vocab_size: int = 256) -> PreTrainedTokenizerFast:
+    """A small byte-level BPE tokenizer with the special tokens of a chat format, built in memory.
+
+    Without a corpus it is byte-level only (256 symbols); with one, BPE merges are learnt from it up to
+    `vocab_size` (deterministic for a given corpus). Meant for tiny models and tests, not for real checkpoints.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    specials, bos, eos, pad = CHAT_SPECIAL_TOKENS[chat_format]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(
+        vocab_size=max(vocab_size, len(alphabet) + len(specials)),
+        initial_alphabet=alphabet,
+        special_tokens=list(specials),
+        show_progress=False,
+    )
+    backend.train_from_iterator(corpus or [], trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        bos_token=bos,
+        eos_token=eos,
+        pad_token=pad,
+        clean_up_tokenization_spaces=False,
+    )

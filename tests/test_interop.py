@@ -1,0 +1,97 @@
+"""Checkpoint interop with the original Ovis layout for models built here."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from ovis_lit.interop.original import export_original, load_original
+from ovis_lit.processing.image import ImagePreprocessor
+from ovis_lit.processing.processor import OvisProcessor
+from ovis_lit.processing.tokenizer import byte_level_tokenizer
+
+from .conftest import FIXTURE
+from .tiny import tiny_model
+
+
+def _processor(fmt="qwen"):
+    return OvisProcessor(byte_level_tokenizer(fmt), fmt, ImagePreprocessor(side=42))
+
+
+def _assert_bitwise(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]), k
+
+
+@pytest.mark.parametrize("llm,fmt", [("qwen2", "qwen"), ("gemma2", "gemma"), ("llama", "llama3")])
+def test_fresh_model_export_reimport_is_bitwise(tmp_path, llm, fmt):
+    model = tiny_model(llm=llm)
+    out = export_original(model, _processor(fmt), tmp_path, multimodal_max_length=1024)
+    again, processor = load_original(out)
+    _assert_bitwise(model, again)
+    assert processor.chat_format == fmt
+    assert again.llm.config.model_type == model.llm.config.model_type
+
+
+def test_fresh_export_has_the_original_layout(tmp_path):
+    model = tiny_model(llm="gemma2")
+    out = export_original(model, _processor("gemma"), tmp_path)
+    ref = json.loads((FIXTURE / "checkpoint" / "config.json").read_text())
+    ours = json.loads((out / "config.json").read_text())
+    assert set(ours) == set(ref)
+    assert set(ref["visual_tokenizer_config"]) <= set(ours["visual_tokenizer_config"])
+    assert set(ref["visual_tokenizer_config"]["backbone_config"]) <= set(ours["visual_tokenizer_config"]["backbone_config"])
+    assert set(ref["llm_config"]) - set(ours["llm_config"]) == set()
+    assert ours["llm_config"]["rope_theta"] == model.llm.config.rope_parameters["rope_theta"]  # 4.x reads rope_theta
+    assert ours["conversation_formatter_class"] == "GemmaConversationFormatter"
+    with safe_open(out / "model.safetensors", "pt") as f:
+        keys = set(f.keys())
+    assert "llm.lm_head.weight" not in keys  # tied
+    assert any(k.startswith("visual_tokenizer.backbone.vision_model.") for k in keys)
+    assert {"visual_tokenizer.head.0.weight", "visual_tokenizer.head.1.weight", "visual_tokenizer.head.1.bias", "vte.weight"} <= keys
+    tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
+    assert tok_cfg["tokenizer_class"] == "PreTrainedTokenizerFast" and "backend" not in tok_cfg
+    assert (out / "special_tokens_map.json").is_file()
+
+
+def test_sharded_export_reimports(tmp_path):
+    model = tiny_model()
+    out = export_original(model, _processor(), tmp_path, max_shard_bytes=20_000)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1
+    assert not (out / "model.safetensors").exists()
+    _assert_bitwise(model, load_original(out)[0])
+
+
+def test_bfloat16_round_trip(tmp_path):
+    model = tiny_model(dtype="bfloat16")
+    assert model.vte.weight.dtype == torch.bfloat16
+    out = export_original(model, _processor(), tmp_path)
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+    _assert_bitwise(model, load_original(out)[0])
+
+
+def test_import_refuses_non_ovis_and_pickles(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="expected 'ovis'"):
+        load_original(tmp_path)
+    cfg = json.loads((FIXTURE / "checkpoint" / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(FileNotFoundError, match="only safetensors"):
+        load_original(tmp_path)
+
+
+def test_imported_model_equals_reexport_forward(reference, tmp_path, expected_tensors):
+    """Forward of a re-imported export equals the original import (fp32, bitwise)."""
+    model, processor = reference
+    again, _ = load_original(export_original(model, processor, tmp_path))
+    batch = {k.rsplit(".", 1)[-1]: v for k, v in expected_tensors.items() if k.startswith("forward.batch.")}
+    crops = torch.cat([expected_tensors[f"forward.sample{i}.pixel_values"] for i in (0, 1, 3)])
+    with torch.no_grad():
+        a = model(batch["input_ids"], batch["attention_mask"], batch["labels"], crops, return_logits=True).logits
+        b = again.eval()(batch["input_ids"], batch["attention_mask"], batch["labels"], crops, return_logits=True).logits
+    assert torch.equal(a, b)

@@ -1,0 +1,218 @@
+"""Invariants of the visual tokenizer, the embedding table and the multimodal merge."""
+
+import pytest
+import torch
+
+from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
+from ovis_lit.model.embedding import VisualEmbedding
+from ovis_lit.model.visual_tokenizer import merge_patches, tokenize
+
+from .tiny import tiny_model
+
+S = 42  # crop side of the tiny backbones
+
+
+def _batch(model, crops_per_sample=(2, 0, 1), text_len=6, pad_extra=(0, 3, 1)):
+    """Right-padded ids with one atom per crop, indicators around them, labels on the text tail."""
+    rows, labels = [], []
+    for n, extra in zip(crops_per_sample, pad_extra):
+        ids = [5, 6]
+        for _ in range(n):
+            ids += [INDICATOR_IDS[0], IMAGE_ATOM_ID, INDICATOR_IDS[-1]]
+        ids += list(range(10, 10 + text_len))
+        rows.append(ids)
+        labels.append([IGNORE_ID] * (len(ids) - 3) + ids[-3:])
+    longest = max(len(r) for r in rows) + max(pad_extra)
+    input_ids = torch.zeros(len(rows), longest, dtype=torch.long)
+    label_t = torch.full_like(input_ids, IGNORE_ID)
+    mask = torch.zeros_like(input_ids)
+    for i, (r, lab) in enumerate(zip(rows, labels)):
+        input_ids[i, : len(r)] = torch.tensor(r)
+        label_t[i, : len(r)] = torch.tensor(lab)
+        mask[i, : len(r)] = 1
+    pixel_values = torch.randn(sum(crops_per_sample), 3, S, S)
+    return input_ids, mask, label_t, pixel_values
+
+
+# --------------------------------------------------------------------------------------------- visual tokenizer
+@pytest.mark.parametrize("backbone", ["siglip_vision_model", "clip_vision_model", "aimv2_vision_model", "siglip2_vision_model"])
+def test_backbones_give_distributions_over_the_visual_vocabulary(backbone):
+    model = tiny_model(backbone=backbone)
+    probs = model.visual_tokenizer(torch.randn(3, 3, S, S))
+    # 42 px / 14 = 3x3 patches, padded to 4x4, merged 2x2 -> 4 tokens over V = 64 words
+    assert probs.shape == (3, 4, 64)
+    assert torch.allclose(probs.sum(-1), torch.ones(3, 4), atol=1e-6)
+    assert (probs >= 0).all()
+    assert (probs[..., -5:] == 0).all()  # indicator words are never produced by images
+
+
+@pytest.mark.parametrize("function", ["st_argmax", "gumbel_argmax"])
+def test_hard_tokenizers_are_one_hot_and_pass_gradients(function):
+    logits = torch.randn(2, 4, 59, requires_grad=True)
+    out = tokenize(logits, function, tau=0.5)
+    assert torch.equal(out.detach().sum(-1), torch.ones(2, 4))
+    assert ((out.detach() == 0) | (out.detach() == 1)).all()
+    (out * torch.randn_like(out)).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_softmax_in_fp32_for_bf16_logits():
+    logits = torch.randn(2, 65531).bfloat16() * 3
+    probs = tokenize(logits, "softmax")
+    assert probs.dtype == torch.bfloat16
+    assert abs(probs.float().sum(-1) - 1).max() < 1e-2
+
+
+def test_hidden_stride_pads_odd_grid_bottom_right_and_groups_row_major():
+    d = 2
+    grid = torch.arange(9 * d, dtype=torch.float32).reshape(1, 9, d) + 1  # 3x3 patches, all non-zero
+    merged = merge_patches(grid, 2)
+    assert merged.shape == (1, 4, 4 * d)
+    patch = lambda r, c: grid[0, r * 3 + c]  # noqa: E731
+    zero = torch.zeros(d)
+    assert torch.equal(merged[0, 0], torch.cat([patch(0, 0), patch(0, 1), patch(1, 0), patch(1, 1)]))
+    assert torch.equal(merged[0, 1], torch.cat([patch(0, 2), zero, patch(1, 2), zero]))
+    assert torch.equal(merged[0, 2], torch.cat([patch(2, 0), patch(2, 1), zero, zero]))
+    assert torch.equal(merged[0, 3], torch.cat([patch(2, 2), zero, zero, zero]))
+
+
+# ------------------------------------------------------------------------------------------------ embedding table
+def test_embedding_table_float_is_expectation_and_int_is_lookup():
+    vte = VisualEmbedding(10, 3)
+    probs = torch.softmax(torch.randn(4, 10), -1)
+    assert torch.allclose(vte(probs), probs @ vte.weight, atol=1e-6)
+    short = torch.softmax(torch.randn(4, 7), -1)  # indicator columns left out: same as zero-padded
+    padded = torch.cat([short, torch.zeros(4, 3)], -1)
+    assert torch.allclose(vte(short), vte(padded), atol=1e-6)
+    assert torch.equal(vte(torch.tensor([9, 0])), vte.weight[[9, 0]])
+
+
+def test_indicator_ids_take_the_last_rows_in_order():
+    model = tiny_model()
+    ids = torch.tensor([list(INDICATOR_IDS)])
+    embeds = model.embed_text(ids)
+    v = model.vte.num_embeddings
+    assert torch.equal(embeds[0], model.vte.weight[v - 5 : v])  # -301 -> V-5 ... -305 -> V-1
+
+
+def test_vte_reinit_from_text_table_statistics():
+    model = tiny_model(vte_init="text_stats")
+    text = model.llm.get_input_embeddings().weight
+    assert abs(model.vte.weight.std().item() - text.std().item()) < 0.3 * text.std().item()
+
+
+# ---------------------------------------------------------------------------------------------------------- merge
+def _naive_merge(model, input_ids, mask, labels, pixel_values):
+    """Per-sample Python splice: the obvious (slow) definition the vectorised merge must equal."""
+    _, visual = model.embed_visual(pixel_values)
+    text = model.embed_text(input_ids)
+    rows, row_labels, k = [], [], 0
+    for b in range(input_ids.shape[0]):
+        parts, labs = [], []
+        for p in range(input_ids.shape[1]):
+            if not mask[b, p]:
+                continue
+            if input_ids[b, p] == IMAGE_ATOM_ID:
+                parts.append(visual[k])
+                labs += [IGNORE_ID] * visual.shape[1]
+                k += 1
+            else:
+                parts.append(text[b, p : p + 1])
+                labs.append(int(labels[b, p]))
+        rows.append(torch.cat(parts))
+        row_labels.append(labs)
+    return rows, row_labels
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+def test_vectorised_merge_equals_per_sample_splice(padding_side):
+    model = tiny_model().eval()
+    input_ids, mask, labels, pixel_values = _batch(model)
+    with torch.no_grad():
+        merged = model.merge(input_ids, mask, labels, pixel_values, padding_side=padding_side)
+        rows, row_labels = _naive_merge(model, input_ids, mask, labels, pixel_values)
+    for b, (row, labs) in enumerate(zip(rows, row_labels)):
+        real = merged.attention_mask[b].bool()
+        assert real.sum() == len(row)
+        positions = real.nonzero().flatten()
+        assert positions.max() - positions.min() + 1 == len(row)  # contiguous
+        if padding_side == "right":
+            assert positions.min() == 0
+        else:
+            assert positions.max() == merged.attention_mask.shape[1] - 1
+        assert torch.allclose(merged.inputs_embeds[b, real], row, atol=1e-6)
+        assert merged.labels[b, real].tolist() == labs
+        assert (merged.labels[b, ~real] == IGNORE_ID).all() and (merged.inputs_embeds[b, ~real] == 0).all()
+
+
+def test_visual_positions_are_never_supervised():
+    model = tiny_model().eval()
+    input_ids, mask, labels, pixel_values = _batch(model)
+    labels = torch.where(mask.bool(), input_ids, IGNORE_ID)  # try to supervise everything, placeholders included
+    merged = model.merge(input_ids, mask, labels, pixel_values)
+    real = merged.attention_mask.bool()
+    assert ((merged.labels >= 0) | (merged.labels == IGNORE_ID)).all()  # no placeholder id survives as a label
+    n_visual = pixel_values.shape[0] * (model.visual_tokenizer.tokens_per_crop() + 2)  # + 2 indicators per crop
+    assert (merged.labels[real] == IGNORE_ID).sum() == n_visual
+
+
+def test_crop_count_mismatch_is_an_error():
+    model = tiny_model()
+    input_ids, mask, labels, pixel_values = _batch(model)
+    with pytest.raises(ValueError, match="3 image atoms"):
+        model.merge(input_ids, mask, labels, pixel_values[:2])
+
+
+@pytest.mark.parametrize("llm", ["qwen2", "gemma2", "llama"])
+def test_sparse_training_loss_equals_full_llm_loss(llm):
+    model = tiny_model(llm=llm).eval()
+    input_ids, mask, labels, pixel_values = _batch(model)
+    with torch.no_grad():
+        full = model(input_ids, mask, labels, pixel_values, return_logits=True).loss
+        sparse = model(input_ids, mask, labels, pixel_values).loss
+    assert torch.allclose(full, sparse, atol=1e-5)
+
+
+def test_gemma_visual_embeddings_take_the_text_embedding_scale():
+    model = tiny_model(llm="gemma2").eval()
+    _, scaled = model.embed_visual(torch.randn(1, 3, S, S))
+    tokens = model.visual_tokenizer.tokens(torch.randn(1, 3, S, S))
+    assert model._embed_scale(torch.float32) is not None
+    assert torch.allclose(model._scaled(model.vte(tokens)), model.vte(tokens) * model.llm.config.hidden_size**0.5)
+    assert scaled.shape[-1] == model.llm.config.hidden_size
+
+
+# ------------------------------------------------------------------------------------------------------ gradients
+def _visual_params(model):
+    return {n: p for n, p in model.named_parameters() if n.startswith(("visual_tokenizer", "vte")) and p.requires_grad}
+
+
+def test_text_only_batch_still_gives_every_visual_parameter_a_zero_gradient():
+    model = tiny_model().train()
+    from ovis_lit.model.vision import unused_parameter_names
+
+    for name in unused_parameter_names(model.visual_tokenizer.backbone):
+        model.visual_tokenizer.backbone.get_parameter(name).requires_grad_(False)
+    input_ids, mask, labels, _ = _batch(model, crops_per_sample=(0, 0, 0))
+    loss = model(input_ids, mask, labels, torch.zeros(0, 3, S, S)).loss
+    loss.backward()
+    params = _visual_params(model)
+    assert params
+    for name, p in params.items():
+        assert p.grad is not None, name
+        assert torch.count_nonzero(p.grad) == 0, name
+
+
+def test_mixed_batch_gives_visual_gradients():
+    model = tiny_model().train()
+    input_ids, mask, labels, pixel_values = _batch(model)
+    model(input_ids, mask, labels, pixel_values).loss.backward()
+    assert model.visual_tokenizer.head[0].weight.grad.abs().sum() > 0
+    assert model.vte.weight.grad.abs().sum() > 0
+
+
+def test_all_masked_batch_gives_zero_loss_not_nan():
+    model = tiny_model().train()
+    input_ids, mask, labels, pixel_values = _batch(model)
+    loss = model(input_ids, mask, torch.full_like(labels, IGNORE_ID), pixel_values).loss
+    assert loss.item() == 0.0
