@@ -216,3 +216,50 @@ def test_all_masked_batch_gives_zero_loss_not_nan():
     input_ids, mask, labels, pixel_values = _batch(model)
     loss = model(input_ids, mask, torch.full_like(labels, IGNORE_ID), pixel_values).loss
     assert loss.item() == 0.0
+
+
+@pytest.mark.parametrize("llm", ["qwen2", "gemma2"])
+def test_packed_rows_equal_padded_batch_in_loss_and_gradients(llm):
+    def run(pack):
+        torch.manual_seed(0)
+        model = tiny_model(llm=llm).train()
+        model.pack_sequences = pack
+        torch.manual_seed(1)
+        input_ids, mask, labels, pixel_values = _batch(model, crops_per_sample=(2, 0, 1, 3), pad_extra=(0, 3, 1, 0))
+        loss = model(input_ids, mask, labels, pixel_values).loss
+        loss.backward()
+        return loss, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    loss_p, grads_p = run(True)
+    loss_u, grads_u = run(False)
+    assert torch.allclose(loss_p, loss_u, atol=1e-6)
+    assert grads_p.keys() == grads_u.keys()
+    for name in grads_p:
+        assert torch.allclose(grads_p[name], grads_u[name], atol=1e-5), name
+
+
+def test_pack_rows_layout():
+    from ovis_lit.model.ovis import pack_rows
+
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    embeds = torch.arange(20.0).reshape(4, 5, 1)
+    targets = torch.arange(20).reshape(4, 5)
+    packed, positions, packed_targets = pack_rows(embeds, mask, targets)
+    assert packed.shape == (3, 5, 1)  # 5 | 4+1 | 2 (+ 3 unused, ignored)
+    assert positions.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 0], [0, 1, 0, 1, 2]]
+    assert packed_targets.tolist() == [[10, 11, 12, 13, 14], [0, 1, 2, 3, 15], [5, 6, -100, -100, -100]]
+
+
+def test_activation_checkpointing_keeps_loss_and_gradients():
+    def run(ac):
+        torch.manual_seed(0)
+        model = tiny_model().train()
+        model.set_activation_checkpointing(vision=ac, llm=ac)
+        torch.manual_seed(1)
+        input_ids, mask, labels, pixel_values = _batch(model)
+        loss = model(input_ids, mask, labels, pixel_values).loss
+        loss.backward()
+        return loss, model.visual_tokenizer.backbone.encoder.layers[0].mlp.fc1.weight.grad
+
+    (la, ga), (lb, gb) = run(True), run(False)
+    assert torch.allclose(la, lb) and torch.allclose(ga, gb, atol=1e-6)

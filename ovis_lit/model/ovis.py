@@ -40,9 +40,52 @@ class OvisOutput:
     merged: MergedInputs
 
 
+def pack_rows(
+    embeds: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pack right-padded samples into rows of the longest sample's length (first-fit decreasing).
+
+    Returns embeddings [R, C, d], position_ids [R, C] that restart at 0 for every sample, and targets [R, C]. The
+    unused tail of a row is one more zero "sample" (its positions restart too) whose targets are ignored. Rows
+    rather than one long row keep a dense block-diagonal mask (CPU, eager/sdpa) from wasting quadratic work.
+    """
+    lengths = attention_mask.sum(dim=1).tolist()
+    capacity = max(lengths)
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        slot = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
+        if slot is None:
+            rows.append([])
+            room.append(capacity)
+            slot = len(rows) - 1
+        rows[slot].append(i)
+        room[slot] -= lengths[i]
+    sample_idx, pos_idx, row_idx, col_idx = [], [], [], []
+    position_ids = torch.zeros(len(rows), capacity, dtype=torch.long)
+    for r, members in enumerate(rows):
+        col = 0
+        for i in members:
+            n = lengths[i]
+            sample_idx += [i] * n
+            pos_idx += range(n)
+            row_idx += [r] * n
+            col_idx += range(col, col + n)
+            position_ids[r, col : col + n] = torch.arange(n)
+            col += n
+        position_ids[r, col:] = torch.arange(capacity - col)
+    device = embeds.device
+    src = (torch.tensor(sample_idx, device=device), torch.tensor(pos_idx, device=device))
+    dst = (torch.tensor(row_idx, device=device), torch.tensor(col_idx, device=device))
+    packed = embeds.new_zeros(len(rows), capacity, embeds.shape[-1]).index_put(dst, embeds[src])
+    packed_targets = targets.new_full((len(rows), capacity), IGNORE_ID).index_put(dst, targets[src])
+    return packed, position_ids.to(device), packed_targets
+
+
 class OvisModel(nn.Module):
-    def __init__(self, visual_tokenizer: VisualTokenizer, vte: VisualEmbedding, llm: nn.Module):
+    def __init__(self, visual_tokenizer: VisualTokenizer, vte: VisualEmbedding, llm: nn.Module, pack_sequences: bool = True):
         super().__init__()
+        self.pack_sequences = pack_sequences  # training loss on one packed row instead of a padded batch
         if vte.num_embeddings != visual_tokenizer.vocab_size:
             raise ValueError(f"vte has {vte.num_embeddings} rows, visual vocab is {visual_tokenizer.vocab_size}")
         if vte.embedding_dim != llm.get_input_embeddings().embedding_dim:
@@ -50,6 +93,14 @@ class OvisModel(nn.Module):
         self.visual_tokenizer = visual_tokenizer
         self.vte = vte
         self.llm = llm
+
+    def set_activation_checkpointing(self, vision: bool = False, llm: bool = False) -> None:
+        """Recompute each ViT / LLM layer in backward instead of keeping its activations (non-reentrant)."""
+        for module, on in ((self.visual_tokenizer.backbone, vision), (self.llm, llm)):
+            if on:
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            elif module.is_activation_checkpointing:
+                module.activation_checkpointing_disable()
 
     # ----------------------------------------------------------------------------------------------- embeddings
     @property
@@ -189,15 +240,22 @@ class OvisModel(nn.Module):
     def _sparse_loss(self, merged: MergedInputs) -> torch.Tensor:
         """Mean next-token CE over supervised positions, computing logits only there.
 
-        With long visual runs and short answers, most positions carry no label: skipping their [vocab]-wide logits
-        is most of the LLM head's time and memory.
+        With `pack_sequences` the batch's real tokens are first packed into rows as long as its longest sample
+        (see `pack_rows`), so padding costs next to nothing. With long visual runs and short answers most positions
+        carry no label: skipping their [vocab]-wide logits is most of the LLM head's time and memory.
         """
-        hidden = self.llm.get_decoder()(
-            inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, use_cache=False
-        ).last_hidden_state
-        targets = merged.labels[:, 1:]
+        targets = F.pad(merged.labels[:, 1:], (0, 1), value=IGNORE_ID)  # next-token target of each position
+        decoder = self.llm.get_decoder()
+        if self.pack_sequences and merged.attention_mask.shape[0] > 1:
+            embeds, position_ids, targets = pack_rows(merged.inputs_embeds, merged.attention_mask, targets)
+            # Restarting position_ids make transformers build a block-diagonal causal mask (varlen on flash-attn).
+            hidden = decoder(inputs_embeds=embeds, position_ids=position_ids, use_cache=False).last_hidden_state
+        else:
+            hidden = decoder(
+                inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, use_cache=False
+            ).last_hidden_state
         supervised = targets != IGNORE_ID
-        logits = self.output_logits(hidden[:, :-1][supervised])
+        logits = self.output_logits(hidden[supervised])
         # Sum / count rather than mean so an all-masked batch gives 0 (with a graph) instead of NaN.
         loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
         return loss / supervised.sum().clamp(min=1)
