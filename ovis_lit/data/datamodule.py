@@ -1,0 +1,162 @@
+"""LightningDataModule streaming WebDataset shards through formatting and preprocessing in worker processes."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Any, Callable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from webdataset.shardlists import expand_urls
+
+from ..processing.processor import OvisProcessor
+from .samples import SampleBuilder
+from .stream import BatchStream, Source, StreamState, WorkerPosition
+
+log = logging.getLogger(__name__)
+
+
+def expand(patterns: list[str] | str) -> list[str]:
+    """Brace patterns ("shards-{000000..000009}.tar") -> shard paths."""
+    patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+    return [url for pattern in patterns for url in expand_urls(pattern)]
+
+
+class OvisDataModule(L.LightningDataModule):
+    """Training and validation batches for one stage.
+
+    `sources` names shard sets ({name: {"train": patterns, "val": patterns}}); the stage picks which it `use`s,
+    as a list (equal weights) or {name: weight} (samples are drawn from the sets in these proportions).
+    The stream position of every worker travels in the trainer's checkpoints (`state_dict`), so resuming a run
+    continues the data exactly where it stopped.
+    """
+
+    def __init__(
+        self,
+        sources: dict[str, dict[str, Any]],
+        use: list[str] | dict[str, float],
+        batch_size: int = 8,
+        val_batch_size: int | None = None,
+        num_workers: int = 2,
+        shuffle_buffer: int = 1000,
+        seed: int = 0,
+        max_length: int = 2048,
+        captions_as: str = "template",
+        caption_template: str = "<image>\n",
+        caption_prompts: list[str] | None = None,
+        truncate: bool = True,
+        prepare: Callable[[], Any] | None = None,
+        heldout: str | None = None,
+        heldout_instruction: str | None = None,
+        processor: OvisProcessor | None = None,
+        tokens_per_crop: int | None = None,
+    ):
+        super().__init__()
+        unknown = set(use) - set(sources)
+        if unknown:
+            raise ValueError(f"stage uses unknown data sources {sorted(unknown)}; defined: {sorted(sources)}")
+        self.sources = sources
+        self.use = dict(use) if isinstance(use, dict) else {name: 1.0 for name in use}
+        self.batch_size = batch_size
+        self.val_batch_size = val_batch_size or batch_size
+        self.num_workers = num_workers
+        self.shuffle_buffer = shuffle_buffer
+        self.seed = seed
+        self.prepare = prepare
+        self.heldout = heldout  # a held-out benchmark file scored after training (train.py's `evaluate`)
+        self.heldout_instruction = heldout_instruction  # the answer instruction its prompts end with
+        self.processor = processor
+        self.tokens_per_crop = tokens_per_crop
+        self.builder_kwargs = dict(
+            max_length=max_length,
+            captions_as=captions_as,
+            caption_template=caption_template,
+            caption_prompts=list(caption_prompts or ["Describe the image."]),
+            truncate=truncate,
+        )
+        self.stream_state = StreamState()
+        self.skipped: Counter = Counter()  # over the whole run, this rank
+
+    def attach(self, processor: OvisProcessor, tokens_per_crop: int) -> None:
+        """What comes from the model: the processor and how many visual tokens one crop becomes."""
+        self.processor = processor
+        self.tokens_per_crop = tokens_per_crop
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def prepare_data(self) -> None:
+        if self.prepare is not None:
+            self.prepare()  # e.g. build the synthetic shards if they are missing (rank 0 only)
+
+    def _sources(self, split: str) -> list[Source]:
+        return [
+            Source(name, tuple(expand(self.sources[name][split])) if self.sources[name].get(split) else (), weight)
+            for name, weight in self.use.items()
+        ]
+
+    def _builder(self) -> SampleBuilder:
+        if self.processor is None or self.tokens_per_crop is None:
+            raise RuntimeError("OvisDataModule.attach(processor, tokens_per_crop) must be called before loading")
+        return SampleBuilder(self.processor, tokens_per_crop=self.tokens_per_crop, **self.builder_kwargs)
+
+    def _loader(self, stream: BatchStream, workers: int) -> DataLoader:
+        return DataLoader(
+            stream,
+            batch_size=None,  # the stream batches itself (variable-length samples, skip counts per batch)
+            num_workers=workers,
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        sources = self._sources("train")
+        if not any(s.urls for s in sources):
+            raise ValueError(f"no training shards in sources {list(self.use)}")
+        stream = BatchStream(
+            sources,
+            self._builder(),
+            self.processor.collate,
+            self.batch_size,
+            seed=self.seed,
+            shuffle_buffer=self.shuffle_buffer,
+            train=True,
+            state=self.stream_state,
+            num_workers=self.num_workers,
+        )
+        return self._loader(stream, self.num_workers)
+
+    def val_dataloader(self) -> DataLoader | list:
+        sources = [s for s in self._sources("val") if s.urls]
+        if not sources:
+            return []
+        workers = min(self.num_workers, min(len(s.urls) for s in sources))
+        stream = BatchStream(
+            sources, self._builder(), self.processor.collate, self.val_batch_size, train=False, num_workers=workers
+        )
+        return self._loader(stream, workers)
+
+    # -------------------------------------------------------------------------------------- stream position
+    def observe(self, batch: dict[str, Any]) -> None:
+        """Called by the LightningModule for every training batch it consumes."""
+        stream = batch["stream"]
+        worker = int(stream["worker"])
+        self.stream_state.workers[worker] = WorkerPosition({k: list(v) for k, v in stream["sources"].items()}, int(stream["draws"]))
+        self.stream_state.next_worker = (worker + 1) % max(1, self.num_workers)
+        self.skipped.update(batch.get("skipped", {}))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stream": self.stream_state.to_dict(), "skipped": dict(self.skipped)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stream_state = StreamState.from_dict(state.get("stream"))
+        self.skipped = Counter(state.get("skipped", {}))
+
+
+def batch_size_of(batch: dict[str, torch.Tensor]) -> int:
+    return int(batch["input_ids"].shape[0])
+
+
+def tokens_of(batch: dict[str, Any]) -> int:
+    """Tokens after image expansion (set by the LightningModule); text tokens before the first step."""
+    return int(batch.get("n_tokens", int(batch["attention_mask"].sum())))

@@ -1,0 +1,244 @@
+"""The built-in dataset: deterministic images of coloured shapes, with captions, questions and a held-out
+multiple-choice split that needs the image (a text-only model stays at chance).
+
+A scene holds 1-4 copies of one shape in one colour, each in its own quadrant of a 64 x 64 image, so every
+question has exactly one answer: the colour, the shape, how many, and (for a single shape) where. Answers are uniform over their value space and multiple-choice options are the
+answer plus random distractors in random order, so the question text carries no information about the answer.
+
+Splits:
+- caption-{train,val}: WebDataset shards of {"caption"} + image (stages 1-2);
+- chat-{train,val}: shards of LLaVA-style {"conversations"} + image: open questions and A-D multiple choice, and a
+  few text-only conversations (stage 3);
+- mc-test.tsv: the held-out multiple-choice split in VLMEvalKit's MMBench TSV layout (base64 PNG images).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+log = logging.getLogger(__name__)
+
+COLOURS = {
+    "red": (215, 40, 40),
+    "green": (40, 160, 60),
+    "blue": (45, 85, 225),
+    "yellow": (235, 200, 25),
+    "purple": (140, 55, 175),
+    "orange": (245, 135, 30),
+}
+SHAPES = ("circle", "square", "triangle", "cross")
+QUADRANTS = ("top left", "top right", "bottom left", "bottom right")
+NUMBERS = ("one", "two", "three", "four")
+LETTERS = "ABCD"
+MC_INSTRUCTION = "Please select the correct answer from the options above."
+TEXT_ONLY_SHARE = 0.05
+CAPTION_TEMPLATE = "<image>\nDescription:\n"
+VERSION = 2  # bump when the generator's output changes: existing shards are then rebuilt
+
+
+@dataclass(frozen=True)
+class Item:
+    shape: str
+    colour: str
+    quadrant: int
+
+
+def draw_scene(items: list[Item], rng: np.random.Generator, size: int = 64) -> Image.Image:
+    """Shapes near the centre of their quadrant (a few pixels of jitter), so a small ViT sees each one whole."""
+    background = int(rng.integers(225, 256))
+    image = Image.new("RGB", (size, size), (background,) * 3)
+    draw = ImageDraw.Draw(image)
+    half = size // 2
+    for item in items:
+        r = int(rng.integers(int(half * 0.3), int(half * 0.4) + 1))  # radius: 9-12 px at 64 px
+        cx = (item.quadrant % 2) * half + half // 2 + int(rng.integers(-2, 3))
+        cy = (item.quadrant // 2) * half + half // 2 + int(rng.integers(-2, 3))
+        fill = tuple(int(np.clip(c + rng.integers(-20, 21), 0, 255)) for c in COLOURS[item.colour])
+        box = (cx - r, cy - r, cx + r, cy + r)
+        if item.shape == "circle":
+            draw.ellipse(box, fill=fill)
+        elif item.shape == "square":
+            draw.rectangle(box, fill=fill)
+        elif item.shape == "triangle":
+            draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+        else:  # cross
+            w = max(2, r // 2)
+            draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
+            draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
+    return image
+
+
+def random_scene(rng: np.random.Generator) -> list[Item]:
+    n = int(rng.integers(1, 5))
+    shape = SHAPES[int(rng.integers(len(SHAPES)))]
+    colour = list(COLOURS)[int(rng.integers(len(COLOURS)))]
+    return [Item(shape, colour, int(q)) for q in sorted(rng.permutation(4)[:n])]
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def caption(items: list[Item]) -> str:
+    first, n = items[0], len(items)
+    where = [f"the {QUADRANTS[i.quadrant]}" for i in items]
+    places = where[0] if n == 1 else ", ".join(where[:-1]) + " and " + where[-1]
+    if n == 1:
+        return f"{_article(first.colour).capitalize()} {first.colour} {first.shape} at {places}."
+    plural = first.shape + ("es" if first.shape.endswith("s") else "s")
+    return f"{NUMBERS[n - 1].capitalize()} {first.colour} {plural} at {places}."
+
+
+def questions(items: list[Item]) -> list[tuple[str, str, list[str]]]:
+    """(question, answer, answer space) for every question the scene answers unambiguously."""
+    first, n = items[0], len(items)
+    qs = [
+        ("How many shapes are there?", NUMBERS[n - 1], list(NUMBERS)),
+        ("What colour is the shape?" if n == 1 else "What colour are the shapes?", first.colour, list(COLOURS)),
+        ("What shape is shown?", first.shape, list(SHAPES)),
+    ]
+    if n == 1:
+        qs.append(("Where is the shape?", QUADRANTS[first.quadrant], list(QUADRANTS)))
+    return qs
+
+
+def multiple_choice(answer: str, space: list[str], rng: np.random.Generator) -> tuple[list[str], str]:
+    """Four options: the answer and three distractors from the same space, shuffled; returns (options, letter)."""
+    distractors = [x for x in space if x != answer]
+    options = [answer] + [distractors[k] for k in rng.permutation(len(distractors))[:3]]
+    options = [options[k] for k in rng.permutation(4)]
+    return options, LETTERS[options.index(answer)]
+
+
+def mc_prompt(question: str, options: list[str]) -> str:
+    return "\n".join([question] + [f"{LETTERS[k]}. {o}" for k, o in enumerate(options)] + [MC_INSTRUCTION])
+
+
+def chat_sample(items: list[Item], rng: np.random.Generator) -> list[dict]:
+    """One question about the image, open or (60%) multiple choice. The tiny model answers multiple choice with
+    the chosen option's text, which VLMEvalKit-style extraction maps back to its letter."""
+    q, a, space = questions(items)[int(rng.integers(len(questions(items))))]
+    if rng.random() < 0.6:
+        options, _ = multiple_choice(a, space, rng)
+        q = mc_prompt(q, options)
+    return [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]
+
+
+def text_only_sample(rng: np.random.Generator) -> list[dict]:
+    """A question answered from the text alone (instruction data is never all multimodal)."""
+    space = [list(COLOURS), list(SHAPES), list(QUADRANTS), list(NUMBERS)][int(rng.integers(4))]
+    answer = space[int(rng.integers(len(space)))]
+    options, _ = multiple_choice(answer, space, rng)
+    return [{"from": "human", "value": f"The answer is {answer}.\n" + mc_prompt("Which option is it?", options)},
+            {"from": "gpt", "value": answer}]
+
+
+def _png(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def write_shards(directory: Path, split: str, n: int, seed: int, kind: str, shards: int) -> list[Path]:
+    import webdataset as wds
+
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    per_shard = -(-n // shards)
+    paths = []
+    for shard in range(shards):
+        path = directory / f"{kind}-{split}-{shard:06d}.tar"
+        tmp = path.with_suffix(".tar.tmp")
+        with wds.TarWriter(str(tmp)) as sink:
+            for k in range(shard * per_shard, min(n, (shard + 1) * per_shard)):
+                key = f"{split}{k:07d}"
+                if kind == "chat" and rng.random() < TEXT_ONLY_SHARE:
+                    sink.write({"__key__": key, "json": json.dumps({"conversations": text_only_sample(rng)}).encode()})
+                    continue
+                items = random_scene(rng)
+                image = draw_scene(items, rng)
+                meta = {"caption": caption(items)} if kind == "caption" else {"conversations": chat_sample(items, rng)}
+                sink.write({"__key__": key, "png": _png(image), "json": json.dumps(meta).encode()})
+        tmp.rename(path)  # a shard is visible only once complete
+        paths.append(path)
+    return paths
+
+
+def write_mc_tsv(path: Path, n: int, seed: int) -> None:
+    """Held-out A-D questions in the MMBench TSV layout: index, question, hint, A-D, answer, category, image."""
+    rng = np.random.default_rng(seed)
+    rows = ["\t".join(["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image"])]
+    for k in range(n):
+        items = random_scene(rng)
+        image = draw_scene(items, rng)
+        pool = questions(items)
+        q, a, space = pool[int(rng.integers(len(pool)))]
+        options, letter = multiple_choice(a, space, rng)
+        category = space_name(space)
+        rows.append("\t".join([str(k), q, "", *options, letter, category, base64.b64encode(_png(image)).decode()]))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(rows) + "\n")
+    tmp.rename(path)
+
+
+def space_name(space: list[str]) -> str:
+    if space == list(SHAPES):
+        return "shape"
+    if space == list(QUADRANTS):
+        return "position"
+    if space == list(NUMBERS):
+        return "count"
+    return "colour"
+
+
+SPLITS = {  # name: (kind, split, samples, seed, shards); conf/data/shapes.yaml names the same shard files
+    "caption-train": ("caption", "train", 12000, 1, 6),
+    "caption-val": ("caption", "val", 256, 2, 1),
+    "chat-train": ("chat", "train", 24000, 3, 12),
+    "chat-val": ("chat", "val", 256, 4, 1),
+}
+MC_TEST = ("mc-test.tsv", 400, 5)
+
+
+def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0) -> Path:
+    """Build the dataset under `directory` unless an up-to-date copy is there. Returns the directory."""
+    directory = Path(directory)
+    stamp = directory / "DONE.json"
+    spec = {"version": VERSION, "scale": scale, "splits": SPLITS, "mc_test": MC_TEST}
+    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):
+        return directory
+    log.info("building the shapes dataset in %s", directory)
+    for kind, split, n, seed, shards in SPLITS.values():
+        write_shards(directory, split, max(shards, int(n * scale)), seed, kind, shards)
+    name, n, seed = MC_TEST
+    write_mc_tsv(directory / name, max(1, int(n * scale)), seed)
+    stamp.write_text(json.dumps(spec))
+    return directory
+
+
+def corpus() -> list[str]:
+    """Text the tiny tokenizer learns its merges from: every word and phrase the dataset uses."""
+    rng = np.random.default_rng(0)
+    texts = [MC_INSTRUCTION, CAPTION_TEMPLATE, "Describe the image.", "What is in the picture?"]
+    for _ in range(400):
+        items = random_scene(rng)
+        texts.append(caption(items))
+        for q, a, space in questions(items):
+            texts += [mc_prompt(q, multiple_choice(a, space, rng)[0]), a]
+        texts.append(text_only_sample(rng)[0]["value"])
+    return texts
+
+
+def tokenizer(vocab_size: int = 512):
+    """The tiny models' tokenizer: byte-level BPE learnt from `corpus()` (deterministic), ChatML specials."""
+    from ..processing.tokenizer import byte_level_tokenizer
+
+    return byte_level_tokenizer("qwen", corpus(), vocab_size)
