@@ -1,0 +1,42 @@
+"""Weights in and out of training: `init_from` (weights only, a new run) as opposed to resuming (everything)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..model.ovis import OvisModel
+
+log = logging.getLogger(__name__)
+
+MODEL_PREFIX = "model."  # OvisLitModule keeps the OvisModel at `.model`
+
+
+def lightning_model_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The OvisModel state dict inside a Lightning checkpoint file (no pickle code runs: weights_only)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    state = ckpt["state_dict"]
+    return {k[len(MODEL_PREFIX) :]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
+
+
+def load_model_weights(model: OvisModel, source: str | Path) -> None:
+    """Load weights from a Lightning checkpoint (.ckpt) or an Ovis-layout directory (an export or an original
+    checkpoint). Every parameter must be there with the same shape: a silent partial load is a wrong model."""
+    source = Path(source)
+    if source.is_dir():
+        from ..interop.original import load_original
+
+        state = load_original(source)[0].state_dict()
+    elif source.is_file():
+        state = lightning_model_state(source)
+    else:
+        raise FileNotFoundError(f"init_from: {source} is neither a checkpoint file nor a directory")
+    tied = getattr(model.llm.config, "tie_word_embeddings", False)
+    if tied:
+        state.pop("llm.lm_head.weight", None)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (tied and k == "llm.lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"init_from {source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

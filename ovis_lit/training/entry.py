@@ -1,0 +1,107 @@
+"""train.py's body: run a stage or a chain of stages, then evaluate and print what the run achieved."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from .run import run_stage
+
+log = logging.getLogger(__name__)
+
+
+def _stage_config(cfg: DictConfig, stage: str, output_dir: Path, init_from: str | None) -> DictConfig:
+    """The full config of one stage of a chain: this run's overrides with `stage=<stage>`."""
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("stage=", "init_from=", "paths.output_dir="))]
+    overrides += [f"stage='{stage}'", f"paths.output_dir={output_dir}"]
+    if init_from:
+        overrides.append(f"init_from={init_from}")
+    stage_cfg = compose(config_name=HydraConfig.get().job.config_name, overrides=overrides)
+    with open_dict(stage_cfg):
+        stage_cfg.group = Path(cfg.paths.output_dir).name  # one W&B group per chain
+        stage_cfg.run_name = f"{cfg.model.name}-{stage_cfg.stage.name}"
+    return stage_cfg
+
+
+def train(cfg: DictConfig) -> float | None:
+    started = time.perf_counter()
+    summaries: list[dict[str, Any]] = []
+    chain = cfg.stage.get("chain")
+    if chain:
+        init_from = cfg.get("init_from")
+        for name in chain:
+            stage_dir = Path(cfg.paths.output_dir) / f"stage{name}"
+            done = stage_dir / "summary.json"
+            if done.is_file():  # resuming a chain: finished stages are not trained again
+                summary = json.loads(done.read_text())
+                log.info("stage %s already finished in %s", name, stage_dir)
+            else:
+                stage_cfg = _stage_config(cfg, name, stage_dir, init_from)
+                summary = run_stage(stage_cfg)
+            summaries.append(summary)
+            init_from = summary["last_checkpoint"]
+    else:
+        summaries.append(run_stage(cfg))
+
+    result = None
+    last = summaries[-1]
+    if cfg.get("evaluate") and cfg.data.get("heldout") and "_module" in last and last["_trainer"].is_global_zero:
+        result = evaluate_heldout(
+            last["_module"].model, last["_processor"], cfg.data.heldout, cfg.data.get("heldout_instruction")
+        )
+    report(summaries, result, time.perf_counter() - started, Path(cfg.paths.output_dir))
+    return None if result is None else result["accuracy"]
+
+
+def evaluate_heldout(model, processor, path: str, instruction: str | None = None) -> dict[str, Any]:
+    """Score the held-out multiple-choice split, and the same questions with blank images (a text-only baseline)."""
+    from PIL import Image
+
+    from ..evaluation.generation import generate_answers
+    from ..evaluation.mcq import decode_image, mcq_prompt, read_tsv, score
+
+    rows = read_tsv(path)
+    queries = [(mcq_prompt(r, *([instruction] if instruction else [])), [decode_image(r["image"])]) for r in rows]
+    started = time.perf_counter()
+    answers = generate_answers(model, processor, queries, batch_size=32, max_new_tokens=4, desc="held-out eval")
+    seconds = time.perf_counter() - started
+    result = score(rows, answers)
+    side = processor.image_preprocessor.side
+    blank = [(q, [Image.new("RGB", (side, side), (240, 240, 240))]) for q, _ in queries]
+    result["blank_image_accuracy"] = score(rows, generate_answers(model, processor, blank, 32, 4, desc="blank-image baseline"))[
+        "accuracy"
+    ]
+    result["eval_samples_per_s"] = round(len(rows) / seconds, 1)
+    return result
+
+
+def report(summaries: list[dict[str, Any]], result: dict[str, Any] | None, seconds: float, output_dir: Path) -> None:
+    lines = ["", "=" * 72, f"ovis-lit run finished in {seconds / 60:.1f} min  ({output_dir})"]
+    for s in summaries:
+        lines.append(
+            f"  stage {s['stage']:>3}: {s['steps']:>5} steps in {s['seconds']:>6.1f} s  "
+            f"{s['samples_per_s']:>7.1f} samples/s  train loss {s['train_loss']}  val loss {s['val_loss']}"
+            + (f"  skipped {s['skipped_samples']}" if s.get("skipped_samples") else "")
+        )
+    if result is not None:
+        lines.append(
+            f"  held-out multiple choice: accuracy {result['accuracy']:.1%} on {result['n']} questions "
+            f"(chance 25%; blank-image baseline {result['blank_image_accuracy']:.1%}; "
+            f"{result['failed_extractions']} unparsable answers)"
+        )
+        lines.append("    per category: " + ", ".join(f"{k} {v:.0%}" for k, v in result["per_category"].items()))
+    lines.append("=" * 72)
+    print("\n".join(lines), flush=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    clean = [{k: v for k, v in s.items() if not k.startswith("_")} for s in summaries]
+    payload = {"stages": clean, "minutes": round(seconds / 60, 2)}
+    if result is not None:
+        payload["heldout"] = {k: v for k, v in result.items() if k != "predictions"}
+    (output_dir / "run_summary.json").write_text(json.dumps(payload, indent=2) + "\n")

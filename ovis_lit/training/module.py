@@ -1,0 +1,117 @@
+"""The LightningModule: an OvisModel trained by stage (freezing, per-module LRs, warmup + cosine)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import grad_norm
+
+from ..model.build import build_ovis
+from ..model.ovis import OvisModel
+from .checkpoints import load_model_weights
+from .freezing import apply_trainable, format_table, trainable_table
+from .optim import param_groups, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+
+def build_model(model_cfg: dict[str, Any]) -> OvisModel:
+    """`model_cfg`: {"spec": OvisSpec fields} (built here) or {"pretrained": original Ovis dir}."""
+    if model_cfg.get("pretrained"):
+        from ..interop.original import load_original
+
+        model, _ = load_original(model_cfg["pretrained"], dtype=model_cfg.get("spec", {}).get("dtype"))
+        return model
+    return build_ovis(model_cfg["spec"])
+
+
+class OvisLitModule(L.LightningModule):
+    def __init__(
+        self,
+        model: dict[str, Any],
+        stage: dict[str, Any],
+        init_from: str | None = None,
+        activation_checkpointing: dict[str, bool] | None = None,
+        visual_stats_every: int = 10,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model: OvisModel | None = None
+
+    # ------------------------------------------------------------------------------------------------- building
+    def configure_model(self) -> None:
+        """Build (once), load `init_from`, freeze for the stage. Lightning calls this before sharding/restoring."""
+        if self.model is not None:
+            return
+        self.model = build_model(self.hparams.model)
+        if self.hparams.init_from:
+            load_model_weights(self.model, self.hparams.init_from)
+            log.info("initialised weights from %s", self.hparams.init_from)
+        apply_trainable(self.model, list(self.hparams.stage["trainable"]))
+        ac = self.hparams.activation_checkpointing or {}
+        self.model.set_activation_checkpointing(vision=ac.get("vision", False), llm=ac.get("llm", False))
+        self.parameter_table = format_table(trainable_table(self.model))
+        log.info("stage %s trainable parameters:\n%s", self.hparams.stage.get("name", "?"), self.parameter_table)
+
+    def on_fit_start(self) -> None:
+        for logger in self.loggers:  # the freezing table belongs with the run
+            if hasattr(logger, "log_text"):
+                rows = [line.split() for line in self.parameter_table.splitlines()[1:]]
+                logger.log_text(key="trainable_parameters", columns=["module", "trainable", "frozen"], data=rows)
+
+    # --------------------------------------------------------------------------------------------------- steps
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return self.model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixel_values"])
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is not None and hasattr(datamodule, "observe"):
+            datamodule.observe(batch)  # stream position for exact resume, skip counts
+            for reason, count in datamodule.skipped.items():
+                self.log(f"data/skipped/{reason}", float(count), reduce_fx="max")
+        out = self(batch)
+        # The merged (expanded) length, for ThroughputMonitor's tokens/s: it reads the batch after this step.
+        batch["n_tokens"] = int(out.merged.attention_mask.sum())
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        if out.merged.visual_tokens is not None and self.global_step % self.hparams.visual_stats_every == 0:
+            self.log_dict(visual_token_stats(out.merged.visual_tokens.detach()), batch_size=batch["input_ids"].shape[0])
+        return out.loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out = self(batch)
+        self.log("val/loss", out.loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            norms = grad_norm(self.model, norm_type=2)
+            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    # ------------------------------------------------------------------------------------------------ optimiser
+    def configure_optimizers(self):
+        stage = self.hparams.stage
+        groups = param_groups(self.model, stage["lr"], stage.get("module_lr"), stage.get("weight_decay", 0.0))
+        optimizer = torch.optim.AdamW(groups, betas=tuple(stage.get("betas", (0.9, 0.999))), eps=stage.get("eps", 1e-8))
+        total = int(self.trainer.estimated_stepping_batches)
+        warmup = int(round(stage.get("warmup_ratio", 0.0) * total))
+        min_ratio = stage.get("min_lr_ratio", 0.0)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup, min_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+@torch.no_grad()
+def visual_token_stats(probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean entropy (nats) of the probabilistic visual tokens and the share of visual words that are some token's
+    most likely word in this batch (a collapse to a few words shows up as a share near zero)."""
+    p = probs.float().flatten(0, -2)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+    used = torch.zeros(p.shape[-1], dtype=torch.bool, device=p.device)
+    used[p.argmax(-1)] = True
+    return {"visual/entropy": entropy, "visual/vocab_used": used.float().mean(), "visual/max_prob": p.max(-1).values.mean()}
+
+
+def export_dir(checkpoint_dir: str | Path) -> Path:
+    return Path(checkpoint_dir) / "export"

@@ -1,0 +1,129 @@
+"""What `train.py` does with a composed config: one stage, or a chain of stages each starting from the last."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ..model.build import build_ovis
+from ..processing.image import ImagePreprocessor
+from ..processing.processor import OvisProcessor
+from .module import OvisLitModule
+
+log = logging.getLogger(__name__)
+
+
+def build_processor(model_cfg: DictConfig) -> OvisProcessor:
+    """Tokenizer + chat format + image preprocessing, from the model config (or the pretrained Ovis directory)."""
+    if model_cfg.get("pretrained"):
+        return OvisProcessor.from_pretrained(model_cfg.pretrained, model_cfg.processor.chat_format)
+    p = model_cfg.processor
+    return OvisProcessor(
+        instantiate(p.tokenizer),
+        p.chat_format,
+        ImagePreprocessor(**OmegaConf.to_container(p.image, resolve=True)),
+        max_partition=p.max_partition,
+        multi_image_max_partition=p.multi_image_max_partition,
+    )
+
+
+def model_dict(model_cfg: DictConfig) -> dict[str, Any]:
+    return {
+        "spec": OmegaConf.to_container(model_cfg.spec, resolve=True),
+        "pretrained": model_cfg.get("pretrained"),
+    }
+
+
+def tokens_per_crop(model_cfg: DictConfig) -> int:
+    """From a weightless (meta-device) build, so it is right whatever the backbone family."""
+    if model_cfg.get("pretrained"):
+        from ..interop.original import read_original_config
+
+        vt = read_original_config(model_cfg.pretrained)["visual_tokenizer_config"]
+        grid = vt["backbone_config"]["image_size"] // vt["backbone_config"]["patch_size"]
+        merged = -(-grid // vt.get("hidden_stride", 1))
+        return merged * merged
+    return build_ovis(OmegaConf.to_container(model_cfg.spec, resolve=True), device="meta").visual_tokenizer.tokens_per_crop()
+
+
+def check_vocab(processor: OvisProcessor, model_cfg: DictConfig) -> None:
+    llm = model_cfg.spec.llm.get("config") or {}
+    vocab = llm.get("vocab_size")
+    if not model_cfg.get("pretrained") and vocab is not None and len(processor.tokenizer) > vocab:
+        raise ValueError(f"the tokenizer has {len(processor.tokenizer)} tokens but the LLM vocab_size is {vocab}")
+
+
+def run_stage(cfg: DictConfig) -> dict[str, Any]:
+    """Train one stage. Returns a summary (checkpoint paths, steps, time, throughput)."""
+    L.seed_everything(cfg.seed, workers=True)
+    torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    processor = build_processor(cfg.model)
+    check_vocab(processor, cfg.model)
+    datamodule = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
+    datamodule.attach(processor, tokens_per_crop(cfg.model))
+    module = OvisLitModule(
+        model=model_dict(cfg.model),
+        stage=OmegaConf.to_container(cfg.stage, resolve=True),
+        init_from=cfg.get("init_from"),
+        activation_checkpointing=OmegaConf.to_container(cfg.model.activation_checkpointing, resolve=True),
+    )
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if not loggers:  # these only log; Lightning refuses them without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
+    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), output_dir))
+    seconds = time.perf_counter() - started
+
+    summary = {
+        "stage": cfg.stage.name,
+        "steps": trainer.global_step,
+        "seconds": round(seconds, 1),
+        "samples": trainer.global_step * cfg.stage.data.batch_size * trainer.accumulate_grad_batches * trainer.world_size,
+        "last_checkpoint": str(output_dir / "checkpoints" / "last.ckpt"),
+        "skipped_samples": dict(datamodule.skipped),
+        "train_loss": _metric(trainer, "train/loss"),
+        "val_loss": _metric(trainer, "val/loss"),
+    }
+    summary["samples_per_s"] = round(summary["samples"] / max(seconds, 1e-9), 2)
+    if trainer.is_global_zero:
+        export = output_dir / "export"
+        from ..interop.original import export_original
+
+        export_original(module.model, processor, export, multimodal_max_length=cfg.model.multimodal_max_length)
+        summary["export"] = str(export)
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    summary["_module"], summary["_processor"], summary["_trainer"] = module, processor, trainer
+    return summary
+
+
+def _metric(trainer: L.Trainer, name: str) -> float | None:
+    value = trainer.callback_metrics.get(name)
+    return None if value is None else round(float(value), 4)
+
+
+def _resolve_ckpt(ckpt_path: str | None, output_dir: Path) -> str | None:
+    """`ckpt_path=last`: the newest last.ckpt of this run directory (None, with a note, when there is none yet)."""
+    if ckpt_path != "last":
+        return ckpt_path
+    last = output_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return str(last)
+    log.warning("ckpt_path=last but %s does not exist: starting fresh", last)
+    return None

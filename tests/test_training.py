@@ -1,0 +1,107 @@
+"""The LightningModule, by stage: freezing, per-module learning rates, loss going down."""
+
+import lightning as L
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from ovis_lit.data.shapes import ensure_shapes_dataset
+from ovis_lit.training.module import OvisLitModule
+from ovis_lit.training.optim import param_groups, warmup_cosine
+from ovis_lit.training.run import build_processor, model_dict, tokens_per_crop
+
+from .helpers import SMALL_DATA, compose_train
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    ensure_shapes_dataset(root / "shapes", scale=SMALL_DATA)
+    return root
+
+
+def _fit(cfg, steps):
+    processor = build_processor(cfg.model)
+    datamodule = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
+    datamodule.attach(processor, tokens_per_crop(cfg.model))
+    module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
+    module.configure_model()
+    before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        limit_val_batches=0, enable_model_summary=False, gradient_clip_val=1.0,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    return module, before, trainer
+
+
+@pytest.mark.parametrize("stage", ["1", "2", "3"])
+def test_frozen_parameters_stay_bitwise_and_trainable_ones_move(stage, tmp_path, data_dir):
+    cfg = compose_train([f"stage='{stage}'", "model.recipe.s1.lr=1e-3", "model.recipe.s2.lr=1e-3"], tmp_path, data_dir)
+    module, before, trainer = _fit(cfg, steps=3)
+    assert trainer.global_step == 3
+    trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
+    assert trainable
+    for name, param in module.model.named_parameters():
+        if name in trainable:
+            assert not torch.equal(param, before[name]), f"{name} should have trained in stage {stage}"
+        else:
+            assert torch.equal(param, before[name]), f"{name} is frozen in stage {stage} but changed"
+    frozen_llm = not any(n.startswith("llm.") for n in trainable)
+    assert frozen_llm == (stage in ("1", "2"))
+    if stage == "1":  # only the last ViT block of the backbone
+        layers = {n.split(".")[4] for n in trainable if n.startswith("visual_tokenizer.backbone.encoder.layers.")}
+        assert layers == {"2"}
+    # the unused final norm / pooling head of the ViT never trains
+    assert not any(n.startswith(("visual_tokenizer.backbone.post_layernorm", "visual_tokenizer.backbone.head"))
+                   for n in trainable)
+
+
+def test_each_module_learning_rate_reaches_the_optimizer(tmp_path, data_dir):
+    cfg = compose_train(
+        ["stage='3'", "model.recipe.s3.lr=2e-3",
+         "++model.recipe.s3.module_lr={vte:5e-4,visual_tokenizer:1e-4,visual_tokenizer.head:3e-4}"],
+        tmp_path, data_dir,
+    )
+    module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
+    module.configure_model()
+    groups = {g["name"]: g for g in param_groups(module.model, 2e-3, dict(cfg.stage.module_lr))}
+    assert {k: g["lr"] for k, g in groups.items()} == {
+        "default": 2e-3, "vte": 5e-4, "visual_tokenizer": 1e-4, "visual_tokenizer.head": 3e-4}
+    head = module.model.visual_tokenizer.head[0].weight
+    assert any(p is head for p in groups["visual_tokenizer.head"]["params"])  # most specific pattern wins
+    n_params = sum(len(g["params"]) for g in groups.values())
+    assert n_params == sum(1 for p in module.model.parameters() if p.requires_grad)
+
+
+def test_unknown_module_lr_pattern_is_an_error():
+    from .tiny import tiny_model
+
+    with pytest.raises(ValueError, match="unknown module pattern"):
+        param_groups(tiny_model(), 1e-3, {"visual_tokenizr": 1e-4})
+
+
+def test_warmup_then_cosine():
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 10, min_ratio=0.1) == pytest.approx(0.1)
+
+
+def test_loss_decreases_on_the_synthetic_data(tmp_path, data_dir):
+    cfg = compose_train(["stage='3'", "model.recipe.s3.batch_size=16"], tmp_path, data_dir)
+    processor = build_processor(cfg.model)
+    datamodule = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
+    datamodule.attach(processor, tokens_per_crop(cfg.model))
+    module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
+    losses = []
+
+    class Record(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            losses.append(float(outputs["loss"]))
+
+    L.Trainer(accelerator="cpu", max_steps=60, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              limit_val_batches=0, enable_model_summary=False, callbacks=[Record()]).fit(module, datamodule=datamodule)
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.5 * first, (first, last)
