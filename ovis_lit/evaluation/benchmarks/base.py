@@ -1,0 +1,79 @@
+"""What every benchmark is: a file read into prompt items (pinned prompts), and a pure scorer of answers."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..tsv import ImageSource
+
+SHORT_ANSWER = "Answer the question using a single word or phrase."
+
+
+@dataclass
+class Item:
+    key: str  # the row's index: unique within a benchmark file
+    prompt: str  # the exact user-turn text the model sees (images are prepended by the processor)
+    images: list[ImageSource]
+    target: dict[str, Any]  # what the scorer needs: gold answer(s), options, category, ...
+
+
+@dataclass
+class Scores:
+    metrics: dict[str, float]  # flat numbers: the summary table and W&B
+    predictions: list[dict[str, Any]]  # one per item, in item order
+    details: dict[str, Any] = field(default_factory=dict)  # breakdowns (per category, per split)
+
+
+class Benchmark(ABC):
+    kind: ClassVar[str]
+    headline: ClassVar[str] = "accuracy"  # the metric the summary table shows first
+    # the pinned prompt, stored with the results: "[...]" is a line present only when the row has that field;
+    # the images come first (one <image> line each), added by the processor
+    prompt_template: ClassVar[str | dict[str, str]]
+    default_max_new_tokens: ClassVar[int] = 32
+
+    def __init__(self, path: str | Path, max_new_tokens: int | None = None, **options: Any):
+        if options:
+            raise TypeError(f"{self.kind}: unknown option(s) {sorted(options)}")
+        self.path = Path(path)
+        self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
+        self.skipped: Counter[str] = Counter()  # rows dropped while loading, by reason
+
+    def load(self) -> list[Item]:
+        """Read the file; unusable rows are counted in `self.skipped` (a file that is wrong as a whole raises)."""
+        self.skipped = Counter()
+        return self.read_items()
+
+    @abstractmethod
+    def read_items(self) -> list[Item]:
+        """The items of the file, with pinned prompts; count unusable rows in `self.skipped`."""
+
+    @abstractmethod
+    def score(self, items: list[Item], answers: list[str]) -> Scores:
+        """Pure: the same items and answers always give the same numbers."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "path": str(self.path), "prompt": self.prompt_template,
+                "max_new_tokens": self.max_new_tokens}
+
+
+BENCHMARKS: dict[str, type[Benchmark]] = {}
+
+
+def register(cls: type[Benchmark]) -> type[Benchmark]:
+    BENCHMARKS[cls.kind] = cls
+    return cls
+
+
+def build_benchmark(kind: str, **options: Any) -> Benchmark:
+    if kind not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark kind {kind!r}; known: {sorted(BENCHMARKS)}")
+    return BENCHMARKS[kind](**options)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else 0.0

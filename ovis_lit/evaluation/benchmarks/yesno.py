@@ -1,0 +1,41 @@
+"""Shared loading for yes/no benchmarks (MME, POPE): index, question, answer (yes/no), category, image."""
+
+from __future__ import annotations
+
+from ..extraction import extract_yes_no
+from ..tsv import BadSample, cell, image_key, image_sources, index_rows, read_benchmark_tsv
+from .base import SHORT_ANSWER, Benchmark, Item
+
+
+class YesNo(Benchmark):
+    default_max_new_tokens = 16
+    prompt_template = "{question}\n" + SHORT_ANSWER
+
+    def read_items(self) -> list[Item]:
+        rows = read_benchmark_tsv(self.path, ["index", "question", "answer"])
+        by_index = index_rows(rows)
+        items = []
+        for row in rows:
+            try:
+                gold = cell(row, "answer").lower()
+                if gold not in ("yes", "no"):
+                    raise BadSample("answer is not yes or no")
+                if not cell(row, "question"):
+                    raise BadSample("empty question")
+                images = image_sources(row, by_index, self.path.parent)
+            except BadSample as e:
+                self.skipped[str(e)] += 1
+                continue
+            target = {"answer": gold, "category": cell(row, "category"), "image": image_key(row)}
+            items.append(Item(cell(row, "index"), f"{cell(row, 'question')}\n{SHORT_ANSWER}", images, target))
+        return items
+
+
+def judged(items: list[Item], answers: list[str]) -> list[dict]:
+    """Per-item predictions: the extracted yes/no (None: failed) and whether it is right."""
+    out = []
+    for item, answer in zip(items, answers, strict=True):
+        said = extract_yes_no(answer)
+        out.append({"key": item.key, "answer": answer, "extracted": said, "gold": item.target["answer"],
+                    "correct": said == item.target["answer"]})
+    return out

@@ -1,0 +1,69 @@
+"""evals/run.py's body: load a checkpoint, run the configured benchmarks, write and print the results."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .benchmarks import build_benchmark
+from .benchmarks.base import BENCHMARKS
+from .loading import load_for_eval
+from .report import log_to_wandb, write_results
+from .suite import BenchmarkResult, run_benchmark
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def benchmark_options(name: str, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A benchmarks.<name> config node -> (kind, constructor options)."""
+    options = dict(spec)
+    kind = options.pop("kind", name)
+    if not options.get("path"):
+        raise ValueError(f"benchmarks.{name}.path is not set (the benchmark's file)")
+    return kind, options
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    torch.manual_seed(cfg.get("seed", 0))  # greedy decoding needs no randomness; this is belt and braces
+    specs = OmegaConf.to_container(cfg.benchmarks, resolve=True) if cfg.get("benchmarks") else {}
+    if not specs:
+        raise ValueError(f"no benchmarks selected: pass benchmark=[...] (known kinds: {sorted(BENCHMARKS)})")
+    benchmarks = {}
+    for name, spec in specs.items():
+        kind, options = benchmark_options(name, spec)
+        benchmarks[name] = build_benchmark(kind, **options)
+
+    device = resolve_device(cfg.get("device", "auto"))
+    started = time.perf_counter()
+    model, processor, run_info = load_for_eval(cfg.checkpoint, cfg.get("processor"), device, cfg.get("dtype"))
+    log.info("loaded %s (%s) in %.1f s", run_info["checkpoint"], run_info["format"], time.perf_counter() - started)
+
+    results: list[BenchmarkResult] = []
+    for name, benchmark in benchmarks.items():
+        result = run_benchmark(model, processor, benchmark, name, cfg.batch_size, cfg.get("limit"),
+                               cfg.get("progress", True))
+        results.append(result)
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.scores.metrics.items()}
+        log.info("%s: %s", name, shown)
+
+    run_info.update(batch_size=cfg.batch_size, limit=cfg.get("limit"), decoding="greedy",
+                    chat_format=processor.chat_format)
+    headlines = {name: b.headline for name, b in benchmarks.items()}
+    output_dir = Path(cfg.output_dir)
+    markdown = write_results(output_dir, results, run_info, headlines)
+    wandb_cfg = OmegaConf.to_container(cfg.wandb, resolve=True) if cfg.get("wandb") else {}
+    wandb_cfg.setdefault("dir", str(output_dir))
+    logged = log_to_wandb(results, wandb_cfg, run_info)
+    print("\n" + markdown + f"\nresults in {output_dir}" + (" (and W&B)" if logged else ""), flush=True)
+    return {r.name: r.scores.metrics for r in results}

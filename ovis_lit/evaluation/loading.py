@@ -1,0 +1,132 @@
+"""A checkpoint to evaluate -> (model, processor): a train.py Lightning `.ckpt`, an ovis-lit export, or an
+original Ovis checkpoint directory.
+
+A `.ckpt` holds the weights and the model hyper-parameters (OvisLitModule.save_hyperparameters) but no tokenizer,
+so its processor comes from, in this order: an explicit `processor` directory; the stage's `export/` directory
+beside `checkpoints/`; the pretrained Ovis directory the model was built from; the run's `.hydra/config.yaml`
+(the tokenizer rebuilt from the model config). Nothing found is an error that lists what was tried.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import OmegaConf
+
+from ..interop.original import load_original, read_original_config
+from ..model.build import as_dtype
+from ..model.ovis import OvisModel
+from ..processing.conversation import FORMAT_BY_CLASS
+from ..processing.processor import OvisProcessor
+from ..training.checkpoints import load_model_weights
+from ..training.module import build_model
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json")
+HYDRA_SEARCH_DEPTH = 4  # run/stageN/checkpoints/last.ckpt: the run's .hydra is up to 3 levels above the file
+
+
+def has_tokenizer(directory: Path) -> bool:
+    return any((directory / name).is_file() for name in TOKENIZER_MARKERS)
+
+
+def processor_from_ovis_dir(directory: str | Path) -> OvisProcessor:
+    """The processor of an Ovis-layout directory (export or original): tokenizer files + config.json's format."""
+    directory = Path(directory)
+    config = read_original_config(directory)
+    formatter = config.get("conversation_formatter_class")
+    if formatter not in FORMAT_BY_CLASS:
+        raise ValueError(f"{directory}: unknown conversation_formatter_class {formatter!r}")
+    if not has_tokenizer(directory):
+        raise FileNotFoundError(f"{directory} has no tokenizer files")
+    return OvisProcessor.from_pretrained(directory, FORMAT_BY_CLASS[formatter].name)
+
+
+def _hydra_config(checkpoint: Path) -> Path | None:
+    for parent in list(checkpoint.parents)[:HYDRA_SEARCH_DEPTH]:
+        candidate = parent / ".hydra" / "config.yaml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit: str | Path | None) -> OvisProcessor:
+    tried = []
+    if explicit:
+        return processor_from_ovis_dir(explicit)
+    export = checkpoint.parent.parent / "export"
+    tried.append(f"{export} (the stage's export)")
+    if (export / "config.json").is_file() and has_tokenizer(export):
+        return processor_from_ovis_dir(export)
+    pretrained = (hparams.get("model") or {}).get("pretrained")
+    if pretrained:
+        tried.append(f"{pretrained} (the pretrained model)")
+        if has_tokenizer(Path(pretrained)):
+            return processor_from_ovis_dir(pretrained)
+    config_path = _hydra_config(checkpoint)
+    tried.append(f".hydra/config.yaml in the {HYDRA_SEARCH_DEPTH} directories above {checkpoint.name}")
+    if config_path is not None:
+        from ..training.run import build_processor
+
+        cfg = OmegaConf.load(config_path)
+        log.info("processor rebuilt from %s", config_path)
+        return build_processor(cfg.model)
+    raise FileNotFoundError(
+        f"no processor (tokenizer) found for {checkpoint}; tried: " + "; ".join(tried)
+        + ". Pass processor=<an ovis-lit export or original Ovis directory>."
+    )
+
+
+def model_from_lightning(checkpoint: Path) -> tuple[OvisModel, dict[str, Any]]:
+    """Build the model the hyper-parameters describe, then load every weight (strictly) from the file."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    hparams = ckpt.get("hyper_parameters") or {}
+    if "model" not in hparams:
+        raise ValueError(f"{checkpoint} has no hyper_parameters['model']: not a checkpoint written by train.py")
+    model = build_model(hparams["model"])
+    load_model_weights(model, checkpoint)
+    _warn_if_stale(checkpoint, ckpt.get("global_step"))
+    return model, {**hparams, "global_step": ckpt.get("global_step")}
+
+
+def _warn_if_stale(checkpoint: Path, step: int | None) -> None:
+    """A stage's last.ckpt is written every `checkpoint_every` steps, so it can predate the end of the stage."""
+    summary = checkpoint.parent.parent / "summary.json"
+    if step is None or not summary.is_file():
+        return
+    steps = json.loads(summary.read_text()).get("steps")
+    if isinstance(steps, int) and steps > step:
+        log.warning("%s is from step %d but its stage ran %d steps; %s holds the final weights",
+                    checkpoint, step, steps, checkpoint.parent.parent / "export")
+
+
+def load_for_eval(
+    checkpoint: str | Path,
+    processor: str | Path | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+) -> tuple[OvisModel, OvisProcessor, dict[str, str]]:
+    """(model in eval mode on `device`, processor, a description of what was loaded)."""
+    path = Path(checkpoint)
+    if path.is_dir():
+        model, found = load_original(path)
+        if processor:
+            found = processor_from_ovis_dir(processor)
+        if found is None:
+            raise FileNotFoundError(f"{path} has no tokenizer files; pass processor=<a directory with them>")
+        kind = "ovis directory"
+    elif path.is_file():
+        model, hparams = model_from_lightning(path)
+        found = processor_for_checkpoint(path, hparams, processor)
+        kind = f"lightning checkpoint (step {hparams['global_step']})"
+    else:
+        raise FileNotFoundError(f"checkpoint {path} is neither a file (.ckpt) nor a directory (export / original Ovis)")
+    model.to(device=torch.device(device), dtype=as_dtype(dtype) if dtype else None).eval()
+    info = {"checkpoint": str(path.resolve()), "format": kind, "device": device,
+            "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
+    return model, found, info
