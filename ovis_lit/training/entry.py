@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose
+from lightning.pytorch.strategies import ModelParallelStrategy
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -52,7 +53,10 @@ def train(cfg: DictConfig) -> float | None:
 
     result = None
     last = summaries[-1]
-    if cfg.get("evaluate") and cfg.data.get("heldout") and "_module" in last and last["_trainer"].is_global_zero:
+    sharded = "_trainer" in last and isinstance(last["_trainer"].strategy, ModelParallelStrategy)
+    if sharded and cfg.get("evaluate"):
+        log.info("held-out evaluation skipped under FSDP: run evals/run.py on %s", last.get("export"))
+    elif cfg.get("evaluate") and cfg.data.get("heldout") and "_module" in last and last["_trainer"].is_global_zero:
         result = evaluate_heldout(
             last["_module"].model, last["_processor"], cfg.data.heldout, cfg.data.get("heldout_instruction")
         )
@@ -61,25 +65,33 @@ def train(cfg: DictConfig) -> float | None:
 
 
 def evaluate_heldout(model, processor, path: str, instruction: str | None = None) -> dict[str, Any]:
-    """Score the held-out multiple-choice split, and the same questions with blank images (a text-only baseline)."""
+    """Score the held-out multiple-choice split with evals/run.py's rules (benchmark `shapes`), and the same
+    questions with blank images (a text-only baseline: near chance when the questions need the image)."""
     from PIL import Image
 
-    from ..evaluation.generation import generate_answers
-    from ..evaluation.mcq import decode_image, mcq_prompt, read_tsv, score
+    from ..evaluation.benchmarks import build_benchmark
+    from ..evaluation.suite import run_benchmark
 
-    rows = read_tsv(path)
-    queries = [(mcq_prompt(r, *([instruction] if instruction else [])), [decode_image(r["image"])]) for r in rows]
-    started = time.perf_counter()
-    answers = generate_answers(model, processor, queries, batch_size=32, max_new_tokens=4, desc="held-out eval")
-    seconds = time.perf_counter() - started
-    result = score(rows, answers)
+    benchmark = build_benchmark("shapes", path=path)
+    if instruction and instruction != benchmark.instruction:
+        raise ValueError(f"the held-out prompt ends with {benchmark.instruction!r}, the data teaches {instruction!r}")
+    result = run_benchmark(model, processor, benchmark, name="held-out eval", batch_size=32)
     side = processor.image_preprocessor.side
-    blank = [(q, [Image.new("RGB", (side, side), (240, 240, 240))]) for q, _ in queries]
-    result["blank_image_accuracy"] = score(rows, generate_answers(model, processor, blank, 32, 4, desc="blank-image baseline"))[
-        "accuracy"
-    ]
-    result["eval_samples_per_s"] = round(len(rows) / seconds, 1)
-    return result
+    blank = Image.new("RGB", (side, side), (240, 240, 240))
+    items = benchmark.load()
+    queries = [(item.prompt, [blank]) for item in items]
+    from ..evaluation.generation import generate_answers
+
+    blank_answers = generate_answers(model, processor, queries, 32, benchmark.max_new_tokens, desc="blank-image baseline")
+    blank_scores = benchmark.score(items, blank_answers)
+    return {
+        "accuracy": result.scores.metrics["accuracy"],
+        "n": result.scores.metrics["questions"],
+        "failed_extractions": result.scores.metrics["failed_extractions"],
+        "per_category": result.scores.details["per_category"],
+        "blank_image_accuracy": blank_scores.metrics["accuracy"],
+        "eval_samples_per_s": result.samples_per_s,
+    }
 
 
 def report(summaries: list[dict[str, Any]], result: dict[str, Any] | None, seconds: float, output_dir: Path) -> None:

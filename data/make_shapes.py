@@ -1,0 +1,24 @@
+"""Build the built-in coloured-shapes dataset (WebDataset shards + an MMBench-layout held-out TSV).
+
+`python train.py` runs this automatically when the shards are missing; run it by hand to build elsewhere:
+
+    python data/make_shapes.py --out data/shards/shapes [--scale 0.1]
+"""
+
+import argparse
+import logging
+
+from ovis_lit.data.shapes import ensure_shapes_dataset
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="data/shards/shapes", help="output directory")
+    parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full sample counts")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    print(ensure_shapes_dataset(args.out, scale=args.scale))
+
+
+if __name__ == "__main__":
+    main()
