@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import lightning as L
@@ -11,9 +12,10 @@ import torch
 from torch.utils.data import DataLoader
 from webdataset.shardlists import expand_urls
 
+from ..processing.image import MAX_IMAGE_PIXELS
 from ..processing.processor import OvisProcessor
 from .samples import SampleBuilder
-from .stream import BatchStream, Source, StreamState, WorkerPosition
+from .stream import BatchStream, Source, StreamState, WorkerPosition, rank_world
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,7 @@ class OvisDataModule(L.LightningDataModule):
         caption_template: str = "<image>\n",
         caption_prompts: list[str] | None = None,
         truncate: bool = True,
+        max_image_pixels: int | None = MAX_IMAGE_PIXELS,
         prepare: Callable[[], Any] | None = None,
         heldout: str | None = None,
         heldout_instruction: str | None = None,
@@ -58,7 +61,8 @@ class OvisDataModule(L.LightningDataModule):
         if unknown:
             raise ValueError(f"stage uses unknown data sources {sorted(unknown)}; defined: {sorted(sources)}")
         self.sources = sources
-        self.use = dict(use) if isinstance(use, dict) else {name: 1.0 for name in use}
+        # a Mapping, not just a dict: Hydra's instantiate passes {name: weight} as a DictConfig
+        self.use = {k: float(v) for k, v in use.items()} if isinstance(use, Mapping) else {n: 1.0 for n in use}
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
@@ -75,6 +79,7 @@ class OvisDataModule(L.LightningDataModule):
             caption_template=caption_template,
             caption_prompts=list(caption_prompts or ["Describe the image."]),
             truncate=truncate,
+            max_image_pixels=max_image_pixels,  # larger images are skipped, undecoded
         )
         self.stream_state = StreamState()
         self.skipped: Counter = Counter()  # over the whole run, this rank
@@ -146,9 +151,27 @@ class OvisDataModule(L.LightningDataModule):
         self.skipped.update(batch.get("skipped", {}))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"stream": self.stream_state.to_dict(), "skipped": dict(self.skipped)}
+        """This rank's stream position and skip counts; under DDP/FSDP every rank's (Lightning calls this on all
+        ranks when it saves, and only rank 0 writes the file, so the positions are gathered here)."""
+        local = {"stream": self.stream_state.to_dict(), "skipped": dict(self.skipped)}
+        rank, world = rank_world()
+        if world == 1:
+            return local
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, local)
+        return {"ranks": gathered}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        rank, world = rank_world()
+        if "ranks" in state:
+            if len(state["ranks"]) != world:
+                raise ValueError(
+                    f"the checkpoint holds data-stream positions for {len(state['ranks'])} ranks but this run has "
+                    f"{world}: resume with the same number of processes (or start a new run with init_from)"
+                )
+            state = state["ranks"][rank]
+        elif world > 1:
+            raise ValueError("the checkpoint was saved by one process; resume it with one process")
         self.stream_state = StreamState.from_dict(state.get("stream"))
         self.skipped = Counter(state.get("skipped", {}))
 

@@ -4,35 +4,105 @@ Record layout (what `data/` builders and converters write): `<key>.json` holds e
 (LLaVA style, `<image>` marks) or {"caption": "..."}, optionally "images": [member names] giving the image order;
 images are members with image extensions (`<key>.png`, `<key>.0.jpg`, ...), in name order unless "images" says
 otherwise. A conversation without images is a text-only sample.
+
+Records arrive undecoded (member bytes). Only the JSON member and the image members a sample uses are decoded,
+with `json` and PIL: no other member (`.pyd`, `.pth`, `.pkl`, ...) is ever decoded, so a shard cannot run
+pickled code. Anything unusable raises SkipSample with the reason the run's skip counters count:
+`missing_json`, `bad_json` (unparsable, not an object, or not a well-formed sample), `missing_image`,
+`decode_error` (an image that does not decode completely), `too_many_pixels` (over `max_image_pixels`),
+`empty_conversation`, `no_assistant_turn`, `empty_caption`, `invalid_sample` (`<image>` marks and images differ in
+number, or the chat format refuses the conversation), `too_long` (only with `truncate=False`),
+`no_supervised_tokens` (nothing left to learn from, e.g. after truncation).
 """
 
 from __future__ import annotations
 
+import json
+import re
 import zlib
 from dataclasses import dataclass, field
 
 from PIL import Image
 
 from ..constants import IGNORE_ID, IMAGE_ATOM_ID, IMAGE_END_ID, IMAGE_START_ID, IMAGE_TOKEN
+from ..processing.conversation import ROLE_ALIASES
+from ..processing.image import MAX_IMAGE_PIXELS, ImageRejected, open_image, to_rgb
 from ..processing.processor import OvisProcessor, Sample
 from .stream import SkipSample
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
 
 
-def record_images(record: dict, meta: dict) -> list[Image.Image]:
+def _natural(name: str) -> list:
+    """"2.png" before "10.png"."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def record_meta(record: dict) -> dict:
+    """The record's JSON object (decoded here, from bytes, if the record is raw)."""
+    key = record.get("__key__")
+    if "json" not in record:
+        raise SkipSample("missing_json", f"{key}: no .json member")
+    meta = record["json"]
+    if isinstance(meta, (bytes, bytearray, str)):
+        try:
+            meta = json.loads(meta)
+        except (ValueError, RecursionError) as exn:  # JSONDecodeError, UnicodeDecodeError, too deep
+            raise SkipSample("bad_json", f"{key}: {type(exn).__name__}: {exn}") from exn
+    if not isinstance(meta, dict):
+        raise SkipSample("bad_json", f"{key}: no JSON object")
+    return meta
+
+
+def image_names(record: dict, meta: dict) -> list[str]:
+    """The members holding the sample's images, in order: the JSON's "images", else every image member."""
     names = meta.get("images")
     if names is None:
-        names = sorted(k for k in record if k.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS)
+        return sorted((k for k in record if k.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS), key=_natural)
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise SkipSample("bad_json", f"{record.get('__key__')}: 'images' must be a list of member names")
+    return names
+
+
+def record_images(record: dict, meta: dict, max_pixels: int | None = MAX_IMAGE_PIXELS) -> list[Image.Image]:
+    key = record.get("__key__")
     images = []
-    for name in names:
-        if name not in record:
-            raise SkipSample("missing_image", f"{record.get('__key__')}: no member {name!r}")
+    for name in image_names(record, meta):
+        if name not in record or name.startswith("__"):
+            raise SkipSample("missing_image", f"{key}: no member {name!r}")
         image = record[name]
-        if not isinstance(image, Image.Image):
-            raise SkipSample("decode_error", f"{record.get('__key__')}: {name} did not decode to an image")
-        images.append(image)
+        if isinstance(image, Image.Image):  # decoded already (tests, callers with their own decoding)
+            images.append(to_rgb(image))
+            continue
+        if not isinstance(image, (bytes, bytearray, memoryview)):
+            raise SkipSample("decode_error", f"{key}: {name} is not an image")
+        try:
+            images.append(open_image(image, max_pixels))
+        except ImageRejected as exn:
+            raise SkipSample(exn.reason, f"{key}: {name}: {exn}") from exn
     return images
+
+
+def check_conversation(conversations, key: str = "") -> None:
+    """Structure of LLaVA-style turns: a non-empty list of {"from"|"role": known role, "value": str}, with at
+    least one assistant turn."""
+    if not isinstance(conversations, list):
+        raise SkipSample("bad_json", f"{key}: 'conversations' is not a list")
+    if not conversations:
+        raise SkipSample("empty_conversation", key)
+    for turn in conversations:
+        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
+            raise SkipSample("bad_json", f"{key}: a turn is not {{'from': ..., 'value': str}}")
+        if turn.get("from", turn.get("role")) not in ROLE_ALIASES:
+            raise SkipSample("bad_json", f"{key}: unknown role {turn.get('from', turn.get('role'))!r}")
+    if not any(ROLE_ALIASES[turn.get("from", turn.get("role"))] == "gpt" for turn in conversations):
+        raise SkipSample("no_assistant_turn", key)
+
+
+def count_image_marks(meta: dict) -> int:
+    if "conversations" in meta:
+        return sum(turn["value"].count(IMAGE_TOKEN) for turn in meta["conversations"])
+    return 1  # a caption sample: its template holds exactly one
 
 
 def expanded_length(input_ids: list[int], tokens_per_crop: int) -> int:
@@ -78,20 +148,25 @@ class SampleBuilder:
     caption_template: str = f"{IMAGE_TOKEN}\n"
     caption_prompts: list[str] = field(default_factory=lambda: ["Describe the image."])
     truncate: bool = True  # False: over-long samples are skipped instead of cut
+    max_image_pixels: int | None = MAX_IMAGE_PIXELS  # larger images are skipped (`too_many_pixels`), undecoded
 
     def __post_init__(self):
         if self.captions_as not in ("template", "chat"):
             raise ValueError(f"captions_as must be 'template' or 'chat', got {self.captions_as!r}")
 
     def __call__(self, record: dict) -> Sample:
-        meta = record.get("json")
-        if not isinstance(meta, dict):
-            raise SkipSample("bad_json", f"{record.get('__key__')}: no JSON object")
-        images = record_images(record, meta)
+        key = record.get("__key__", "")
+        meta = record_meta(record)
+        self._check(meta, key)
+        names = image_names(record, meta)
+        marks = count_image_marks(meta)
+        if marks != len(names):  # found before any image is decoded
+            raise SkipSample("invalid_sample", f"{key}: {marks} {IMAGE_TOKEN} marks but {len(names)} images")
+        images = record_images(record, meta, self.max_image_pixels)
         try:
-            sample = self._format(meta, images, record.get("__key__", ""))
-        except ValueError as exn:  # formatter refusals: mismatched <image> count, unknown role, ...
-            raise SkipSample("invalid_sample", str(exn)) from exn
+            sample = self._format(meta, images, key)
+        except ValueError as exn:  # formatter refusals: mismatched <image> count, system turn not first, ...
+            raise SkipSample("invalid_sample", f"{key}: {exn}") from exn
         if expanded_length(sample.input_ids, self.tokens_per_crop) > self.max_length:
             if not self.truncate:
                 raise SkipSample("too_long")
@@ -101,23 +176,31 @@ class SampleBuilder:
         sample.meta["key"] = record.get("__key__")
         return sample
 
+    @staticmethod
+    def _check(meta: dict, key: str) -> None:
+        """What the JSON alone tells: a well-formed conversation or caption (no image decoded yet)."""
+        if "conversations" in meta:
+            check_conversation(meta["conversations"], key)
+        elif "caption" in meta:
+            caption = meta["caption"]
+            if not isinstance(caption, (str, int, float)) or isinstance(caption, bool):
+                raise SkipSample("bad_json", f"{key}: 'caption' is not a string")
+            if not str(caption).replace(IMAGE_TOKEN, "").strip():
+                raise SkipSample("empty_caption", key)
+            template = meta.get("caption_template")
+            if template is not None and not isinstance(template, str):
+                raise SkipSample("bad_json", f"{key}: 'caption_template' is not a string")
+        else:
+            raise SkipSample("bad_json", f"{key}: neither 'conversations' nor 'caption'")
+
     def _format(self, meta: dict, images: list[Image.Image], key: str) -> Sample:
         if "conversations" in meta:
-            conversations = meta["conversations"]
-            if not isinstance(conversations, list) or not conversations:
-                raise SkipSample("empty_conversation", key)
-            if not any(turn.get("from") in ("gpt", "assistant") for turn in conversations):
-                raise SkipSample("no_assistant_turn", key)
-            return self.processor.conversation(conversations, images)
-        if "caption" in meta:
-            if len(images) != 1:
-                raise SkipSample("invalid_sample", f"{key}: a caption sample needs one image, has {len(images)}")
-            caption = str(meta["caption"]).strip()
-            if not caption:
-                raise SkipSample("empty_caption", key)
-            if self.captions_as == "template":
-                return self.processor.caption(caption, images[0], meta.get("caption_template", self.caption_template))
-            prompt = self.caption_prompts[zlib.crc32(key.encode()) % len(self.caption_prompts)]
-            turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{prompt}"}, {"from": "gpt", "value": caption}]
-            return self.processor.conversation(turns, images)
-        raise SkipSample("bad_json", f"{key}: neither 'conversations' nor 'caption'")
+            return self.processor.conversation(meta["conversations"], images)
+        if len(images) != 1:
+            raise SkipSample("invalid_sample", f"{key}: a caption sample needs one image, has {len(images)}")
+        caption = str(meta["caption"]).strip()
+        if self.captions_as == "template":
+            return self.processor.caption(caption, images[0], meta.get("caption_template") or self.caption_template)
+        prompt = self.caption_prompts[zlib.crc32(key.encode()) % len(self.caption_prompts)]
+        turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{prompt}"}, {"from": "gpt", "value": caption}]
+        return self.processor.conversation(turns, images)

@@ -6,8 +6,9 @@ seed-permuted shard list, split across ranks and dataloader workers, through a s
 records where its worker stood (per source: epoch and records taken; mixer: draws taken), so a resumed run replays
 the tar streams up to there without decoding anything and continues exactly where the interrupted run was.
 
-webdataset does the tar reading, the shuffle buffers and the decoding; this module fixes their seeds and keeps
-the positions.
+webdataset does the shuffle buffers; this module reads the tar shards itself (so that a truncated shard is told
+from a complete one), fixes the seeds and keeps the positions. Records reach `to_sample` undecoded: nothing here
+decodes a member, so no pickle in a shard ever runs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import re
+import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -41,7 +44,7 @@ class Source:
     weight: float = 1.0
 
 
-def _rank_world() -> tuple[int, int]:
+def rank_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -77,23 +80,145 @@ class StreamState:
         return cls(workers, int(d["next_worker"]))
 
 
-def _counting_handler(counter: Counter, default_reason: str) -> Callable[[Exception], bool]:
+def _note_skip(counter: Counter, seen: Counter | None, reason: str, exn: Exception | str) -> None:
+    """Count a skip; log it (a warning the 1st, 10th, 100th, ... time a reason comes up in this worker)."""
+    counter[reason] += 1
+    if seen is None:
+        log.debug("skipped (%s): %s", reason, exn)
+        return
+    seen[reason] += 1
+    n = seen[reason]
+    if str(n).rstrip("0") == "1":  # 1, 10, 100, ...
+        unexpected = isinstance(exn, Exception) and not isinstance(exn, SkipSample)
+        log.warning("data: skipped %d so far for %s (this worker); latest: %s", n, reason, exn,
+                    exc_info=unexpected and n == 1)
+    else:
+        log.debug("skipped (%s): %s", reason, exn)
+
+
+def _counting_handler(
+    counter: Counter, default_reason: str | None = None, seen: Counter | None = None
+) -> Callable[[Exception], bool]:
+    """A webdataset exception handler that counts and carries on. SkipSample counts as its reason; any other
+    exception as `default_reason`, or (None) as `error_<ExceptionType>` so that a bug is not taken for bad data."""
+
     def handler(exn: Exception) -> bool:
-        reason = exn.reason if isinstance(exn, SkipSample) else default_reason
-        counter[reason] += 1
-        log.debug("skipped a sample (%s): %s", reason, exn)
+        if isinstance(exn, SkipSample):
+            reason = exn.reason
+        else:
+            reason = default_reason or f"error_{type(exn).__name__}"
+        _note_skip(counter, seen, reason, exn)
         return True  # keep going
 
     return handler
 
 
+# ------------------------------------------------------------------------------------------------- shard reading
+MAX_MEMBER_BYTES = 2**28  # a member larger than this (256 MiB) is not read into memory; its record is dropped
+
+
+class _EndAwareTarInfo(tarfile.TarInfo):
+    """Notes on its TarFile whether the archive ended with an end-of-archive (all-zero) block. In stream mode,
+    tarfile ends quietly on a missing or invalid header too, which is how a truncated shard looks."""
+
+    @classmethod
+    def fromtarfile(cls, tar):
+        tar.clean_end = False
+        try:
+            return super().fromtarfile(tar)
+        except tarfile.EOFHeaderError:
+            tar.clean_end = True
+            raise
+
+
+def _split_name(name: str) -> tuple[str | None, str | None]:
+    """webdataset's key/suffix split: the key ends at the first dot of the file name."""
+    match = re.match(r"^((?:.*/|)[^.]+)[.]([^/]*)$", name)
+    return (match.group(1), match.group(2)) if match else (None, None)
+
+
+def _shard_records(url: str, counter: Counter, seen: Counter | None, max_member: int) -> Iterator[dict]:
+    from webdataset.gopen import gopen
+
+    try:
+        stream = gopen(url, "rb")
+    except Exception as exn:
+        _note_skip(counter, seen, "bad_shard", f"{url}: {type(exn).__name__}: {exn}")
+        return
+    current: dict | None = None
+    bad_record = None  # the reason the current record is dropped
+    try:
+        try:
+            tar = tarfile.open(fileobj=stream, mode="r|*", tarinfo=_EndAwareTarInfo)
+        except Exception as exn:
+            _note_skip(counter, seen, "bad_shard", f"{url}: {type(exn).__name__}: {exn}")
+            return
+        complete = False
+        try:
+            for info in tar:
+                tar.members = []  # stream mode keeps every header otherwise
+                name = info.name
+                if not info.isreg() or re.match(r"__[^/]*__($|/)", name):
+                    continue  # webdataset's rule: metadata such as __index__ is not a record
+                key, suffix = _split_name(name)
+                if key is None:
+                    continue
+                suffix = suffix.lower()
+                if current is None or key != current["__key__"]:
+                    if current is not None:
+                        if bad_record:
+                            _note_skip(counter, seen, bad_record, f"{url}: {current['__key__']}")
+                        else:
+                            yield current
+                    current, bad_record = {"__key__": key, "__url__": url}, None
+                if info.size > max_member:
+                    bad_record = "member_too_large"
+                    continue  # never read: tarfile skips its data
+                if suffix in current:
+                    _note_skip(counter, seen, "duplicate_member", f"{url}: {name} (kept the first)")
+                    continue
+                current[suffix] = tar.extractfile(info).read()
+            complete = getattr(tar, "clean_end", False)
+        except Exception as exn:  # cut inside a member's data, a bad gzip stream, ...
+            log.debug("%s: %s", url, exn)
+        if complete:
+            if current is not None:
+                if bad_record:
+                    _note_skip(counter, seen, bad_record, f"{url}: {current['__key__']}")
+                else:
+                    yield current
+        else:  # the record being read when the shard ended may be incomplete: dropped with the rest
+            last = current["__key__"] if current else None
+            _note_skip(counter, seen, "truncated_shard", f"{url}: ends early (dropped the record it ended in: {last})")
+    finally:
+        try:
+            stream.close()  # a `pipe:` url's command that failed raises here (its output was counted above)
+        except Exception as exn:
+            log.warning("closing %s: %s", url, exn)
+
+
+def read_shards(
+    urls, counter: Counter, seen: Counter | None = None, max_member: int = MAX_MEMBER_BYTES
+) -> Iterator[dict]:
+    """Records ({"__key__", "__url__", suffix: bytes}) of tar shards, grouped as webdataset groups them, never
+    raising for a broken shard. A shard that cannot be opened or is not a tar counts `bad_shard`; a shard that
+    ends early (cut inside a member, or without its end-of-archive block) counts `truncated_shard`, keeps the
+    records before the one being read and drops that one (it may be incomplete); a record with a member over
+    `max_member` bytes counts `member_too_large`; a repeated member name counts `duplicate_member`."""
+    for url in urls:
+        yield from _shard_records(url, counter, seen, max_member)
+
+
 class BatchStream(IterableDataset):
     """Endless (train) or single-pass (validation) stream of collated batches.
 
-    `to_sample(record)` turns a decoded WebDataset record into a model sample (or raises SkipSample);
+    `to_sample(record)` turns a WebDataset record into a model sample (or raises SkipSample);
     `collate(samples)` makes a batch dict. Each batch carries `stream`: its worker's position after it, and
-    `skipped`: {reason: count} of the samples that worker dropped since its previous batch.
+    `skipped`: {reason: count} of the samples that worker dropped since its previous batch. Records reach
+    `to_sample` raw (member bytes): decoding is its job.
     """
+
+    max_consecutive_skips = 100_000  # a training stream that only skips fails loudly instead of hanging
 
     def __init__(
         self,
@@ -139,7 +264,7 @@ class BatchStream(IterableDataset):
             random.Random(f"{self.seed}-{source.name}-shards-{epoch}").shuffle(urls)
         by_shard = len(urls) >= slots
         mine = urls[slot::slots] if by_shard else urls  # fewer shards than readers: split by record instead
-        records = wds.tarfile_to_samples(handler=_counting_handler(self.skipped, "bad_shard"))({"url": u} for u in mine)
+        records = read_shards(mine, self.skipped, self._seen)
         if not by_shard:
             records = itertools.islice(records, slot, None, slots)
         if self.shuffle_buffer > 1:
@@ -153,9 +278,16 @@ class BatchStream(IterableDataset):
         epochs = itertools.count(epoch) if self.train else [0]
         for e in epochs:
             taken = 0
+            # Shard-level skips met while replaying were counted before the interruption (they are in the
+            # checkpoint): the counters are put back as they were once the replay is over.
+            replay_counts = (Counter(self.skipped), Counter(self._seen)) if e == epoch and first > 0 else None
             for pos, record in enumerate(self._epoch_records(source, e, rank, world, worker)):
                 taken += 1
                 if e == epoch and pos < first:
+                    if pos == first - 1 and replay_counts is not None:
+                        for counter, before in zip((self.skipped, self._seen), replay_counts):
+                            counter.clear()
+                            counter.update(before)
                     continue  # replaying a resumed stream: read, never decoded
                 yield {**record, "__source__": source.name, "__epoch__": e, "__position__": pos + 1}
             if self.train and taken == 0:
@@ -186,15 +318,18 @@ class BatchStream(IterableDataset):
             yield {**next(streams[name]), "__draws__": draws}
 
     def __iter__(self) -> Iterator[dict]:
-        rank, world = _rank_world()
+        rank, world = rank_world()
         worker = self._logical_worker()
         self.skipped: Counter = Counter()
+        self._seen: Counter = Counter()  # skips per reason in this worker since it started (for the log)
         position = self.state.workers.get(worker, WorkerPosition())
         current = WorkerPosition({k: list(v) for k, v in position.sources.items()}, position.draws)
-        decode = wds.decode("pil", handler=_counting_handler(self.skipped, "decode_error"))
-        to_samples = wds.map(self._sample, handler=_counting_handler(self.skipped, "invalid_sample"))
+        # Records stay undecoded until `to_sample`, which decodes only what it uses (never a pickle).
+        to_samples = wds.map(self._sample, handler=_counting_handler(self.skipped, None, self._seen))
         batch: list = []
-        for sample in to_samples(decode(self._mixed(rank, world, worker, position))):
+        self._since_good = 0
+        for sample in to_samples(self._guarded(self._mixed(rank, world, worker, position), worker, rank)):
+            self._since_good = 0
             meta = sample.meta
             current.sources[meta["source"]] = [meta["epoch"], meta["position"]]
             current.draws = meta["draws"]
@@ -204,6 +339,17 @@ class BatchStream(IterableDataset):
                 batch = []
         if batch:  # validation keeps its last partial batch
             yield self._finish(batch, worker, current)
+
+    def _guarded(self, records: Iterator[dict], worker: int, rank: int) -> Iterator[dict]:
+        """Fails loudly when a training stream only skips (it would otherwise hang, never making a batch)."""
+        for record in records:
+            if self.train and self._since_good >= self.max_consecutive_skips:
+                raise RuntimeError(
+                    f"data worker {worker} of rank {rank} skipped {self._since_good} records in a row (since it "
+                    f"started: {dict(self._seen)}): can this configuration read the data?"
+                )
+            self._since_good += 1
+            yield record
 
     def _sample(self, record: dict):
         sample = self.to_sample(record)
@@ -216,6 +362,7 @@ class BatchStream(IterableDataset):
         out = self.collate(samples)
         out["stream"] = {"worker": worker, "sources": {k: list(v) for k, v in position.sources.items()},
                          "draws": position.draws}
+        out["keys"] = [f"{s.meta['source']}/{s.meta.get('key')}" for s in samples]  # which records (audits, tests)
         out["skipped"] = dict(self.skipped)
         self.skipped.clear()
         return out

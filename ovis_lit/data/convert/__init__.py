@@ -1,0 +1,10 @@
+"""Converters from common multimodal dataset layouts to the WebDataset shards `OvisDataModule` streams.
+
+- `llava`: LLaVA-style conversation JSON + an image folder (`data/convert_llava.py`);
+- `ovis`: the original Ovis layout, a dataset-info JSON naming caption parquet/JSON and conversation JSON files
+  (`data/convert_ovis.py`);
+- `captions`: an image folder with captions in CSV / JSON Lines (`data/convert_captions.py`).
+
+Each validates while it converts, shards by size and count, runs on several processes and reports rejected
+entries by reason (see `common`).
+"""

@@ -1,0 +1,124 @@
+"""LLaVA-style conversation JSON + an image folder -> WebDataset shards.
+
+Input: a JSON list (or JSON Lines) of {"id", "image": "rel/path" | ["p1", "p2", ...] (optional; also "images"),
+"conversations": [{"from": "human"|"gpt"|"system", "value": "...<image>..."}]}; image paths are relative to
+`--image-root`. An entry without images is a text-only sample.
+
+    python data/convert_llava.py --json llava_v1_5_mix665k.json --image-root /data/llava --output shards/llava
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .common import (
+    Converted,
+    Limits,
+    Reject,
+    add_common_arguments,
+    check_turns,
+    entry_id,
+    image_member,
+    limits_from,
+    options_from,
+    print_summary,
+    read_image_file,
+    run,
+)
+
+
+@dataclass(frozen=True)
+class Unparsable:
+    """A JSON Lines line that is not JSON (kept so that it is counted, not lost)."""
+
+    where: str
+    error: str
+
+
+def load_entries(path: str | Path) -> list[Any]:
+    """The entries of a JSON list or a JSON Lines file (lines that do not parse become Unparsable)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix in (".jsonl", ".ndjson"):
+        entries: list[Any] = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                entries.append(json.loads(line))
+            except ValueError as exn:
+                entries.append(Unparsable(f"{path.name}:{n}", str(exn)))
+        return entries
+    data = json.loads(text)
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of samples, got {type(data).__name__}")
+    return data
+
+
+def image_list(entry: dict, key: str) -> list[Any]:
+    images = entry.get("image", entry.get("images"))
+    if images is None or images == "":
+        return []
+    if isinstance(images, str):
+        return [images]
+    if isinstance(images, list):
+        return images
+    raise Reject("bad_json", f"{key}: 'image' is neither a path nor a list of paths")
+
+
+@dataclass
+class ConversationConverter:
+    """One LLaVA entry -> a Converted sample (or Reject). Runs in worker processes, so it pickles."""
+
+    image_root: Path
+    limits: Limits
+
+    def __call__(self, index: int, entry: Any) -> Converted:
+        if isinstance(entry, Unparsable):
+            raise Reject("bad_json", f"{entry.where}: {entry.error}")
+        if not isinstance(entry, dict):
+            raise Reject("bad_json", f"entry {index} is not a JSON object")
+        key = entry_id(entry, index)
+        names = image_list(entry, key)
+        if len(names) > self.limits.max_images:
+            raise Reject("too_many_images", f"{key}: {len(names)} > {self.limits.max_images}")
+        turns = check_turns(entry.get("conversations"), len(names), self.limits, key)
+        members = []
+        for position, name in enumerate(names):
+            data, what = read_image_file(self.image_root, name)
+            members.append(image_member(data, position, self.limits, what))
+        meta: dict[str, Any] = {"id": key, "conversations": turns}
+        if members:
+            meta["images"] = [suffix for suffix, _ in members]
+        return Converted(index, meta, members)
+
+
+def convert(json_files: list[str | Path], image_root: str | Path, options, limits: Limits | None = None) -> dict:
+    """Convert LLaVA JSON files (one shard set). Returns the report."""
+    lists = [load_entries(f) for f in json_files]
+    entries = itertools.chain.from_iterable(lists)
+    info = {"format": "llava", "inputs": [str(f) for f in json_files], "image_root": str(image_root)}
+    return run(ConversationConverter(Path(image_root), limits or Limits()), entries, options,
+               total=sum(map(len, lists)), info=info)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--json", nargs="+", required=True, help="LLaVA-style JSON / JSON Lines file(s)")
+    parser.add_argument("--image-root", default=".", help="directory the image paths are relative to")
+    parser.add_argument("--name", help="shard-set name (file prefix); default: the first JSON file's stem")
+    parser.add_argument("--add-missing-image-token", action="store_true",
+                        help="entries with images but no <image> mark get one per image before the first user turn")
+    add_common_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    report = convert(args.json, args.image_root, options_from(args, args.name or Path(args.json[0]).stem),
+                     limits_from(args))
+    print_summary([report])
+    return report
