@@ -1,6 +1,11 @@
 """Composing the real configs for tests, pointed at small generated data."""
 
+import json
+import os
+import signal
 from pathlib import Path
+
+import lightning as L
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -32,3 +37,20 @@ def compose_train(overrides: list[str], output_dir: Path, data_dir: Path):
 
 def resolved(cfg, key):
     return OmegaConf.to_container(OmegaConf.select(cfg, key), resolve=True)
+
+
+
+class StepLog(L.Callback):
+    """A callback for subprocess tests (`+callbacks.steplog._target_=tests.helpers.StepLog`): appends one JSON line
+    per optimiser step (step, loss, the records of the batch) and can SIGKILL its own process after a given step,
+    a deterministic stand-in for a node dying mid-epoch."""
+
+    def __init__(self, path: str, kill_after_step: int | None = None):
+        self.path, self.kill_after_step = path, kill_after_step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        line = {"step": trainer.global_step, "loss": float(outputs["loss"]), "keys": batch.get("keys")}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        if self.kill_after_step is not None and trainer.global_step == self.kill_after_step:
+            os.kill(os.getpid(), signal.SIGKILL)

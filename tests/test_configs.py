@@ -56,15 +56,18 @@ def test_stage_freezing_follows_the_recipe(tmp_path):
     assert stages["1"].data.captions_as == "template" and stages["2"].data.captions_as == "chat"
 
 
-def test_9b_stage3_on_8_devices_prints_without_loading_weights():
+@pytest.mark.parametrize("trainer", [[], ["trainer=fsdp"]], ids=["default", "fsdp"])
+def test_9b_stage3_on_8_devices_prints_without_loading_weights(trainer):
     """The design card's command, as `--cfg job`: composes and prints, touches no weights."""
     out = subprocess.run(
-        [sys.executable, "train.py", "model=ovis_9b", "stage=3", "trainer.devices=8", "--cfg", "job"],
+        [sys.executable, "train.py", "model=ovis_9b", "stage=3", *trainer, "trainer.devices=8", "--cfg", "job"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     cfg = OmegaConf.create(out.stdout)
     assert cfg.model.name == "ovis_9b" and cfg.trainer.devices == 8 and cfg.stage.name == "s3"
+    if trainer:
+        assert cfg.trainer.strategy._target_ == "ovis_lit.training.strategies.FSDP2Strategy"
     assert cfg.model.spec.visual_vocab_size == 65536 and cfg.model.spec.hidden_stride == 2
 
 
@@ -80,3 +83,43 @@ def test_heldout_prompt_matches_what_the_shapes_data_teaches(tmp_path):
     from ovis_lit.data import shapes
 
     assert _compose([f"paths.output_dir={tmp_path}"]).data.heldout_instruction == shapes.MC_INSTRUCTION
+
+
+# Released shapes: Ovis1.6-Gemma2-9B has 10.2 B parameters; Ovis1.6-Llama3.2-3B: SigLIP-so400m (0.40 B with its
+# unused pooling head) + visual head (1152*4 x 65531) + table (65536 x 3072) + Llama-3.2-3B (3.21 B, tied).
+@pytest.mark.parametrize("model,billions", [("ovis_9b", 10.2), ("ovis_3b", 4.14)])
+def test_full_size_configs_have_the_released_parameter_counts(model, billions, tmp_path):
+    from ovis_lit.model.build import build_ovis
+
+    cfg = _compose([f"model={model}", f"paths.output_dir={tmp_path}"])
+    built = build_ovis(OmegaConf.to_container(cfg.model.spec, resolve=True), device="meta")
+    count = sum(p.numel() for p in built.parameters()) / 1e9
+    assert count == pytest.approx(billions, rel=0.01)
+
+
+def test_memory_plan_matches_a_measured_cpu_step():
+    out = subprocess.run(
+        [sys.executable, "scripts/plan_memory.py", "stage=3", "--crops", "1", "--text-tokens", "60", "--measure",
+         "model.recipe.s3.batch_size=16"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    ratio = float(out.stdout.rsplit("(ratio ", 1)[1].split(")")[0])
+    assert 0.6 <= ratio <= 1.5, out.stdout
+
+
+def test_memory_plan_says_whether_9b_fits():
+    from ovis_lit.training.memory import Workload, plan
+
+    cfg = _compose(["model=ovis_9b", "stage='3'", "paths.output_dir=/tmp/x"])
+    spec = OmegaConf.to_container(cfg.model.spec, resolve=True)
+    work = Workload(batch_size=1, text_tokens=512, crops=10)
+    sharded = plan(spec, ["all"], work, world=8, sharded=True, master_dtype="float32", checkpointing=True)
+    single = plan(spec, ["all"], work, world=1, sharded=False, master_dtype="float32", checkpointing=True)
+    gib = 1024**3
+    # fp32 master weights + grads + AdamW: 16 bytes x 10.2 B = 152 GiB replicated, 1/8 of that sharded
+    assert single.parameters + single.gradients + single.optimizer == pytest.approx(16 * 10.207e9, rel=0.01)
+    assert sharded.parameters + sharded.gradients + sharded.optimizer == pytest.approx(16 * 10.207e9 / 8, rel=0.01)
+    assert sharded.total < 80 * gib < single.total
+    assert "does NOT fit" in single.table(80) and "fits" in sharded.table(80)
+    assert sharded.activations_checkpointed < sharded.activations

@@ -39,17 +39,24 @@ def data_dir(tmp_path_factory):
     return root
 
 
-def test_two_process_cpu_ddp_fit(tmp_path, data_dir):
-    run_dir = tmp_path / "ddp"
-    _train([
-        "stage=3", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+@pytest.mark.parametrize("trainer", ["ddp", "fsdp"])
+def test_two_process_cpu_fit(trainer, tmp_path, data_dir):
+    run_dir = tmp_path / trainer
+    proc = _train([
+        "stage=3", f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
         "trainer.max_steps=4", f"hydra.run.dir={run_dir}", *_small(data_dir),
     ])
+    assert proc.stdout.count("ovis-lit run finished") == 1  # rank 0 reports, once
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4
     assert summary["samples"] == 4 * 4 * 2  # steps x per-rank batch x 2 ranks
     assert summary["train_loss"] is not None and summary["train_loss"] == summary["train_loss"]  # not NaN
-    assert (run_dir / "checkpoints" / "last.ckpt").is_file() and (run_dir / "export" / "config.json").is_file()
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if trainer == "fsdp":  # one shard per rank, and one consolidated export
+        assert sorted(p.name for p in last.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    else:
+        assert last.is_file()
+    assert (run_dir / "export" / "config.json").is_file()
 
 
 def test_hydra_multirun_of_two_jobs(tmp_path, data_dir):

@@ -238,17 +238,18 @@ def original_config(model: OvisModel, chat_format: str, multimodal_max_length: i
     return config
 
 
-def original_state_dict(model: OvisModel) -> dict[str, torch.Tensor]:
-    """Our parameter names -> the original's (backbone under `vision_model.`, tied lm_head left out)."""
-    state = {}
+def original_state_dict(model: OvisModel, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Our parameter names -> the original's (backbone under `vision_model.`, tied lm_head left out). `state`: the
+    model's full state dict when the model itself holds only shards (FSDP)."""
+    out = {}
     tied = model.llm.config.tie_word_embeddings
-    for name, tensor in model.state_dict().items():
+    for name, tensor in (model.state_dict() if state is None else state).items():
         if tied and name == "llm.lm_head.weight":
             continue
         if name.startswith(OURS_BACKBONE_PREFIX):
             name = BACKBONE_KEY_PREFIX + name[len(OURS_BACKBONE_PREFIX) :]
-        state[name] = tensor.detach().contiguous()
-    return state
+        out[name] = tensor.detach().contiguous()
+    return out
 
 
 def export_original(
@@ -257,13 +258,15 @@ def export_original(
     directory: str | Path,
     multimodal_max_length: int = 8192,
     max_shard_bytes: int = 5 * 1024**3,
+    state: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write `model` and `processor` in the original Ovis layout (sharded above `max_shard_bytes`)."""
+    """Write `model` and `processor` in the original Ovis layout (sharded above `max_shard_bytes`). `state`: the
+    full (consolidated) state dict, for a model whose parameters are FSDP shards."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = original_config(model, processor.chat_format, multimodal_max_length)
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    _save_sharded(original_state_dict(model), directory, max_shard_bytes)
+    _save_sharded(original_state_dict(model, state), directory, max_shard_bytes)
     generation = {k: config["llm_config"].get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
     if config["llm_config"].get("cache_implementation"):
         generation["cache_implementation"] = config["llm_config"]["cache_implementation"]

@@ -10,6 +10,7 @@ from typing import Any
 
 from hydra import compose
 from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.utilities import rank_zero_only
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -60,7 +61,8 @@ def train(cfg: DictConfig) -> float | None:
         result = evaluate_heldout(
             last["_module"].model, last["_processor"], cfg.data.heldout, cfg.data.get("heldout_instruction")
         )
-    report(summaries, result, time.perf_counter() - started, Path(cfg.paths.output_dir))
+    if rank_zero_only.rank == 0:  # every process of a multi-process run gets here; one reports
+        report(summaries, result, time.perf_counter() - started, Path(cfg.paths.output_dir))
     return None if result is None else result["accuracy"]
 
 

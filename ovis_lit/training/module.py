@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import grad_norm
+from torch.distributed.tensor import DTensor
 
 from ..model.build import build_ovis
 from ..model.ovis import OvisModel
@@ -37,6 +37,7 @@ class OvisLitModule(L.LightningModule):
         init_from: str | None = None,
         activation_checkpointing: dict[str, bool] | None = None,
         visual_stats_every: int = 10,
+        fsdp: dict[str, Any] | None = None,  # shard_model() options under trainer=fsdp (mixed precision, offload)
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -54,6 +55,11 @@ class OvisLitModule(L.LightningModule):
         apply_trainable(self.model, list(self.hparams.stage["trainable"]))
         ac = self.hparams.activation_checkpointing or {}
         self.model.set_activation_checkpointing(vision=ac.get("vision", False), llm=ac.get("llm", False))
+        if self.device_mesh is not None:  # ModelParallelStrategy (trainer=fsdp): shard after freezing
+            from .sharding import shard_model
+
+            mesh = self.device_mesh["data_parallel"] if self.device_mesh.mesh_dim_names else self.device_mesh
+            shard_model(self.model, mesh, **(self.hparams.fsdp or {}))
         self.parameter_table = format_table(trainable_table(self.model))
         log.info("stage %s trainable parameters:\n%s", self.hparams.stage.get("name", "?"), self.parameter_table)
 
@@ -87,8 +93,10 @@ class OvisLitModule(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.global_step % self.trainer.log_every_n_steps == 0:
-            norms = grad_norm(self.model, norm_type=2)
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if grads:  # get_total_norm also takes FSDP's sharded (DTensor) gradients
+                total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+                self.log("train/grad_norm", total.full_tensor() if isinstance(total, DTensor) else total)
 
     # ------------------------------------------------------------------------------------------------ optimiser
     def configure_optimizers(self):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+import string
 import time
 from pathlib import Path
 from typing import Any
@@ -78,8 +80,9 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
         stage=OmegaConf.to_container(cfg.stage, resolve=True),
         init_from=cfg.get("init_from"),
         activation_checkpointing=OmegaConf.to_container(cfg.model.activation_checkpointing, resolve=True),
+        fsdp=OmegaConf.to_container(cfg.fsdp, resolve=True) if cfg.get("fsdp") else None,
     )
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    loggers = [instantiate(lg, **_logger_identity(lg, output_dir)) for lg in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     if not loggers:  # these only log; Lightning refuses them without a logger
         callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
@@ -88,8 +91,12 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), output_dir))
+    # resuming unpickles nothing but tensors and plain containers (weights_only)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), output_dir), weights_only=True)
     seconds = time.perf_counter() - started
+    # ModelCheckpoint saves every `checkpoint_every` steps; the final step is saved here so that last.ckpt (what
+    # the next stage starts from and what evals/run.py reads) always holds the final weights. Every rank calls it.
+    trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimiser state
 
     summary = {
         "stage": cfg.stage.name,
@@ -102,15 +109,40 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
         "val_loss": _metric(trainer, "val/loss"),
     }
     summary["samples_per_s"] = round(summary["samples"] / max(seconds, 1e-9), 2)
+    full_state = full_state_dict(module.model)  # a collective under FSDP: every rank takes part
     if trainer.is_global_zero:
         export = output_dir / "export"
         from ..interop.original import export_original
 
-        export_original(module.model, processor, export, multimodal_max_length=cfg.model.multimodal_max_length)
+        export_original(
+            module.model, processor, export, multimodal_max_length=cfg.model.multimodal_max_length, state=full_state
+        )
         summary["export"] = str(export)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     summary["_module"], summary["_processor"], summary["_trainer"] = module, processor, trainer
     return summary
+
+
+def _logger_identity(logger_cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """A W&B logger keeps one run id per run directory, so a resumed run continues the same W&B run."""
+    if not str(logger_cfg.get("_target_", "")).endswith("WandbLogger") or logger_cfg.get("id"):
+        return {}
+    id_file = output_dir / "wandb_run_id.txt"
+    if not id_file.is_file():
+        alphabet = string.ascii_lowercase + string.digits  # the shape of W&B's own run ids
+        id_file.write_text("".join(secrets.choice(alphabet) for _ in range(8)))
+    return {"id": id_file.read_text().strip(), "resume": "allow"}
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor] | None:
+    """The consolidated state dict of an FSDP2-sharded model (on CPU; every rank must call this), else None."""
+    from torch.distributed.tensor import DTensor
+
+    if not any(isinstance(p, DTensor) for p in model.parameters()):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def _metric(trainer: L.Trainer, name: str) -> float | None:

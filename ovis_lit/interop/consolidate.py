@@ -1,0 +1,48 @@
+"""Sharded (FSDP2 / torch.distributed.checkpoint) Lightning checkpoints -> one model in the original Ovis layout.
+
+A checkpoint written by `trainer=fsdp` is a directory: one `.distcp` file per rank plus Lightning's `meta.pt`
+(hyper-parameters, loop state). Only the model weights are read (not the optimiser state), into a model built from
+the checkpoint's own hyper-parameters, in one process, without a process group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+
+from ..model.ovis import OvisModel
+from ..processing.processor import OvisProcessor
+
+META_FILE = "meta.pt"  # Lightning's non-tensor part of a distributed checkpoint
+MODEL_PREFIX = "model."  # OvisLitModule keeps the OvisModel at `.model`
+
+
+def is_sharded_checkpoint(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / META_FILE).is_file() and any(path.glob("*.distcp"))
+
+
+def load_sharded_model(path: str | Path) -> OvisModel:
+    """The OvisModel stored in a sharded Lightning checkpoint directory, consolidated on the CPU."""
+    from ..training.module import build_model
+
+    path = Path(path)
+    if not is_sharded_checkpoint(path):
+        raise ValueError(f"{path} is not a sharded Lightning checkpoint (a directory with {META_FILE} and .distcp files)")
+    meta = torch.load(path / META_FILE, map_location="cpu", weights_only=True)
+    model = build_model(meta["hyper_parameters"]["model"])
+    tied = getattr(model.llm.config, "tie_word_embeddings", False)
+    state = {MODEL_PREFIX + k: v for k, v in model.state_dict().items() if not (tied and k == "llm.lm_head.weight")}
+    dcp.load({"state_dict": state}, checkpoint_id=str(path), no_dist=True)  # fills the tensors in place
+    return model
+
+
+def export_sharded_checkpoint(
+    checkpoint: str | Path, processor: OvisProcessor, out: str | Path, multimodal_max_length: int = 8192
+) -> Path:
+    from .original import export_original
+
+    model = load_sharded_model(checkpoint)
+    return export_original(model, processor, out, multimodal_max_length=multimodal_max_length)

@@ -1,0 +1,99 @@
+"""A small Lightning fit of a tiny Ovis in stage 2 (LLM frozen), run as its own script (`python -m tests.fsdp_job`)
+because multi-process strategies re-launch the script they run in. Every rank reads the same fixed batches, so
+the averaged gradient, and with it every loss, must equal a one-process run's.
+
+Writes to --out: losses.json (rank 0's loss per step), report.json (sharding facts gathered on every rank),
+full.safetensors (the consolidated weights after training), and a sharded checkpoint (ckpt/) under FSDP.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import lightning as L
+import torch
+from safetensors.torch import save_file
+from torch.distributed.tensor import DTensor
+
+from ovis_lit.training.module import OvisLitModule
+from ovis_lit.training.run import full_state_dict
+from ovis_lit.training.strategies import FSDP2Strategy
+
+from .test_model_invariants import _batch
+from .tiny import tiny_spec
+
+STAGE2 = {"name": "s2", "trainable": ["visual_tokenizer", "vte"], "lr": 3e-3, "module_lr": {}, "warmup_ratio": 0.0,
+          "min_lr_ratio": 1.0}
+
+
+def spec() -> dict:
+    return tiny_spec(llm="qwen2", vocab=64)
+
+
+class Record(L.Callback):
+    def __init__(self, out: Path):
+        self.out, self.losses = out, []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+    def on_train_end(self, trainer, pl_module):
+        model = pl_module.model
+        params = dict(model.named_parameters())
+        optimizer = trainer.optimizers[0]
+        with_state = {n for n, p in params.items() if optimizer.state.get(p)}
+        report = {
+            "world": trainer.world_size,
+            "dtensor": sum(isinstance(p, DTensor) for p in params.values()),
+            "params": len(params),
+            "local_numel": sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params.values()),
+            "full_numel": sum(p.numel() for p in params.values()),
+            "with_optimizer_state": sorted(with_state),
+            "trainable": sorted(n for n, p in params.items() if p.requires_grad),
+            "frozen_with_grad": sorted(n for n, p in params.items() if not p.requires_grad and p.grad is not None),
+        }
+        reports = [None] * trainer.world_size
+        if trainer.world_size > 1:
+            torch.distributed.all_gather_object(reports, report)
+        else:
+            reports = [report]
+        state = full_state_dict(model) or {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if trainer.is_global_zero:
+            (self.out / "losses.json").write_text(json.dumps(self.losses))
+            (self.out / "report.json").write_text(json.dumps(reports))
+            save_file({k: v.contiguous() for k, v in state.items()}, self.out / "full.safetensors")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--devices", type=int, default=1)
+    parser.add_argument("--strategy", choices=["fsdp", "single"], default="fsdp")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    batches = []
+    for _ in range(args.steps):
+        ids, mask, labels, pixels = _batch(None, crops_per_sample=(2, 0, 1, 3), pad_extra=(0, 3, 1, 0))
+        batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixels})
+    L.seed_everything(0)
+    module = OvisLitModule({"spec": spec()}, STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"})
+    strategy = FSDP2Strategy() if args.strategy == "fsdp" else "auto"
+    trainer = L.Trainer(
+        accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        use_distributed_sampler=False,  # every rank reads the same batches
+        gradient_clip_val=1.0, callbacks=[Record(out)],
+    )
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    trainer.save_checkpoint(out / "ckpt")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""FSDP2 through Lightning's ModelParallelStrategy on 2 CPU processes (gloo): sharding, frozen parameters,
+equality with a 1-process run, and consolidation of the sharded checkpoint into the original Ovis layout."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def _job(out, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "tests.fsdp_job", "--out", str(out), *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return json.loads((out / "losses.json").read_text()), json.loads((out / "report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fsdp")
+    single = _job(root / "single", "--strategy", "single", "--devices", "1")
+    sharded = _job(root / "fsdp", "--strategy", "fsdp", "--devices", "2")
+    return root, single, sharded
+
+
+def test_two_process_fsdp_shards_and_matches_one_process(runs):
+    _, (losses_1, _), (losses_2, reports) = runs
+    assert len(losses_1) == len(losses_2) == 10
+    assert losses_2 == pytest.approx(losses_1, rel=1e-5, abs=1e-6)
+    assert losses_1[-1] < losses_1[0]  # it trains
+    for report in reports:
+        assert report["world"] == 2
+        assert report["dtensor"] == report["params"]  # every parameter is a DTensor shard
+        assert report["local_numel"] < 0.6 * report["full_numel"]  # each rank holds about half
+
+
+def test_frozen_llm_gets_no_gradient_and_no_optimizer_state(runs):
+    _, _, (_, reports) = runs
+    for report in reports:
+        assert report["trainable"] and all(n.startswith(("visual_tokenizer.", "vte.")) for n in report["trainable"])
+        assert report["with_optimizer_state"] == report["trainable"]
+        assert report["frozen_with_grad"] == []
+
+
+def test_final_weights_match_one_process(runs):
+    root, _, _ = runs
+    one, two = load_file(root / "single" / "full.safetensors"), load_file(root / "fsdp" / "full.safetensors")
+    assert one.keys() == two.keys()
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_sharded_checkpoint_consolidates_to_an_original_layout_export(runs, tmp_path):
+    from ovis_lit.data import shapes
+    from ovis_lit.interop.consolidate import export_sharded_checkpoint, is_sharded_checkpoint
+    from ovis_lit.interop.original import load_original
+    from ovis_lit.processing.image import ImagePreprocessor
+    from ovis_lit.processing.processor import OvisProcessor
+
+    root, _, _ = runs
+    ckpt = root / "fsdp" / "ckpt"
+    assert is_sharded_checkpoint(ckpt)
+    processor = OvisProcessor(shapes.tokenizer(), "qwen", ImagePreprocessor(side=42))
+    export = export_sharded_checkpoint(ckpt, processor, tmp_path / "export")
+    model, _ = load_original(export)
+    full = load_file(root / "fsdp" / "full.safetensors")
+    state = model.state_dict()
+    assert state.keys() == full.keys()
+    for k, v in full.items():
+        assert torch.equal(state[k], v), k
