@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import resource
 import sys
+import threading
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PAGE = os.sysconf("SC_PAGE_SIZE")
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -56,12 +58,31 @@ def measure(spec: dict, trainable: list[str], work: Workload, checkpointing: boo
     pixels = torch.randn(work.batch_size * work.crops, 3, side, side)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     gc.collect()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    # ru_maxrss only grows: measure the rise of the high-water mark over the model alone
+    # Sample the resident set while the step runs (the process's high-water mark may already be higher from
+    # earlier work, e.g. building the model, so ru_maxrss cannot be used).
+    before = _resident_bytes()
+    peak = [before]
+    running = threading.Event()
+    running.set()
+
+    def sample():
+        while running.is_set():
+            peak[0] = max(peak[0], _resident_bytes())
+            time.sleep(0.0005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     out = model(input_ids, torch.ones_like(input_ids), labels, pixels)
     out.loss.backward()
     optimizer.step()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    running.clear()
+    sampler.join()
+    return max(peak[0], _resident_bytes()) - before
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * PAGE
 
 
 def main() -> None:
