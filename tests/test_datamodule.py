@@ -61,7 +61,7 @@ def test_two_workers_yield_expected_batches(tmp_path, data_dir):
 
 
 def test_stream_is_deterministic_and_distinct_within_an_epoch(tmp_path, data_dir):
-    dm, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=16", "stage.data.use={chat:1.0}"], workers=2)
+    dm, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=16", "stage.data.use={chat:1.0,caption:0.0}"], workers=2)
     first = _take(dm.train_dataloader(), 6)
     again = _take(dm.train_dataloader(), 6)
     for a, b in zip(first, again):
@@ -84,6 +84,17 @@ def test_resume_from_a_stream_state_continues_exactly(tmp_path, data_dir):
     resumed = _take(resumed_dm.train_dataloader(), 4)
     for a, b in zip(straight[3:], resumed):
         assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["pixel_values"], b["pixel_values"])
+
+
+def test_resume_refuses_a_changed_stream_layout(tmp_path, data_dir):
+    dm, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=8"], workers=2)
+    state = json.loads(json.dumps(dm.state_dict()))
+    other, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=8"], workers=1)
+    with pytest.raises(ValueError, match="num_workers changed"):
+        other.load_state_dict(state)
+    reweighted, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=8", "stage.data.use={chat:1.0}"])
+    with pytest.raises(ValueError, match="use changed"):
+        reweighted.load_state_dict(state)
 
 
 def test_validation_is_a_single_ordered_pass(tmp_path, data_dir):

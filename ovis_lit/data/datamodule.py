@@ -62,7 +62,12 @@ class OvisDataModule(L.LightningDataModule):
             raise ValueError(f"stage uses unknown data sources {sorted(unknown)}; defined: {sorted(sources)}")
         self.sources = sources
         # a Mapping, not just a dict: Hydra's instantiate passes {name: weight} as a DictConfig
-        self.use = {k: float(v) for k, v in use.items()} if isinstance(use, Mapping) else {n: 1.0 for n in use}
+        weights = {k: float(v) for k, v in use.items()} if isinstance(use, Mapping) else {n: 1.0 for n in use}
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ValueError(f"data source weights must be >= 0 with at least one > 0, got {weights}")
+        # weight 0 turns a source off (Hydra merges a dict override into the stage's mixture, so
+        # `stage.data.use={chat:1.0,caption:0}` is how a command line drops a source)
+        self.use = {k: w for k, w in weights.items() if w > 0}
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
         self.num_workers = num_workers
@@ -153,7 +158,7 @@ class OvisDataModule(L.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         """This rank's stream position and skip counts; under DDP/FSDP every rank's (Lightning calls this on all
         ranks when it saves, and only rank 0 writes the file, so the positions are gathered here)."""
-        local = {"stream": self.stream_state.to_dict(), "skipped": dict(self.skipped)}
+        local = {"stream": self.stream_state.to_dict(), "skipped": dict(self.skipped), "layout": self.stream_layout()}
         rank, world = rank_world()
         if world == 1:
             return local
@@ -172,8 +177,27 @@ class OvisDataModule(L.LightningDataModule):
             state = state["ranks"][rank]
         elif world > 1:
             raise ValueError("the checkpoint was saved by one process; resume it with one process")
+        saved = state.get("layout")
+        if saved is not None and saved != self.stream_layout():
+            changed = sorted(k for k in saved if saved[k] != self.stream_layout().get(k))
+            raise ValueError(
+                f"cannot resume the data stream exactly: {', '.join(changed)} changed since the checkpoint "
+                f"(saved {[saved[k] for k in changed]}, now {[self.stream_layout()[k] for k in changed]}). Resume "
+                "with the same data settings, or start a new run from these weights with init_from"
+            )
         self.stream_state = StreamState.from_dict(state.get("stream"))
         self.skipped = Counter(state.get("skipped", {}))
+
+    def stream_layout(self) -> dict[str, Any]:
+        """What the order of the training stream depends on, besides the positions: a resume must keep it."""
+        return {
+            "num_workers": self.num_workers,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "shuffle_buffer": self.shuffle_buffer,
+            "use": dict(self.use),
+            "train_urls": {name: str(self.sources[name].get("train")) for name in sorted(self.use)},
+        }
 
 
 def batch_size_of(batch: dict[str, torch.Tensor]) -> int:
