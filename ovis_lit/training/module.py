@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 
-from ..model.build import build_ovis
+from ..model.build import as_dtype, build_ovis
 from ..model.ovis import OvisModel
 from .checkpoints import load_model_weights
 from .freezing import apply_trainable, format_table, trainable_table
@@ -59,7 +59,11 @@ class OvisLitModule(L.LightningModule):
             from .sharding import shard_model
 
             mesh = self.device_mesh["data_parallel"] if self.device_mesh.mesh_dim_names else self.device_mesh
-            shard_model(self.model, mesh, **(self.hparams.fsdp or {}))
+            options = dict(self.hparams.fsdp or {})
+            master = as_dtype(options.pop("master_dtype", None))
+            if master is not None:  # the sharded weights (and so the optimiser state) are kept in this dtype;
+                self.model.to(master)  # the policy casts gathered copies to param_dtype for compute
+            shard_model(self.model, mesh, **options)
         self.parameter_table = format_table(trainable_table(self.model))
         log.info("stage %s trainable parameters:\n%s", self.hparams.stage.get("name", "?"), self.parameter_table)
 
@@ -77,8 +81,8 @@ class OvisLitModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "observe"):
             datamodule.observe(batch)  # stream position for exact resume, skip counts
-            for reason, count in datamodule.skipped.items():
-                self.log(f"data/skipped/{reason}", float(count), reduce_fx="max")
+            for reason, count in self._skipped_on_all_ranks(datamodule.skipped).items():
+                self.log(f"data/skipped/{reason}", float(count), reduce_fx="max", rank_zero_only=True)
         out = self(batch)
         # The merged (expanded) length, for ThroughputMonitor's tokens/s: it reads the batch after this step.
         batch["n_tokens"] = int(out.merged.attention_mask.sum())
@@ -86,6 +90,19 @@ class OvisLitModule(L.LightningModule):
         if out.merged.visual_tokens is not None and self.global_step % self.hparams.visual_stats_every == 0:
             self.log_dict(visual_token_stats(out.merged.visual_tokens.detach()), batch_size=batch["input_ids"].shape[0])
         return out.loss
+
+    def _skipped_on_all_ranks(self, skipped: dict[str, int]) -> dict[str, int]:
+        """The run's skip counts summed over ranks. Each rank counts its own samples, and which reasons occur
+        differs by rank, so the counters are gathered as objects (every rank calls this at the same steps)."""
+        if self.trainer.world_size == 1:
+            return dict(skipped)
+        gathered: list[Any] = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(gathered, dict(skipped))
+        total: dict[str, int] = {}
+        for counts in gathered:
+            for reason, n in counts.items():
+                total[reason] = total.get(reason, 0) + n
+        return total
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         out = self(batch)
