@@ -26,12 +26,15 @@ from ovis_lit.training.strategies import FSDP2Strategy
 from .test_model_invariants import _batch
 from .tiny import tiny_spec
 
+STAGE3 = {"name": "s3", "trainable": ["all"], "lr": 1e-3, "module_lr": {}, "warmup_ratio": 0.0, "min_lr_ratio": 1.0}
 STAGE2 = {"name": "s2", "trainable": ["visual_tokenizer", "vte"], "lr": 3e-3, "module_lr": {}, "warmup_ratio": 0.0,
           "min_lr_ratio": 1.0}
 
 
-def spec() -> dict:
-    return tiny_spec(llm="qwen2", vocab=64)
+def spec(tied: bool = False) -> dict:
+    out = tiny_spec(llm="qwen2", vocab=64)
+    out["llm"]["config"]["tie_word_embeddings"] = tied
+    return out
 
 
 class Record(L.Callback):
@@ -65,7 +68,7 @@ class Record(L.Callback):
         if trainer.is_global_zero:
             (self.out / "losses.json").write_text(json.dumps(self.losses))
             (self.out / "report.json").write_text(json.dumps(reports))
-            save_file({k: v.contiguous() for k, v in state.items()}, self.out / "full.safetensors")
+            save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, self.out / "full.safetensors")
 
 
 def main() -> None:
@@ -73,6 +76,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--strategy", choices=["fsdp", "single"], default="fsdp")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--tied", action="store_true", help="tie the LLM's input and output embeddings")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
@@ -83,7 +87,7 @@ def main() -> None:
         ids, mask, labels, pixels = _batch(None, crops_per_sample=(2, 0, 1, 3), pad_extra=(0, 3, 1, 0))
         batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixels})
     L.seed_everything(0)
-    module = OvisLitModule({"spec": spec()}, STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"})
+    module = OvisLitModule({"spec": spec(args.tied)}, STAGE3 if args.tied else STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"})
     strategy = FSDP2Strategy() if args.strategy == "fsdp" else "auto"
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=False,

@@ -48,8 +48,13 @@ class OvisLitModule(L.LightningModule):
         """Build (once), load `init_from`, freeze for the stage. Lightning calls this before sharding/restoring."""
         if self.model is not None:
             return
-        self.model = build_model(self.hparams.model)
-        if self.hparams.init_from:
+        # Sharded runs build the weights once per node's rank 0 and hand each rank its shard (below); the other
+        # ranks build on the meta device, so a 10 B model is not materialised 8 times on a node's CPU.
+        rank0_builds = self.device_mesh is not None and self.trainer.world_size > 1 and not self.hparams.model.get(
+            "pretrained")
+        on_meta = rank0_builds and self.trainer.global_rank != 0
+        self.model = build_ovis(self.hparams.model["spec"], device="meta") if on_meta else build_model(self.hparams.model)
+        if self.hparams.init_from and not on_meta:
             load_model_weights(self.model, self.hparams.init_from)
             log.info("initialised weights from %s", self.hparams.init_from)
         apply_trainable(self.model, list(self.hparams.stage["trainable"]))
@@ -63,7 +68,13 @@ class OvisLitModule(L.LightningModule):
             master = as_dtype(options.pop("master_dtype", None))
             if master is not None:  # the sharded weights (and so the optimiser state) are kept in this dtype;
                 self.model.to(master)  # the policy casts gathered copies to param_dtype for compute
+            full_state = self.model.state_dict() if rank0_builds and not on_meta else {}
             shard_model(self.model, mesh, **options)
+            if rank0_builds:
+                from .sharding import load_full_state_from_rank0
+
+                load_full_state_from_rank0(self.model, full_state, self.device)
+                del full_state
         self.parameter_table = format_table(trainable_table(self.model))
         log.info("stage %s trainable parameters:\n%s", self.hparams.stage.get("name", "?"), self.parameter_table)
 

@@ -65,3 +65,18 @@ def shard_model(
     fully_shard(model, **policy)
     log.info("FSDP2: %d units + root over a data-parallel mesh of %d", len(units), mesh.size())
     return model
+
+
+def load_full_state_from_rank0(model: nn.Module, full_state: dict[str, torch.Tensor], device: torch.device) -> None:
+    """After sharding: ranks that built `model` on the meta device allocate their shards, and every rank's shards
+    and buffers are filled from rank 0's full state (`full_state` on rank 0, empty elsewhere)."""
+    import torch.distributed as dist
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    if dist.get_rank() != 0:
+        model.to_empty(device=device)
+    set_model_state_dict(
+        model, full_state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=True)
+    )
+    for buffer in model.buffers():  # not sharded, and some (rotary frequencies) are not in the state dict
+        dist.broadcast(buffer, src=0)
