@@ -93,3 +93,19 @@ def test_tied_embeddings_stay_tied_and_match_one_process(tmp_path):
             # normalisation turns into +-lr steps of either sign: equal losses are the check here
             continue
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_init_from_a_sharded_checkpoint(runs):
+    """A chain of FSDP stages starts each stage from the previous one's sharded last.ckpt."""
+    from ovis_lit.training.checkpoints import load_model_weights
+
+    from .fsdp_job import spec
+    from .tiny import tiny_model
+
+    root, _, _ = runs
+    model = tiny_model(llm="qwen2", vocab=64)  # the shapes of fsdp_job.spec()
+    assert spec()["llm"]["config"]["tie_word_embeddings"] is False
+    load_model_weights(model, root / "fsdp" / "ckpt")
+    full = load_file(root / "fsdp" / "full.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, full[k]), k

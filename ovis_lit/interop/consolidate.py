@@ -33,10 +33,15 @@ def load_sharded_model(path: str | Path) -> OvisModel:
         raise ValueError(f"{path} is not a sharded Lightning checkpoint (a directory with {META_FILE} and .distcp files)")
     meta = torch.load(path / META_FILE, map_location="cpu", weights_only=True)
     model = build_model(meta["hyper_parameters"]["model"])
+    load_sharded_weights(model, path)
+    return model
+
+
+def load_sharded_weights(model: OvisModel, path: str | Path) -> None:
+    """Fill `model` (full, unsharded) with the weights of a sharded checkpoint, in one process."""
     tied = getattr(model.llm.config, "tie_word_embeddings", False)
     state = {MODEL_PREFIX + k: v for k, v in model.state_dict().items() if not (tied and k == "llm.lm_head.weight")}
     dcp.load({"state_dict": state}, checkpoint_id=str(path), no_dist=True)  # fills the tensors in place
-    return model
 
 
 def export_sharded_checkpoint(

@@ -25,6 +25,11 @@ def load_model_weights(model: OvisModel, source: str | Path) -> None:
     """Load weights from a Lightning checkpoint (.ckpt) or an Ovis-layout directory (an export or an original
     checkpoint). Every parameter must be there with the same shape: a silent partial load is a wrong model."""
     source = Path(source)
+    from ..interop.consolidate import is_sharded_checkpoint, load_sharded_weights
+
+    if is_sharded_checkpoint(source):  # an FSDP run's checkpoint (e.g. the previous stage of a chain)
+        load_sharded_weights(model, source)
+        return
     if source.is_dir():
         from ..interop.original import load_original
 
