@@ -54,6 +54,17 @@ def test_two_process_cpu_fit(trainer, tmp_path, data_dir):
     last = run_dir / "checkpoints" / "last.ckpt"
     if trainer == "fsdp":  # one shard per rank, and one consolidated export
         assert sorted(p.name for p in last.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+        # evals/run.py reads the sharded checkpoint, and it holds the exported (final) weights
+        import torch
+
+        from ovis_lit.evaluation.loading import load_for_eval
+        from ovis_lit.interop.original import load_original
+
+        model, _, info = load_for_eval(last)
+        exported, _ = load_original(run_dir / "export")
+        assert info["format"].startswith("sharded")
+        for (name, a), b in zip(model.state_dict().items(), exported.state_dict().values()):
+            assert torch.equal(a, b), name
     else:
         assert last.is_file()
     assert (run_dir / "export" / "config.json").is_file()
