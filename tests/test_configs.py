@@ -29,6 +29,7 @@ def test_groups_are_populated():
     assert {"1", "2", "3", "all"} <= set(_options("stage"))
     assert {"cpu", "gpu", "ddp"} <= set(_options("trainer"))
     assert {"wandb", "csv", "none"} <= set(_options("logger"))
+    assert {"smoke", "ovis9b_finetune"} <= set(_options("experiment"))
 
 
 @pytest.mark.parametrize("model", _options("model"))
@@ -123,3 +124,16 @@ def test_memory_plan_says_whether_9b_fits():
     assert sharded.total < 80 * gib < single.total
     assert "does NOT fit" in single.table(80) and "fits" in sharded.table(80)
     assert sharded.activations_checkpointed < sharded.activations
+
+
+@pytest.mark.parametrize("experiment", _options("experiment"))
+def test_every_experiment_composes(experiment, tmp_path):
+    cfg = _compose([f"experiment={experiment}", f"paths.output_dir={tmp_path}"])
+    OmegaConf.resolve(cfg)
+    assert cfg.run_name
+
+
+def test_finetune_experiment_turns_the_caption_source_off(tmp_path):
+    cfg = _compose(["experiment=ovis9b_finetune", f"paths.output_dir={tmp_path}"])
+    assert cfg.model.name == "ovis_9b" and cfg.trainer.strategy._target_.endswith("FSDP2Strategy")
+    assert dict(cfg.stage.data.use) == {"llava_instruct": 0.9, "captions": 0, "text_instruct": 0.1}
