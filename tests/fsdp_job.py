@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--strategy", choices=["fsdp", "single"], default="fsdp")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--tied", action="store_true", help="tie the LLM's input and output embeddings")
+    parser.add_argument("--pretrained", help="an original Ovis checkpoint directory to start from")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
@@ -87,7 +88,8 @@ def main() -> None:
         ids, mask, labels, pixels = _batch(None, crops_per_sample=(2, 0, 1, 3), pad_extra=(0, 3, 1, 0))
         batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixels})
     L.seed_everything(0)
-    module = OvisLitModule({"spec": spec(args.tied)}, STAGE3 if args.tied else STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"})
+    model = {"pretrained": args.pretrained, "spec": {"dtype": "float32"}} if args.pretrained else {"spec": spec(args.tied)}
+    module = OvisLitModule(model, STAGE3 if args.tied else STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"})
     strategy = FSDP2Strategy() if args.strategy == "fsdp" else "auto"
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=False,

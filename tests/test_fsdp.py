@@ -109,3 +109,14 @@ def test_init_from_a_sharded_checkpoint(runs):
     full = load_file(root / "fsdp" / "full.safetensors")
     for k, v in model.state_dict().items():
         assert torch.equal(v, full[k]), k
+
+
+def test_pretrained_ovis_checkpoint_under_fsdp_matches_one_process(tmp_path, fixture_dir):
+    """model.pretrained under FSDP: rank 0 loads the original checkpoint (Gemma2, tied embeddings), rank 1 builds
+    the skeleton on the meta device and receives its shards."""
+    ckpt = str(fixture_dir / "checkpoint")
+    losses_1, _ = _job(tmp_path / "single", "--strategy", "single", "--pretrained", ckpt, "--steps", "4")
+    losses_2, reports = _job(tmp_path / "fsdp", "--strategy", "fsdp", "--devices", "2", "--pretrained", ckpt,
+                             "--steps", "4")
+    assert losses_2 == pytest.approx(losses_1, rel=1e-5, abs=1e-6)
+    assert all(r["dtensor"] == r["params"] for r in reports)

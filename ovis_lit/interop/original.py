@@ -102,6 +102,35 @@ def read_original_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
+def original_skeleton(
+    directory: str | Path, dtype: str | torch.dtype | None = None, attn_implementation: str | None = None
+) -> OvisModel:
+    """The model an original Ovis checkpoint directory describes, on the meta device (no weights read): what the
+    ranks other than 0 build under FSDP before rank 0's weights reach their shards."""
+    directory = Path(directory)
+    config = read_original_config(directory)
+    vt_config = config["visual_tokenizer_config"]
+    torch_dtype = as_dtype(dtype) or as_dtype(config.get("torch_dtype") or "float32")
+    llm_cfg = llm_config_from_dict(config["llm_config"], attn_implementation or config.get("llm_attn_implementation"))
+    family = FAMILIES[VISUAL_TOKENIZERS[vt_config["model_type"]]]
+    with torch.device("meta"):
+        llm = transformers.AutoModelForCausalLM.from_config(llm_cfg, dtype=torch_dtype)
+        backbone = family.model_class(family.config_class.from_dict(vt_config["backbone_config"])).to(torch_dtype)
+        visual_tokenizer = VisualTokenizer(
+            backbone,
+            vocab_size=vt_config["vocab_size"],
+            n_indicators=N_INDICATORS,
+            hidden_stride=vt_config.get("hidden_stride", 1),
+            tokenize_function=vt_config.get("tokenize_function", "softmax"),
+            tau=vt_config.get("tau", 1.0),
+        ).to(torch_dtype)
+        vte = VisualEmbedding(vt_config["vocab_size"], llm.config.hidden_size).to(torch_dtype)
+    llm.config._attn_implementation = llm_cfg._attn_implementation
+    model = OvisModel(visual_tokenizer, vte, llm)
+    model.original_config = config
+    return model
+
+
 def load_original(
     directory: str | Path, dtype: str | torch.dtype | None = None, attn_implementation: str | None = None
 ) -> tuple[OvisModel, OvisProcessor | None]:

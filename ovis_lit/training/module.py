@@ -19,14 +19,18 @@ from .optim import param_groups, warmup_cosine
 log = logging.getLogger(__name__)
 
 
-def build_model(model_cfg: dict[str, Any]) -> OvisModel:
-    """`model_cfg`: {"spec": OvisSpec fields} (built here) or {"pretrained": original Ovis dir}."""
+def build_model(model_cfg: dict[str, Any], device: str | None = None) -> OvisModel:
+    """`model_cfg`: {"spec": OvisSpec fields} (built here) or {"pretrained": original Ovis dir}. `device="meta"`:
+    the same model without weights (nothing is read or initialised)."""
     if model_cfg.get("pretrained"):
-        from ..interop.original import load_original
+        from ..interop.original import load_original, original_skeleton
 
-        model, _ = load_original(model_cfg["pretrained"], dtype=model_cfg.get("spec", {}).get("dtype"))
+        dtype = (model_cfg.get("spec") or {}).get("dtype")
+        if device == "meta":
+            return original_skeleton(model_cfg["pretrained"], dtype=dtype)
+        model, _ = load_original(model_cfg["pretrained"], dtype=dtype)
         return model
-    return build_ovis(model_cfg["spec"])
+    return build_ovis(model_cfg["spec"], device=device)
 
 
 class OvisLitModule(L.LightningModule):
@@ -50,10 +54,9 @@ class OvisLitModule(L.LightningModule):
             return
         # Sharded runs build the weights once per node's rank 0 and hand each rank its shard (below); the other
         # ranks build on the meta device, so a 10 B model is not materialised 8 times on a node's CPU.
-        rank0_builds = self.device_mesh is not None and self.trainer.world_size > 1 and not self.hparams.model.get(
-            "pretrained")
+        rank0_builds = self.device_mesh is not None and self.trainer.world_size > 1
         on_meta = rank0_builds and self.trainer.global_rank != 0
-        self.model = build_ovis(self.hparams.model["spec"], device="meta") if on_meta else build_model(self.hparams.model)
+        self.model = build_model(self.hparams.model, device="meta" if on_meta else None)
         if self.hparams.init_from and not on_meta:
             load_model_weights(self.model, self.hparams.init_from)
             log.info("initialised weights from %s", self.hparams.init_from)
