@@ -102,6 +102,19 @@ def read_original_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
+def _visual_parts(vt_config: dict[str, Any], backbone, llm_hidden: int) -> tuple[VisualTokenizer, VisualEmbedding]:
+    """Visual tokenizer (around `backbone`) and embedding table as `visual_tokenizer_config` describes them."""
+    visual_tokenizer = VisualTokenizer(
+        backbone,
+        vocab_size=vt_config["vocab_size"],
+        n_indicators=N_INDICATORS,
+        hidden_stride=vt_config.get("hidden_stride", 1),
+        tokenize_function=vt_config.get("tokenize_function", "softmax"),
+        tau=vt_config.get("tau", 1.0),
+    )
+    return visual_tokenizer, VisualEmbedding(vt_config["vocab_size"], llm_hidden)
+
+
 def original_skeleton(
     directory: str | Path, dtype: str | torch.dtype | None = None, attn_implementation: str | None = None
 ) -> OvisModel:
@@ -116,15 +129,9 @@ def original_skeleton(
     with torch.device("meta"):
         llm = transformers.AutoModelForCausalLM.from_config(llm_cfg, dtype=torch_dtype)
         backbone = family.model_class(family.config_class.from_dict(vt_config["backbone_config"])).to(torch_dtype)
-        visual_tokenizer = VisualTokenizer(
-            backbone,
-            vocab_size=vt_config["vocab_size"],
-            n_indicators=N_INDICATORS,
-            hidden_stride=vt_config.get("hidden_stride", 1),
-            tokenize_function=vt_config.get("tokenize_function", "softmax"),
-            tau=vt_config.get("tau", 1.0),
-        ).to(torch_dtype)
-        vte = VisualEmbedding(vt_config["vocab_size"], llm.config.hidden_size).to(torch_dtype)
+        visual_tokenizer, vte = _visual_parts(vt_config, backbone, llm.config.hidden_size)
+        visual_tokenizer.to(torch_dtype)
+        vte.to(torch_dtype)
     llm.config._attn_implementation = llm_cfg._attn_implementation
     model = OvisModel(visual_tokenizer, vte, llm)
     model.original_config = config
@@ -166,15 +173,7 @@ def load_original(
     llm.config._attn_implementation = llm_cfg._attn_implementation
 
     with torch.device("meta"):  # head and table are filled from the checkpoint: skip their random init
-        visual_tokenizer = VisualTokenizer(
-            backbone,
-            vocab_size=vt_config["vocab_size"],
-            n_indicators=N_INDICATORS,
-            hidden_stride=vt_config.get("hidden_stride", 1),
-            tokenize_function=vt_config.get("tokenize_function", "softmax"),
-            tau=vt_config.get("tau", 1.0),
-        )
-        vte = VisualEmbedding(vt_config["vocab_size"], llm.config.hidden_size)
+        visual_tokenizer, vte = _visual_parts(vt_config, backbone, llm.config.hidden_size)
     head = _load_tensors(directory, "visual_tokenizer.head.")
     table = _load_tensors(directory, "vte.")
     missing = {"0.weight", "1.weight", "1.bias"} - set(head) or ({"weight"} - set(table))
