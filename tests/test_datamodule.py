@@ -5,17 +5,14 @@ from collections import Counter
 
 import pytest
 import torch
-import webdataset as wds
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from PIL import Image
 
 from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, IMAGE_END_ID, IMAGE_START_ID
 from ovis_lit.data import shapes
-from ovis_lit.data.datamodule import OvisDataModule
 from ovis_lit.data.samples import SampleBuilder, expanded_length, fit_length
 from ovis_lit.data.shapes import ensure_shapes_dataset
-from ovis_lit.data.stream import StreamState
 from ovis_lit.training.run import build_processor, tokens_per_crop
 
 from .helpers import SMALL_DATA, compose_train
@@ -174,9 +171,10 @@ def test_shapes_dataset_needs_the_image(tmp_path):
             table.setdefault(shapes.mc_prompt(q, options), Counter())[letter] += 1
     test = tmp_path / "mc.tsv"
     shapes.write_mc_tsv(test, 2000, seed=5)
-    from ovis_lit.evaluation.mcq import mcq_prompt, read_tsv
+    from ovis_lit.evaluation.mcq import mcq_prompt
+    from ovis_lit.evaluation.tsv import read_benchmark_tsv
 
-    rows = read_tsv(test)
+    rows = read_benchmark_tsv(test, ["question", "answer"])
     letters = Counter(r["answer"] for r in rows)
     assert max(letters.values()) / len(rows) < 0.3  # answer letters balanced
     hits = 0

@@ -24,7 +24,7 @@ from ..model.build import as_dtype
 from ..model.ovis import OvisModel
 from ..processing.conversation import FORMAT_BY_CLASS
 from ..processing.processor import OvisProcessor
-from ..training.checkpoints import load_model_weights
+from ..training.checkpoints import lightning_model_state, load_model_state, read_lightning_checkpoint
 from ..training.module import build_model
 
 log = logging.getLogger(__name__)
@@ -86,12 +86,12 @@ def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit
 
 def model_from_lightning(checkpoint: Path) -> tuple[OvisModel, dict[str, Any]]:
     """Build the model the hyper-parameters describe, then load every weight (strictly) from the file."""
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = read_lightning_checkpoint(checkpoint)
     hparams = ckpt.get("hyper_parameters") or {}
     if "model" not in hparams:
         raise ValueError(f"{checkpoint} has no hyper_parameters['model']: not a checkpoint written by train.py")
     model = build_model(hparams["model"])
-    load_model_weights(model, checkpoint)
+    load_model_state(model, lightning_model_state(ckpt), checkpoint)
     _warn_if_stale(checkpoint, ckpt.get("global_step"))
     return model, {**hparams, "global_step": ckpt.get("global_step")}
 

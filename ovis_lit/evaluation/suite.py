@@ -77,9 +77,11 @@ def run_benchmark(
     batch_size: int = 8,
     limit: int | None = None,
     progress: bool = True,
+    items: list[Item] | None = None,
 ) -> BenchmarkResult:
+    """`items`: the benchmark's items when the caller has loaded them already."""
     name = name or benchmark.kind
-    items = benchmark.load()
+    items = benchmark.load() if items is None else items
     if limit is not None:
         items = items[:limit]
     started = time.perf_counter()

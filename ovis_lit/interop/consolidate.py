@@ -14,9 +14,9 @@ import torch.distributed.checkpoint as dcp
 
 from ..model.ovis import OvisModel
 from ..processing.processor import OvisProcessor
+from ..training.checkpoints import MODEL_PREFIX
 
 META_FILE = "meta.pt"  # Lightning's non-tensor part of a distributed checkpoint
-MODEL_PREFIX = "model."  # OvisLitModule keeps the OvisModel at `.model`
 
 
 def is_sharded_checkpoint(path: str | Path) -> bool:

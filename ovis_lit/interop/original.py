@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from ..model.build import as_dtype, llm_config_from_dict
 from ..model.embedding import VisualEmbedding
 from ..model.ovis import OvisModel
-from ..model.vision import FAMILIES, build_vision_backbone
+from ..model.vision import FAMILIES
 from ..model.visual_tokenizer import VisualTokenizer
 from ..processing.conversation import CHAT_FORMATS, FORMAT_BY_CLASS
 from ..processing.processor import OvisProcessor, save_image_preprocessor

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -14,11 +15,14 @@ log = logging.getLogger(__name__)
 MODEL_PREFIX = "model."  # OvisLitModule keeps the OvisModel at `.model`
 
 
-def lightning_model_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The OvisModel state dict inside a Lightning checkpoint file (no pickle code runs: weights_only)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    state = ckpt["state_dict"]
-    return {k[len(MODEL_PREFIX) :]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
+def read_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A Lightning checkpoint file, memory-mapped (no pickle code runs: weights_only)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def lightning_model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The OvisModel state dict inside a loaded Lightning checkpoint."""
+    return {k[len(MODEL_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
 
 
 def load_model_weights(model: OvisModel, source: str | Path) -> None:
@@ -35,13 +39,18 @@ def load_model_weights(model: OvisModel, source: str | Path) -> None:
 
         state = load_original(source)[0].state_dict()
     elif source.is_file():
-        state = lightning_model_state(source)
+        state = lightning_model_state(read_lightning_checkpoint(source))
     else:
         raise FileNotFoundError(f"init_from: {source} is neither a checkpoint file nor a directory")
+    load_model_state(model, state, source)
+
+
+def load_model_state(model: OvisModel, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Every parameter must be in `state` with the same shape (a tied lm_head may be absent)."""
     tied = getattr(model.llm.config, "tie_word_embeddings", False)
     if tied:
         state.pop("llm.lm_head.weight", None)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not (tied and k == "llm.lm_head.weight")]
     if missing or unexpected:
-        raise ValueError(f"init_from {source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

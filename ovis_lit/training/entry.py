@@ -12,7 +12,7 @@ from hydra import compose
 from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 from .run import run_stage
 
@@ -72,18 +72,17 @@ def evaluate_heldout(model, processor, path: str, instruction: str | None = None
     from PIL import Image
 
     from ..evaluation.benchmarks import build_benchmark
+    from ..evaluation.generation import generate_answers
     from ..evaluation.suite import run_benchmark
 
     benchmark = build_benchmark("shapes", path=path)
     if instruction and instruction != benchmark.instruction:
         raise ValueError(f"the held-out prompt ends with {benchmark.instruction!r}, the data teaches {instruction!r}")
-    result = run_benchmark(model, processor, benchmark, name="held-out eval", batch_size=32)
+    items = benchmark.load()
+    result = run_benchmark(model, processor, benchmark, name="held-out eval", batch_size=32, items=items)
     side = processor.image_preprocessor.side
     blank = Image.new("RGB", (side, side), (240, 240, 240))
-    items = benchmark.load()
     queries = [(item.prompt, [blank]) for item in items]
-    from ..evaluation.generation import generate_answers
-
     blank_answers = generate_answers(model, processor, queries, 32, benchmark.max_new_tokens, desc="blank-image baseline")
     blank_scores = benchmark.score(items, blank_answers)
     return {

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..model.build import as_dtype, build_ovis
 from .freezing import apply_trainable
+from .sharding import shard_units
 
 GiB = 1024**3
 
@@ -69,14 +70,10 @@ class Plan:
         return "\n".join(lines)
 
 
-def _config(module) -> Any:
-    return module.config
-
-
 def activation_bytes(model, work: Workload, compute_bytes: int, eager_llm: bool, eager_vit: bool) -> tuple[float, float]:
     """(without, with) activation checkpointing, for one micro-batch."""
-    llm_cfg = _config(model.llm)
-    vit_cfg = _config(model.visual_tokenizer.backbone)
+    llm_cfg = model.llm.config
+    vit_cfg = model.visual_tokenizer.backbone.config
     tpc = model.visual_tokenizer.tokens_per_crop()
     patches = (vit_cfg.image_size // vit_cfg.patch_size) ** 2
     seq = work.text_tokens + work.crops * tpc  # LLM tokens per sample
@@ -135,9 +132,7 @@ def plan(
     optimizer = 2 * n_train * stored / shard  # AdamW: exp_avg and exp_avg_sq in the parameters' dtype
     gather = 0.0
     if sharded:  # the largest unit gathered in compute dtype, twice (the current one and the prefetched next)
-        units = [m for part in (model.visual_tokenizer.backbone, model.llm) for m in part.modules()
-                 if type(m).__name__ in set(getattr(part, "_no_split_modules", None) or [])]
-        largest = max([sum(p.numel() for p in u.parameters()) for u in units] + [model.vte.weight.numel()])
+        largest = max(sum(p.numel() for p in unit.parameters()) for unit in shard_units(model))
         root = sum(p.numel() for p in model.llm.get_input_embeddings().parameters())
         gather = (2 * largest + root) * compute
     attn = getattr(model.llm.config, "_attn_implementation", "sdpa")

@@ -95,8 +95,10 @@ class OvisLitModule(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None)
         if datamodule is not None and hasattr(datamodule, "observe"):
             datamodule.observe(batch)  # stream position for exact resume, skip counts
-            for reason, count in self._skipped_on_all_ranks(datamodule.skipped).items():
-                self.log(f"data/skipped/{reason}", float(count), reduce_fx="max", rank_zero_only=True)
+            # one process logs its own counts every step; several gather theirs only when the logger will write
+            if self.trainer.world_size == 1 or self.global_step % self.trainer.log_every_n_steps == 0:
+                for reason, count in self._skipped_on_all_ranks(datamodule.skipped).items():
+                    self.log(f"data/skipped/{reason}", float(count), reduce_fx="max", rank_zero_only=True)
         out = self(batch)
         # The merged (expanded) length, for ThroughputMonitor's tokens/s: it reads the batch after this step.
         batch["n_tokens"] = int(out.merged.attention_mask.sum())

@@ -94,9 +94,11 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     # resuming unpickles nothing but tensors and plain containers (weights_only)
     trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), output_dir), weights_only=True)
     seconds = time.perf_counter() - started
-    # ModelCheckpoint saves every `checkpoint_every` steps; the final step is saved here so that last.ckpt (what
-    # the next stage starts from and what evals/run.py reads) always holds the final weights. Every rank calls it.
-    trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimiser state
+    # ModelCheckpoint saves every `checkpoint_every` steps; the final step is saved here, unless it just did, so
+    # that last.ckpt (what the next stage starts from and evals/run.py reads) holds the final weights. Every rank
+    # calls it.
+    if trainer.checkpoint_callback is None or trainer.global_step % cfg.stage.checkpoint_every:
+        trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimiser state
 
     summary = {
         "stage": cfg.stage.name,
