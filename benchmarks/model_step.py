@@ -3,7 +3,9 @@
     python benchmarks/model_step.py            # the issue's config, both models, then ovis-lit at V = 65,536
     python benchmarks/model_step.py --profile  # where ovis-lit's step time goes
 
-Each measurement runs in a fresh subprocess so peak RSS belongs to one model only. Config: vision 4 layers,
+Each measurement runs in a fresh subprocess so peak RSS belongs to one model only. Rows cover activation
+checkpointing per ViT / LLM layer: none, full (transformers' own, for both models) and ovis-lit's selective mode
+(matmul and attention outputs kept, the rest recomputed; see ovis_lit/model/checkpointing.py). Config: vision 4 layers,
 hidden 256, MLP 1024, 4 heads, 112 px crops, patch 14, hidden_stride 2 (16 visual tokens per crop), V = 16,384;
 LLM Qwen2-style 4 layers, hidden 512, MLP 1536, 8 heads, 4 KV heads, vocab 32,000; batch 8 with
 1, 3, 5, 7, 10, 1, 4, 9 crops, 40 text tokens each, labels on the last 10; fp32, 2 threads.
@@ -25,10 +27,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CROPS = [1, 3, 5, 7, 10, 1, 4, 9]
 TEXT, LABELED, TEXT_VOCAB = 40, 10, 32000
 SIDE, PATCH, HS = 112, 14, 2
-VISION = dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, image_size=SIDE,
-              patch_size=PATCH)
-LLM = dict(model_type="qwen2", vocab_size=TEXT_VOCAB, hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
-           num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=4096, tie_word_embeddings=False)
+VISION = {"hidden_size": 256, "intermediate_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 4,
+          "image_size": SIDE, "patch_size": PATCH}
+LLM = {"model_type": "qwen2", "vocab_size": TEXT_VOCAB, "hidden_size": 512, "intermediate_size": 1536,
+       "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 4, "max_position_embeddings": 4096,
+       "tie_word_embeddings": False}
 
 
 def _rss_mb() -> float:
@@ -67,7 +70,7 @@ def _batch(atom, indicators, per_crop, pad_id=0):
     return input_ids, mask, label_t, pixel_values
 
 
-def _ovis_lit(vocab: int, checkpointing: bool):
+def _ovis_lit(vocab: int, vision: str = "none", llm: str = "none"):
     from ovis_lit.constants import IMAGE_ATOM_ID, INDICATOR_IDS
     from ovis_lit.model.build import build_ovis
 
@@ -77,21 +80,21 @@ def _ovis_lit(vocab: int, checkpointing: bool):
         "visual_vocab_size": vocab,
         "hidden_stride": HS,
     })
-    model.set_activation_checkpointing(vision=checkpointing, llm=checkpointing)
+    model.set_activation_checkpointing(vision=vision, llm=llm)
     input_ids, mask, labels, pixel_values = _batch(IMAGE_ATOM_ID, list(INDICATOR_IDS), per_crop=1)
     return model, lambda: model(input_ids, mask, labels, pixel_values).loss
 
 
-def _port(vocab: int, checkpointing: bool):
+def _port(vocab: int, vision: str = "none", llm: str = "none"):
     import transformers
 
     image_token, indicator_ids = TEXT_VOCAB, list(range(TEXT_VOCAB + 1, TEXT_VOCAB + 6))
-    vision = transformers.Ovis2VisionConfig(**VISION, hidden_stride=HS, vocab_size=vocab, hidden_act="silu")
+    vision_config = transformers.Ovis2VisionConfig(**VISION, hidden_stride=HS, vocab_size=vocab, hidden_act="silu")
     text = dict(LLM)
     text.pop("model_type")
     text["vocab_size"] = TEXT_VOCAB + 6  # room for the placeholder ids the port needs in the text vocabulary
     config = transformers.Ovis2Config(
-        vision_config=vision.to_dict(),
+        vision_config=vision_config.to_dict(),
         text_config=transformers.Qwen2Config(**text).to_dict(),
         image_token_id=image_token,
         visual_indicator_token_ids=indicator_ids,
@@ -100,19 +103,21 @@ def _port(vocab: int, checkpointing: bool):
         tie_word_embeddings=False,
     )
     model = transformers.Ovis2ForConditionalGeneration(config)
-    if checkpointing:
+    if (vision, llm) == ("full", "full"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     per_crop = ((SIDE // PATCH + HS - 1) // HS) ** 2
     input_ids, mask, labels, pixel_values = _batch(image_token, indicator_ids, per_crop)
     return model, lambda: model(input_ids=input_ids, attention_mask=mask, labels=labels, pixel_values=pixel_values).loss
 
 
-def worker(which: str, vocab: int, steps: int, profile: bool, checkpointing: bool = False) -> dict:
+def worker(which: str, vocab: int, steps: int, profile: bool, vision: str = "none", llm: str = "none") -> dict:
     import torch
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model, step = (_ovis_lit if which == "ovis-lit" else _port)(vocab, checkpointing)
+    if which == "port" and (vision != llm or vision == "selective"):
+        raise ValueError("the port has transformers' own checkpointing only: none or full for both")
+    model, step = (_ovis_lit if which == "ovis-lit" else _port)(vocab, vision, llm)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     rss_model = _rss_mb()
@@ -125,7 +130,8 @@ def worker(which: str, vocab: int, steps: int, profile: bool, checkpointing: boo
 
     one()  # warm-up (allocator, kernels)
     if profile:
-        from torch.profiler import ProfilerActivity, profile as prof
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as prof
 
         with prof(activities=[ProfilerActivity.CPU]) as p:
             one()
@@ -136,13 +142,18 @@ def worker(which: str, vocab: int, steps: int, profile: bool, checkpointing: boo
         loss = one()
         times.append(time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"model": which + (" +AC" if checkpointing else ""), "vocab": vocab, "params_M": n_params / 1e6, "loss": loss, "step_s": statistics.median(times),
-            "peak_rss_mb": peak, "rss_after_build_mb": rss_model}
+    return {"model": which, "checkpointing": _label(vision, llm), "vocab": vocab, "params_M": n_params / 1e6,
+            "loss": loss, "step_s": statistics.median(times), "peak_rss_mb": peak, "rss_after_build_mb": rss_model}
 
 
-def run(which: str, vocab: int, steps: int, checkpointing: bool = False) -> dict:
-    cmd = [sys.executable, __file__, "--worker", which, "--vocab", str(vocab), "--steps", str(steps)]
-    out = subprocess.run(cmd + (["--checkpointing"] if checkpointing else []), check=True, capture_output=True, text=True)
+def _label(vision: str, llm: str) -> str:
+    return vision if vision == llm else f"vit {vision}, llm {llm}"
+
+
+def run(which: str, vocab: int, steps: int, vision: str = "none", llm: str = "none") -> dict:
+    cmd = [sys.executable, __file__, "--worker", which, "--vocab", str(vocab), "--steps", str(steps),
+           "--vision-checkpointing", vision, "--llm-checkpointing", llm]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -150,28 +161,48 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--worker", choices=["ovis-lit", "port"])
     ap.add_argument("--vocab", type=int, default=16384)
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=1, help="processes per configuration (round-robin)")
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--checkpointing", action="store_true", help="worker: activation checkpointing per ViT/LLM layer")
+    modes = ["none", "selective", "full"]
+    ap.add_argument("--vision-checkpointing", choices=modes, default="none", help="worker: per ViT layer")
+    ap.add_argument("--llm-checkpointing", choices=modes, default="none", help="worker: per LLM layer")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.vocab, args.steps, args.profile, args.checkpointing)))
+        print(json.dumps(worker(args.worker, args.vocab, args.steps, args.profile, args.vision_checkpointing,
+                                args.llm_checkpointing)))
         return
     if args.profile:
-        worker("ovis-lit", args.vocab, 1, True)
+        worker("ovis-lit", args.vocab, 1, True, args.vision_checkpointing, args.llm_checkpointing)
         return
-    rows = [run("port", args.vocab, args.steps), run("ovis-lit", args.vocab, args.steps)]
-    rows += [run("port", args.vocab, args.steps, True), run("ovis-lit", args.vocab, args.steps, True)]
-    rows += [run("ovis-lit", 65536, args.steps), run("ovis-lit", 65536, args.steps, True)]
-    print(f"{'model':14} {'V':>6} {'params':>8} {'step s':>7} {'peak RSS MB':>12} {'peak-build MB':>14} {'loss':>7}")
+    v = args.vocab
+    configs = [("port", v, "none", "none"), ("port", v, "full", "full")]
+    configs += [("ovis-lit", v, *c) for c in
+                (("none", "none"), ("selective", "selective"), ("full", "selective"), ("full", "full"))]
+    configs += [("ovis-lit", 65536, c, c) for c in ("none", "selective", "full")]
+    # Round-robin repeats: each configuration's figures are the medians over its processes, so a slow spell on
+    # the machine does not land on one model only.
+    runs = [[run(which, vocab, args.steps, vision, llm) for which, vocab, vision, llm in configs]
+            for _ in range(args.repeats)]
+    rows = []
+    for i in range(len(configs)):
+        samples = [rep[i] for rep in runs]
+        row = dict(samples[0])
+        for key in ("step_s", "peak_rss_mb", "rss_after_build_mb"):
+            row[key] = statistics.median(s[key] for s in samples)
+        rows.append(row)
+    port, ours = rows[0], rows[2:6]
+    print(f"{'model':9} {'checkpointing':22} {'V':>6} {'params':>8} {'step s':>7} {'peak RSS MB':>12} "
+          f"{'peak-build MB':>14} {'loss':>7}")
     for r in rows:
-        print(f"{r['model']:14} {r['vocab']:>6} {r['params_M']:>7.1f}M {r['step_s']:>7.2f} {r['peak_rss_mb']:>12.0f} "
-              f"{r['peak_rss_mb'] - r['rss_after_build_mb']:>14.0f} {r['loss']:>7.3f}")
-    port = rows[0]
-    for ours in (rows[1], rows[3]):
-        above = (ours["peak_rss_mb"] - ours["rss_after_build_mb"]) / (port["peak_rss_mb"] - port["rss_after_build_mb"])
-        print(f"{ours['model']} / port (V={args.vocab}): time {ours['step_s'] / port['step_s']:.2f}x, "
-              f"peak RSS {ours['peak_rss_mb'] / port['peak_rss_mb']:.2f}x, peak above the built model {above:.2f}x")
+        print(f"{r['model']:9} {r['checkpointing']:22} {r['vocab']:>6} {r['params_M']:>7.1f}M {r['step_s']:>7.2f} "
+              f"{r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] - r['rss_after_build_mb']:>14.0f} {r['loss']:>7.3f}")
+    print(f"\nratios to the port without checkpointing (V={v}; goal: <= 0.6x time and peak RSS):")
+    port_above = port["peak_rss_mb"] - port["rss_after_build_mb"]
+    for r in ours:
+        above = (r["peak_rss_mb"] - r["rss_after_build_mb"]) / port_above
+        print(f"  ovis-lit, checkpointing {r['checkpointing']:22} time {r['step_s'] / port['step_s']:.2f}x, "
+              f"peak RSS {r['peak_rss_mb'] / port['peak_rss_mb']:.2f}x, peak above the built model {above:.2f}x")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from ovis_lit.model.checkpointing import checkpoint_mode  # noqa: E402
 from ovis_lit.training.memory import GiB, Workload, plan  # noqa: E402
 
 
@@ -37,7 +38,7 @@ def _compose(overrides: list[str]):
         return compose("train", overrides=["paths.output_dir=/tmp/plan", *quoted])
 
 
-def measure(spec: dict, trainable: list[str], work: Workload, checkpointing: bool) -> float:
+def measure(spec: dict, trainable: list[str], work: Workload, checkpointing: dict[str, str]) -> float:
     """Peak resident memory (bytes) added by one training step, above the built model."""
     from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
     from ovis_lit.model.build import build_ovis
@@ -45,7 +46,7 @@ def measure(spec: dict, trainable: list[str], work: Workload, checkpointing: boo
 
     model = build_ovis(spec)
     apply_trainable(model, trainable)
-    model.set_activation_checkpointing(vision=checkpointing, llm=checkpointing)
+    model.set_activation_checkpointing(**checkpointing)
     side = model.visual_tokenizer.backbone.config.image_size
     ids = []
     for _ in range(work.crops):
@@ -113,7 +114,7 @@ def main() -> None:
     text = args.text_tokens if args.text_tokens is not None else max(16, stage.data.max_length - crops * (tpc + 3))
     work = Workload(batch_size=stage.data.batch_size, text_tokens=text, crops=crops)
     ac = cfg.model.activation_checkpointing
-    checkpointing = bool(ac.get("llm") or ac.get("vision"))
+    checkpointing = {"vision": checkpoint_mode(ac.get("vision")), "llm": checkpoint_mode(ac.get("llm"))}
     master = "float32" if sharded else None
     p = plan(spec, list(stage.trainable), work, world, sharded, compute, master, checkpointing)
     print(f"{cfg.model.name} {stage.name}: {p.details['parameters'] / 1e9:.3f} B parameters "
@@ -124,8 +125,8 @@ def main() -> None:
     if args.measure:
         if sharded or world > 1:
             sys.exit("--measure runs one process: use a single-device config")
-        measured = measure(spec, list(stage.trainable), work, checkpointing)
-        estimate = p.gradients + p.optimizer + (p.activations_checkpointed if checkpointing else p.activations)
+        measured = measure(spec, list(stage.trainable), work, p.checkpointing)
+        estimate = p.gradients + p.optimizer + p.activations
         print(f"measured on the CPU, one step above the model: {measured / GiB:.3f} GiB; "
               f"estimate (gradients + optimizer + activations): {estimate / GiB:.3f} GiB "
               f"(ratio {estimate / max(measured, 1):.2f})")

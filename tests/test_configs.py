@@ -122,7 +122,9 @@ def test_memory_plan_says_whether_9b_fits():
     assert sharded.parameters + sharded.gradients + sharded.optimizer == pytest.approx(16 * 10.207e9 / 8, rel=0.01)
     assert sharded.total < 80 * gib < single.total
     assert "does NOT fit" in single.table(80) and "fits" in sharded.table(80)
-    assert sharded.activations_checkpointed < sharded.activations
+    by_mode = sharded.activations_by_mode
+    assert by_mode["full"] < by_mode["selective"] < by_mode["none"]
+    assert sharded.activations == by_mode["full"]
 
 
 @pytest.mark.parametrize("experiment", _options("experiment"))

@@ -241,16 +241,44 @@ def test_packed_rows_equal_padded_batch_in_loss_and_gradients(llm):
 def test_pack_rows_layout():
     from ovis_lit.model.ovis import pack_rows
 
+    # lengths 4, 2, 5, 1: rows of 6 hold them in 2 rows (12 positions) where rows of 5 need 3 (15)
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
     embeds = torch.arange(20.0).reshape(4, 5, 1)
     targets = torch.arange(20).reshape(4, 5)
     packed, positions, packed_targets = pack_rows(embeds, mask, targets)
-    assert packed.shape == (3, 5, 1)  # 5 | 4+1 | 2 (+ 3 unused, ignored)
-    assert positions.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 0], [0, 1, 0, 1, 2]]
-    assert packed_targets.tolist() == [[10, 11, 12, 13, 14], [0, 1, 2, 3, 15], [5, 6, -100, -100, -100]]
+    assert packed.shape == (2, 6, 1)  # 5+1 | 4+2
+    assert positions.tolist() == [[0, 1, 2, 3, 4, 0], [0, 1, 2, 3, 0, 1]]
+    assert packed_targets.tolist() == [[10, 11, 12, 13, 14, 15], [0, 1, 2, 3, 5, 6]]
+    assert packed[..., 0].tolist() == packed_targets.float().tolist()
+
+    # lengths 5, 4, 4: longer rows do not help (3 x 5 < 2 x 8); tails restart positions and are ignored
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0], [1, 1, 1, 1, 0]])
+    packed, positions, packed_targets = pack_rows(torch.ones(3, 5, 2), mask, torch.arange(15).reshape(3, 5))
+    assert packed.shape == (3, 5, 2)
+    assert positions.tolist() == [[0, 1, 2, 3, 4], [0, 1, 2, 3, 0], [0, 1, 2, 3, 0]]
+    assert packed_targets[:, 4].tolist() == [4, -100, -100]
+    assert packed[1:, 4].abs().sum() == 0
 
 
-def test_activation_checkpointing_keeps_loss_and_gradients():
+@pytest.mark.parametrize("lengths", [
+    [211, 194, 160, 126, 109, 92, 59, 59],  # benchmarks/model_step.py's batch
+    [7, 7, 7, 7], [1], [3, 0, 2], [100] + [1] * 50, list(range(1, 65)),
+])
+def test_plan_rows_fits_every_sample_once_in_the_fewest_positions(lengths):
+    from ovis_lit.model.ovis import _first_fit_decreasing, plan_rows
+
+    capacity, rows = plan_rows(lengths)
+    assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+    assert all(sum(lengths[i] for i in row) <= capacity for row in rows)
+    assert max(lengths) <= capacity <= 2 * max(lengths)
+    # never worse than rows as long as the longest sample
+    assert len(rows) * capacity <= len(_first_fit_decreasing(lengths, max(lengths))) * max(lengths)
+    if lengths[0] == 211:
+        assert len(rows) * capacity <= 1080  # 4 rows of 270 (rows of 211 need 6: 1266 positions for 1010 tokens)
+
+
+@pytest.mark.parametrize("mode", [True, "full", "selective"])
+def test_activation_checkpointing_keeps_loss_and_gradients(mode):
     def run(ac):
         torch.manual_seed(0)
         model = tiny_model().train()
@@ -259,7 +287,39 @@ def test_activation_checkpointing_keeps_loss_and_gradients():
         input_ids, mask, labels, pixel_values = _batch(model)
         loss = model(input_ids, mask, labels, pixel_values).loss
         loss.backward()
-        return loss, model.visual_tokenizer.backbone.encoder.layers[0].mlp.fc1.weight.grad
+        return loss, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
-    (la, ga), (lb, gb) = run(True), run(False)
-    assert torch.allclose(la, lb) and torch.allclose(ga, gb, atol=1e-6)
+    (la, ga), (lb, gb) = run(mode), run(False)
+    assert torch.allclose(la, lb) and ga.keys() == gb.keys()
+    for name in ga:
+        assert torch.allclose(ga[name], gb[name], atol=1e-6), name
+
+
+def _matmuls_in_one_step(mode) -> int:
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    count = 0
+
+    class CountMatmuls(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            nonlocal count
+            count += func in (torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default)
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    model = tiny_model().train()
+    model.set_activation_checkpointing(vision=mode, llm=mode)
+    batch = _batch(model)
+    with CountMatmuls():
+        model(*batch).loss.backward()
+    return count
+
+
+def test_selective_checkpointing_recomputes_no_matmul():
+    plain, selective, full = (_matmuls_in_one_step(m) for m in ("none", "selective", "full"))
+    assert selective == plain < full  # full re-runs every layer's matmuls; selective keeps their outputs
+
+
+def test_unknown_checkpointing_mode_is_refused():
+    with pytest.raises(ValueError, match="selective"):
+        tiny_model().set_activation_checkpointing(vision="some")

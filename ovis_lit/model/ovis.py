@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
+from .checkpointing import checkpoint_kwargs, checkpoint_mode
 from .embedding import VisualEmbedding
 from .vision import crop_side
 from .visual_tokenizer import VisualTokenizer
@@ -40,17 +41,8 @@ class OvisOutput:
     merged: MergedInputs
 
 
-def pack_rows(
-    embeds: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pack right-padded samples into rows of the longest sample's length (first-fit decreasing).
-
-    Returns embeddings [R, C, d], position_ids [R, C] that restart at 0 for every sample, and targets [R, C]. The
-    unused tail of a row is one more zero "sample" (its positions restart too) whose targets are ignored. Rows
-    rather than one long row keep a dense block-diagonal mask (CPU, eager/sdpa) from wasting quadratic work.
-    """
-    lengths = attention_mask.sum(dim=1).tolist()
-    capacity = max(lengths)
+def _first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Sample indices per row, longest samples first, each into the first row with room."""
     rows: list[list[int]] = []
     room: list[int] = []
     for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
@@ -61,6 +53,49 @@ def pack_rows(
             slot = len(rows) - 1
         rows[slot].append(i)
         room[slot] -= lengths[i]
+    return rows
+
+
+def plan_rows(lengths: list[int]) -> tuple[int, list[list[int]]]:
+    """(row capacity, sample indices per row) with the fewest row x capacity positions.
+
+    Rows as long as the longest sample L leave the tails of many rows empty; a slightly longer row often packs the
+    batch into fewer rows. For each row count R this finds the shortest capacity in [L, 2L] at which
+    first-fit-decreasing needs at most R rows (binary search), and keeps the best. Capping at 2L bounds the extra
+    attention work of a dense block-diagonal mask.
+    """
+    longest, total = max(lengths), sum(lengths)
+    if longest == 0:
+        return 0, [list(range(len(lengths)))]
+    best_rows = _first_fit_decreasing(lengths, longest)
+    best = (len(best_rows) * longest, longest, best_rows)
+    for n_rows in range(-(-total // (2 * longest)), len(best_rows)):
+        lo, hi = max(longest, -(-total // n_rows)), 2 * longest
+        if lo > hi or len(_first_fit_decreasing(lengths, hi)) > n_rows:
+            continue
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if len(_first_fit_decreasing(lengths, mid)) <= n_rows:
+                hi = mid
+            else:
+                lo = mid + 1
+        rows = _first_fit_decreasing(lengths, lo)
+        if len(rows) * lo < best[0]:
+            best = (len(rows) * lo, lo, rows)
+    return best[1], best[2]
+
+
+def pack_rows(
+    embeds: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pack right-padded samples into rows (see `plan_rows`); no sample is split across rows.
+
+    Returns embeddings [R, C, d], position_ids [R, C] that restart at 0 for every sample, and targets [R, C]. The
+    unused tail of a row is one more zero "sample" (its positions restart too) whose targets are ignored. Rows
+    rather than one long row keep a dense block-diagonal mask (CPU, eager/sdpa) from wasting quadratic work.
+    """
+    lengths = attention_mask.sum(dim=1).tolist()
+    capacity, rows = plan_rows(lengths)
     sample_idx, pos_idx, row_idx, col_idx = [], [], [], []
     position_ids = torch.zeros(len(rows), capacity, dtype=torch.long)
     for r, members in enumerate(rows):
@@ -85,7 +120,7 @@ def pack_rows(
 class OvisModel(nn.Module):
     def __init__(self, visual_tokenizer: VisualTokenizer, vte: VisualEmbedding, llm: nn.Module, pack_sequences: bool = True):
         super().__init__()
-        self.pack_sequences = pack_sequences  # training loss on one packed row instead of a padded batch
+        self.pack_sequences = pack_sequences  # training loss on packed rows (`pack_rows`) instead of a padded batch
         if vte.num_embeddings != visual_tokenizer.vocab_size:
             raise ValueError(f"vte has {vte.num_embeddings} rows, visual vocab is {visual_tokenizer.vocab_size}")
         if vte.embedding_dim != llm.get_input_embeddings().embedding_dim:
@@ -94,13 +129,15 @@ class OvisModel(nn.Module):
         self.vte = vte
         self.llm = llm
 
-    def set_activation_checkpointing(self, vision: bool = False, llm: bool = False) -> None:
-        """Recompute each ViT / LLM layer in backward instead of keeping its activations (non-reentrant)."""
-        for module, on in ((self.visual_tokenizer.backbone, vision), (self.llm, llm)):
-            if on:
-                module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            elif module.is_activation_checkpointing:
+    def set_activation_checkpointing(self, vision: bool | str = False, llm: bool | str = False) -> None:
+        """Per ViT / LLM layer: "none", "full" (recompute the layer in backward) or "selective" (keep matmul and
+        attention outputs, recompute the rest); true/false mean full/none. See `checkpointing.py`."""
+        for module, value in ((self.visual_tokenizer.backbone, vision), (self.llm, llm)):
+            mode = checkpoint_mode(value)
+            if module.is_activation_checkpointing:
                 module.activation_checkpointing_disable()
+            if mode != "none":
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs=checkpoint_kwargs(mode))
 
     # ----------------------------------------------------------------------------------------------- embeddings
     @property
@@ -240,8 +277,8 @@ class OvisModel(nn.Module):
     def _sparse_loss(self, merged: MergedInputs) -> torch.Tensor:
         """Mean next-token CE over supervised positions, computing logits only there.
 
-        With `pack_sequences` the batch's real tokens are first packed into rows as long as its longest sample
-        (see `pack_rows`), so padding costs next to nothing. With long visual runs and short answers most positions
+        With `pack_sequences` the batch's real tokens are first packed into rows of 1-2x its longest sample
+        (see `plan_rows`), so padding costs little. With long visual runs and short answers most positions
         carry no label: skipping their [vocab]-wide logits is most of the LLM head's time and memory.
         """
         targets = F.pad(merged.labels[:, 1:], (0, 1), value=IGNORE_ID)  # next-token target of each position

@@ -6,7 +6,9 @@ norm and activation), in the compute dtype:
 - decoder layer: ~ 8·h + 2·kv + 4·I values (norm inputs/outputs, q/k/v, attention output, o-proj input, residual;
   gate, up, activation, down-proj input), plus a·s attention probabilities per token when attention is eager;
 - ViT encoder layer: the same with I the MLP width, kv = h and eager attention over the crop's patches;
-- with checkpointing only each layer's input (h per token) is kept, plus one layer's full set during recompute.
+- full checkpointing keeps only each layer's input (h per token), plus one layer's full set during recompute;
+- selective checkpointing keeps the matmul and attention outputs (decoder ~ 5·h + 2·kv + 2·I: input, q, k, v,
+  attention output, o-proj, gate, up, down; ViT 7·h + 2·I), plus one layer's full set during recompute.
 The loss computes logits only at supervised positions (fp32, with their softmax gradient).
 """
 
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..model.build import as_dtype, build_ovis
+from ..model.checkpointing import MODES, checkpoint_mode
 from .freezing import apply_trainable
 from .sharding import shard_units
 
@@ -40,38 +43,43 @@ class Plan:
     gradients: float
     optimizer: float
     gather_buffers: float
-    activations: float
-    activations_checkpointed: float
-    checkpointing: bool
+    activations: float  # with the configured checkpointing
+    checkpointing: dict[str, str]  # {"vision": mode, "llm": mode}
+    activations_by_mode: dict[str, float]  # the same mode on both parts, for comparison
     details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total(self) -> float:
-        act = self.activations_checkpointed if self.checkpointing else self.activations
-        return self.parameters + self.gradients + self.optimizer + self.gather_buffers + act
+        return self.parameters + self.gradients + self.optimizer + self.gather_buffers + self.activations
 
     def table(self, gpu_gib: float | None = None) -> str:
+        ac = self.checkpointing
+        label = ac["vision"] if ac["vision"] == ac["llm"] else f"vit {ac['vision']}, llm {ac['llm']}"
         rows = [
             ("parameters", self.parameters),
             ("gradients", self.gradients),
             ("optimizer (AdamW)", self.optimizer),
             ("FSDP gather buffers", self.gather_buffers),
-            ("activations" + (" (checkpointed)" if self.checkpointing else ""),
-             self.activations_checkpointed if self.checkpointing else self.activations),
+            (f"activations (checkpointing: {label})", self.activations),
             ("total", self.total),
         ]
-        lines = [f"{name:<34}{value / GiB:>10.2f} GiB" for name, value in rows]
-        other = self.activations if self.checkpointing else self.activations_checkpointed
-        lines.append(f"{'(activations ' + ('without' if self.checkpointing else 'with') + ' checkpointing)':<34}"
-                     f"{other / GiB:>10.2f} GiB")
+        lines = [f"{name:<44}{value / GiB:>10.2f} GiB" for name, value in rows]
+        for mode, value in self.activations_by_mode.items():
+            lines.append(f"{'  (activations, checkpointing ' + mode + ')':<44}{value / GiB:>10.2f} GiB")
         if gpu_gib is not None:
             verdict = "fits" if self.total <= 0.9 * gpu_gib * GiB else "does NOT fit"
             lines.append(f"{verdict} a {gpu_gib:g} GiB device (10% kept for the allocator and CUDA context)")
         return "\n".join(lines)
 
 
-def activation_bytes(model, work: Workload, compute_bytes: int, eager_llm: bool, eager_vit: bool) -> tuple[float, float]:
-    """(without, with) activation checkpointing, for one micro-batch."""
+def _per_token(mode: str, full: float, selective: float, kept_input: float) -> float:
+    return {"none": full, "selective": selective, "full": kept_input}[mode]
+
+
+def activation_bytes(
+    model, work: Workload, compute_bytes: int, eager_llm: bool, eager_vit: bool, vision: str = "none", llm: str = "none"
+) -> float:
+    """Saved activations of one micro-batch with the given checkpointing mode per part."""
     llm_cfg = model.llm.config
     vit_cfg = model.visual_tokenizer.backbone.config
     tpc = model.visual_tokenizer.tokens_per_crop()
@@ -83,14 +91,20 @@ def activation_bytes(model, work: Workload, compute_bytes: int, eager_llm: bool,
     heads = llm_cfg.num_attention_heads
     head_dim = getattr(llm_cfg, "head_dim", None) or h // heads
     kv = llm_cfg.num_key_value_heads * head_dim
-    per_token = 8 * h + 2 * kv + 4 * inter + (heads * seq if eager_llm else 0)
-    llm_layer = b * seq * per_token * compute_bytes
-    n_llm = llm_cfg.num_hidden_layers
+    probs = heads * seq if eager_llm else 0  # eager attention keeps its [heads, seq] scores per token
+    full = 8 * h + 2 * kv + 4 * inter + probs
+    llm_tokens = b * seq * compute_bytes
+    llm_bytes = llm_cfg.num_hidden_layers * llm_tokens * _per_token(llm, full, 5 * h + 2 * kv + 2 * inter + probs, h)
+    if llm != "none":
+        llm_bytes += llm_tokens * full  # one layer's full set while it is recomputed
 
     vh, vi, vheads = vit_cfg.hidden_size, vit_cfg.intermediate_size, vit_cfg.num_attention_heads
-    vit_per_token = 10 * vh + 4 * vi + (vheads * patches if eager_vit else 0)
-    vit_layer = b * work.crops * patches * vit_per_token * compute_bytes
-    n_vit = vit_cfg.num_hidden_layers
+    vprobs = vheads * patches if eager_vit else 0
+    vfull = 10 * vh + 4 * vi + vprobs
+    vit_tokens = b * work.crops * patches * compute_bytes
+    vit_bytes = vit_cfg.num_hidden_layers * vit_tokens * _per_token(vision, vfull, 7 * vh + 2 * vi + vprobs, vh)
+    if vision != "none":
+        vit_bytes += vit_tokens * vfull
 
     # visual head + softmax + expectation over the table, per visual token (fp32 softmax)
     vocab = model.visual_tokenizer.vocab_size
@@ -98,14 +112,7 @@ def activation_bytes(model, work: Workload, compute_bytes: int, eager_llm: bool,
     supervised = b * work.text_tokens * work.supervised_fraction
     logits = supervised * llm_cfg.vocab_size * 4 * 2
     embeds = b * seq * h * compute_bytes * 2
-
-    full = n_llm * llm_layer + n_vit * vit_layer + visual + logits + embeds
-    checkpointed = (
-        n_llm * b * seq * h * compute_bytes + llm_layer
-        + n_vit * b * work.crops * patches * vh * compute_bytes + vit_layer
-        + visual + logits + embeds
-    )
-    return full, checkpointed
+    return llm_bytes + vit_bytes + visual + logits + embeds
 
 
 def plan(
@@ -116,10 +123,11 @@ def plan(
     sharded: bool = False,
     compute_dtype: str = "bfloat16",
     master_dtype: str | None = None,
-    checkpointing: bool = False,
+    checkpointing: bool | str | dict[str, bool | str] = False,
 ) -> Plan:
     """Estimate per-device bytes. `sharded`: FSDP (parameters, gradients and optimiser state divided by `world`);
-    otherwise DDP (replicated). `master_dtype`: the stored parameter dtype (default: the spec's dtype)."""
+    otherwise DDP (replicated). `master_dtype`: the stored parameter dtype (default: the spec's dtype).
+    `checkpointing`: one mode for both parts, or {"vision": mode, "llm": mode} (see model/checkpointing.py)."""
     model = build_ovis(spec, device="meta")
     apply_trainable(model, trainable)
     stored = _bytes(master_dtype or spec.get("dtype") or "float32")
@@ -137,6 +145,10 @@ def plan(
         gather = (2 * largest + root) * compute
     attn = getattr(model.llm.config, "_attn_implementation", "sdpa")
     vit_attn = getattr(model.visual_tokenizer.backbone.config, "_attn_implementation", "sdpa")
-    full, ckpt = activation_bytes(model, work, compute, attn == "eager", vit_attn == "eager")
-    return Plan(parameters, gradients, optimizer, gather, full, ckpt, checkpointing,
+    parts = checkpointing if isinstance(checkpointing, dict) else {"vision": checkpointing, "llm": checkpointing}
+    modes = {part: checkpoint_mode(parts.get(part)) for part in ("vision", "llm")}
+    eager = (attn == "eager", vit_attn == "eager")
+    activations = activation_bytes(model, work, compute, *eager, **modes)
+    by_mode = {m: activation_bytes(model, work, compute, *eager, vision=m, llm=m) for m in MODES}
+    return Plan(parameters, gradients, optimizer, gather, activations, modes, by_mode,
                 {"parameters": n_all, "trainable": n_train, "world": world, "sharded": sharded})

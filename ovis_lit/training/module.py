@@ -39,7 +39,7 @@ class OvisLitModule(L.LightningModule):
         model: dict[str, Any],
         stage: dict[str, Any],
         init_from: str | None = None,
-        activation_checkpointing: dict[str, bool] | None = None,
+        activation_checkpointing: dict[str, bool | str] | None = None,  # per part: none/selective/full
         visual_stats_every: int = 10,
         fsdp: dict[str, Any] | None = None,  # shard_model() options under trainer=fsdp (mixed precision, offload)
     ):
