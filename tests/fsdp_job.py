@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--tied", action="store_true", help="tie the LLM's input and output embeddings")
     parser.add_argument("--pretrained", help="an original Ovis checkpoint directory to start from")
+    parser.add_argument("--checkpointing", default="none", help="activation checkpointing of the ViT and LLM layers")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
@@ -89,7 +90,8 @@ def main() -> None:
         batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixels})
     L.seed_everything(0)
     model = {"pretrained": args.pretrained, "spec": {"dtype": "float32"}} if args.pretrained else {"spec": spec(args.tied)}
-    module = OvisLitModule(model, STAGE3 if args.tied else STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"})
+    module = OvisLitModule(model, STAGE3 if args.tied else STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"},
+                           activation_checkpointing={"vision": args.checkpointing, "llm": args.checkpointing})
     strategy = FSDP2Strategy() if args.strategy == "fsdp" else "auto"
     trainer = L.Trainer(
         accelerator="cpu", devices=args.devices, strategy=strategy, max_steps=args.steps, logger=False,
