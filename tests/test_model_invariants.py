@@ -323,3 +323,47 @@ def test_selective_checkpointing_recomputes_no_matmul():
 def test_unknown_checkpointing_mode_is_refused():
     with pytest.raises(ValueError, match="selective"):
         tiny_model().set_activation_checkpointing(vision="some")
+
+def test_one_table_gradient_buffer_per_step():
+    """Visual tokens and indicator ids read the table in one call: backward builds a single [V, d] gradient
+    (two separate reads would zero-fill one each and add them) and it equals the two-read gradient."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    views = {"split_with_sizes", "slice", "t", "detach", "view", "alias", "as_strided", "_unsafe_view", "transpose"}
+
+    class CountTableSized(TorchDispatchMode):
+        def __init__(self, shape):
+            super().__init__()
+            self.shape, self.count = shape, 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.shape == self.shape and func.__name__.split(".")[0] not in views:
+                self.count += 1
+            return out
+
+    torch.manual_seed(0)
+    model = tiny_model(vocab=72).train()  # a table shape no other parameter has
+    batch = _batch(model)
+    loss = model(*batch).loss
+    counter = CountTableSized(model.vte.weight.shape)
+    with counter:
+        loss.backward()
+    assert counter.count == 1
+    fused = model.vte.weight.grad.clone()
+
+    # the same gradient from two separate reads of the table
+    model.zero_grad()
+    input_ids, mask, labels, pixel_values = batch
+    tokens = model.visual_tokenizer.tokens(pixel_values).detach()
+    rows = input_ids[(input_ids <= INDICATOR_IDS[0]) & (input_ids >= INDICATOR_IDS[-1])]
+    rows = model.vte.num_embeddings - model.n_indicators + (INDICATOR_IDS[0] - rows)
+    d = model.vte.embedding_dim
+    g_visual, g_rows = torch.randn(*tokens.shape[:-1], d), torch.randn(len(rows), d)
+    ((model.vte(tokens) * g_visual).sum() + (model.vte(rows) * g_rows).sum()).backward()
+    separate = model.vte.weight.grad.clone()
+    model.zero_grad()
+    visual, indicator = model.vte(tokens, rows)
+    ((visual * g_visual).sum() + (indicator * g_rows).sum()).backward()
+    torch.testing.assert_close(model.vte.weight.grad, separate)
+    assert fused.abs().sum() > 0

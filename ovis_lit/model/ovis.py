@@ -163,16 +163,33 @@ class OvisModel(nn.Module):
     def _visual_dtype(self) -> torch.dtype:
         return self.visual_tokenizer.head[0].weight.dtype
 
+    def embed_inputs(
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(scaled text embeddings [B, L, d] with indicator rows filled in, visual tokens, scaled visual embeddings).
+
+        Atoms and pads get a placeholder text embedding. The table is read in one call for both the visual tokens and
+        the indicator ids, so backward builds one [V, d] gradient for it rather than two zero-filled ones to add.
+        """
+        text = self.llm.get_input_embeddings()(input_ids.clamp(min=0))
+        is_indicator = (input_ids <= INDICATOR_IDS[0]) & (input_ids >= INDICATOR_IDS[-1])
+        rows = None
+        if bool(is_indicator.any()):
+            rows = self.vte.num_embeddings - self.n_indicators + (INDICATOR_IDS[0] - input_ids[is_indicator])
+        tokens = visual = indicator = None
+        if pixel_values is not None and pixel_values.shape[0]:
+            tokens = self.visual_tokenizer.tokens(pixel_values.to(self._visual_dtype()))
+            visual, indicator = self.vte(tokens, rows) if rows is not None else (self.vte(tokens), None)
+            visual = self._scaled(visual.to(text.dtype))
+        elif rows is not None:
+            indicator = self.vte(rows)
+        if indicator is not None:
+            text = text.index_put(tuple(is_indicator.nonzero(as_tuple=True)), self._scaled(indicator.to(text.dtype)))
+        return text, tokens, visual
+
     def embed_text(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Text ids -> scaled embeddings; indicator ids take their vte rows; atoms and pads get a placeholder."""
-        embed = self.llm.get_input_embeddings()
-        text = embed(input_ids.clamp(min=0))
-        is_indicator = (input_ids <= INDICATOR_IDS[0]) & (input_ids >= INDICATOR_IDS[-1])
-        if not bool(is_indicator.any()):
-            return text
-        rows = self.vte.num_embeddings - self.n_indicators + (INDICATOR_IDS[0] - input_ids[is_indicator])
-        indicator = self._scaled(self.vte(rows).to(text.dtype))
-        return text.index_put(tuple(is_indicator.nonzero(as_tuple=True)), indicator)
+        return self.embed_inputs(input_ids)[0]
 
     # ----------------------------------------------------------------------------------------------------- merge
     def merge(
@@ -198,12 +215,9 @@ class OvisModel(nn.Module):
         if n_atoms != n_crops:
             raise ValueError(f"the batch has {n_atoms} image atoms (-300) but {n_crops} crops in pixel_values")
 
-        token_embeds = self.embed_text(input_ids)
+        token_embeds, visual_tokens, visual_embeds = self.embed_inputs(input_ids, pixel_values if n_crops else None)
         batch, _, dim = token_embeds.shape
-        visual_tokens = visual_embeds = None
-        if n_crops:
-            visual_tokens, visual_embeds = self.embed_visual(pixel_values)
-        elif self.training and any(p.requires_grad for p in self.visual_tokenizer.parameters()):
+        if not n_crops and self.training and any(p.requires_grad for p in self.visual_tokenizer.parameters()):
             # Keep every visual parameter in the autograd graph (zero-weighted) so DDP/FSDP see no unused ones.
             side = crop_side(self.visual_tokenizer.backbone)
             dummy = torch.zeros(1, 3, side, side, device=input_ids.device)
