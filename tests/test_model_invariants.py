@@ -259,6 +259,13 @@ def test_pack_rows_layout():
     assert packed_targets[:, 4].tolist() == [4, -100, -100]
     assert packed[1:, 4].abs().sum() == 0
 
+    # left padding and an empty sample: lengths 3, 0, 2 share one row of 5
+    mask = torch.tensor([[0, 1, 1, 1], [0, 0, 0, 0], [1, 1, 0, 0]])
+    packed, positions, packed_targets = pack_rows(torch.arange(12.0).reshape(3, 4, 1), mask, torch.arange(12).reshape(3, 4))
+    assert positions.tolist() == [[0, 1, 2, 0, 1]]
+    assert packed_targets.tolist() == [[1, 2, 3, 8, 9]]
+    assert packed[..., 0].tolist() == [[1.0, 2.0, 3.0, 8.0, 9.0]]
+
 
 @pytest.mark.parametrize("lengths", [
     [211, 194, 160, 126, 109, 92, 59, 59],  # benchmarks/model_step.py's batch

@@ -96,25 +96,30 @@ def pack_rows(
     """
     lengths = attention_mask.sum(dim=1).tolist()
     capacity, rows = plan_rows(lengths)
-    sample_idx, pos_idx, row_idx, col_idx = [], [], [], []
-    position_ids = torch.zeros(len(rows), capacity, dtype=torch.long)
+    n_rows, device = len(rows), embeds.device
+    first = [0] * len(lengths)  # flat position (row * capacity + column) of each sample's first token
+    boundaries = []  # flat positions where position ids restart: every sample, and every row's unused tail
     for r, members in enumerate(rows):
         col = 0
         for i in members:
-            n = lengths[i]
-            sample_idx += [i] * n
-            pos_idx += range(n)
-            row_idx += [r] * n
-            col_idx += range(col, col + n)
-            position_ids[r, col : col + n] = torch.arange(n)
-            col += n
-        position_ids[r, col:] = torch.arange(capacity - col)
-    device = embeds.device
-    src = (torch.tensor(sample_idx, device=device), torch.tensor(pos_idx, device=device))
-    dst = (torch.tensor(row_idx, device=device), torch.tensor(col_idx, device=device))
-    packed = embeds.new_zeros(len(rows), capacity, embeds.shape[-1]).index_put(dst, embeds[src])
-    packed_targets = targets.new_full((len(rows), capacity), IGNORE_ID).index_put(dst, targets[src])
-    return packed, position_ids.to(device), packed_targets
+            first[i] = r * capacity + col
+            boundaries.append(first[i])
+            col += lengths[i]
+        if col < capacity or not members:
+            boundaries.append(r * capacity + col)
+    real = attention_mask.bool()
+    b, p = real.nonzero(as_tuple=True)  # sample-major, the order of each sample's tokens
+    within = (real.cumsum(dim=1) - 1)[b, p]  # position inside the sample, whichever side it was padded on
+    dest = torch.tensor(first, device=device)[b] + within
+    flat = n_rows * capacity
+    packed = embeds.new_zeros(flat, embeds.shape[-1]).index_put((dest,), embeds[b, p])
+    packed_targets = targets.new_full((flat,), IGNORE_ID).index_put((dest,), targets[b, p])
+    starts = torch.tensor(sorted({x for x in boundaries if x < flat}), dtype=torch.long, device=device)
+    restart = torch.zeros(flat, dtype=torch.long, device=device).index_fill_(0, starts, 1)
+    segment_start = starts[restart.cumsum(0) - 1]
+    position_ids = torch.arange(flat, device=device) - segment_start
+    shape = (n_rows, capacity)
+    return packed.view(*shape, embeds.shape[-1]), position_ids.view(shape), packed_targets.view(shape)
 
 
 class OvisModel(nn.Module):
