@@ -1,7 +1,7 @@
 """One-GPU check of a ~1 B-parameter Ovis: a few bf16 training steps, printing samples/s, tokens/s, MFU and peak
 memory. Needs a CUDA GPU; not part of the tests.
 
-    python benchmarks/gpu_check.py [--steps 10] [--batch 8] [--crops 5] [--text 256] [--checkpointing]
+    python benchmarks/gpu_check.py [--batch 8] [--crops 5] [--text 256] [--checkpointing none|selective|full]
 
 The config: SigLIP-base-shaped ViT (12 x 768, 384 px, patch 16 -> 24x24 patches, hidden_stride 2 -> 144 visual
 tokens per crop), visual vocabulary 16,384, and a TinyLlama-shaped LLM (22 x 2048, MLP 5632, 32k vocab): ~1.3 B
@@ -56,7 +56,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crops", type=int, default=5)
     parser.add_argument("--text", type=int, default=256)
-    parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--checkpointing", choices=["none", "selective", "full"], default="none",
+                        help="activation checkpointing of the ViT and LLM layers")
     parser.add_argument("--peak-tflops", type=float, default=989.0)
     args = parser.parse_args()
     if not torch.cuda.is_available():
