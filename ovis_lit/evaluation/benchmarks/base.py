@@ -6,9 +6,9 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
-from ..tsv import ImageSource
+from ..tsv import BadSample, ImageSource, image_sources, index_rows, read_benchmark_tsv
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 
@@ -55,6 +55,21 @@ class Benchmark(ABC):
     @abstractmethod
     def score(self, items: list[Item], answers: list[str]) -> Scores:
         """Pure: the same items and answers always give the same numbers."""
+
+    def items_from_tsv(
+        self, required: list[str], make: Callable[[dict[str, str], Callable[[], list[ImageSource]]], Item]
+    ) -> list[Item]:
+        """Items of the benchmark TSV: `make(row, images)` builds one (calling `images()` to resolve the row's images)
+        or raises BadSample, which drops the row and counts its reason in `self.skipped`."""
+        rows = read_benchmark_tsv(self.path, required)
+        by_index = index_rows(rows)
+        items = []
+        for row in rows:
+            try:
+                items.append(make(row, lambda row=row: image_sources(row, by_index, self.path.parent)))
+            except BadSample as e:
+                self.skipped[str(e)] += 1
+        return items
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "path": str(self.path), "prompt": self.prompt_template,

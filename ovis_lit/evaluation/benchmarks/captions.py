@@ -4,7 +4,7 @@ captions). Scored with BLEU-4, ROUGE-L and CIDEr-D (see caption_metrics for toke
 from __future__ import annotations
 
 from ..caption_metrics import caption_scores, cider_d
-from ..tsv import BadSample, cell, image_sources, index_rows, parse_list, read_benchmark_tsv
+from ..tsv import BadSample, cell, parse_list
 from .base import Benchmark, Item, Scores, register
 
 CAPTION_PROMPT = "Describe this image in one sentence."
@@ -18,22 +18,17 @@ class Captions(Benchmark):
     prompt_template = CAPTION_PROMPT
 
     def read_items(self) -> list[Item]:
-        rows = read_benchmark_tsv(self.path, ["index", "answer"])
-        by_index = index_rows(rows)
-        items = []
-        for row in rows:
-            try:
-                references = [r for r in parse_list(cell(row, "answer")) if r] if cell(row, "answer") else []
-                if not references:
-                    raise BadSample("no reference captions")
-                images = image_sources(row, by_index, self.path.parent)
-                if not images:
-                    raise BadSample("no image")
-            except BadSample as e:
-                self.skipped[str(e)] += 1
-                continue
-            items.append(Item(cell(row, "index"), CAPTION_PROMPT, images, {"references": references}))
-        return items
+        return self.items_from_tsv(["index", "answer"], self._item)
+
+    @staticmethod
+    def _item(row: dict[str, str], images) -> Item:
+        references = [r for r in parse_list(cell(row, "answer")) if r] if cell(row, "answer") else []
+        if not references:
+            raise BadSample("no reference captions")
+        found = images()
+        if not found:
+            raise BadSample("no image")
+        return Item(cell(row, "index"), CAPTION_PROMPT, found, {"references": references})
 
     def score(self, items: list[Item], answers: list[str]) -> Scores:
         return score_captions(items, answers)

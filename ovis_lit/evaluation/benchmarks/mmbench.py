@@ -13,7 +13,7 @@ from typing import Any
 
 from ..extraction import extract_choice
 from ..mcq import LETTERS, MC_INSTRUCTION, mcq_prompt, options_of
-from ..tsv import BadSample, cell, image_sources, index_rows, read_benchmark_tsv
+from ..tsv import BadSample, cell
 from .base import Benchmark, Item, Scores, ratio, register
 
 CIRCULAR_STRIDE = 1_000_000
@@ -48,33 +48,27 @@ class MultipleChoice(Benchmark):
         """Raise BadSample for rows this benchmark does not score."""
 
     def read_items(self) -> list[Item]:
-        rows = read_benchmark_tsv(self.path, ["index", "question", "answer", "A", "B"])
-        by_index = index_rows(rows)
-        items = []
-        for row in rows:
-            try:
-                self.keep(row)
-                clean = {k: cell(row, k) for k in ("question", "hint", *LETTERS)}
-                options = options_of(clean)
-                answer = cell(row, "answer").upper()
-                if len(options) < 2:
-                    raise BadSample("fewer than two options")
-                if answer not in options:
-                    raise BadSample("answer is not one of the option letters")
-                images = image_sources(row, by_index, self.path.parent)
-            except BadSample as e:
-                self.skipped[str(e)] += 1
-                continue
-            index = cell(row, "index")
-            target = {
-                "answer": answer,
-                "options": options,
-                "category": cell(row, "category") or "all",
-                "l2_category": cell(row, "l2-category") or cell(row, "l2_category"),
-                "group": question_group(index),
-            }
-            items.append(Item(index, self.prompt(clean), images, target))
-        return items
+        return self.items_from_tsv(["index", "question", "answer", "A", "B"], self._item)
+
+    def _item(self, row: dict[str, str], images) -> Item:
+        self.keep(row)
+        clean = {k: cell(row, k) for k in ("question", "hint", *LETTERS)}
+        options = options_of(clean)
+        answer = cell(row, "answer").upper()
+        if len(options) < 2:
+            raise BadSample("fewer than two options")
+        if answer not in options:
+            raise BadSample("answer is not one of the option letters")
+        found = images()
+        index = cell(row, "index")
+        target = {
+            "answer": answer,
+            "options": options,
+            "category": cell(row, "category") or "all",
+            "l2_category": cell(row, "l2-category") or cell(row, "l2_category"),
+            "group": question_group(index),
+        }
+        return Item(index, self.prompt(clean), found, target)
 
     def score(self, items: list[Item], answers: list[str]) -> Scores:
         return score_choices(items, answers, self.circular)

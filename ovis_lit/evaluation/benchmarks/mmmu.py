@@ -19,7 +19,7 @@ from collections import defaultdict
 
 from ..extraction import extract_choice, normalise_text
 from ..mcq import LETTERS, MC_INSTRUCTION, options_of
-from ..tsv import BadSample, cell, image_sources, index_rows, parse_list, read_benchmark_tsv
+from ..tsv import BadSample, cell, parse_list
 from .base import SHORT_ANSWER, Benchmark, Item, Scores, ratio, register
 
 NUMBER = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?")
@@ -76,19 +76,13 @@ class MMMU(Benchmark):
         self.split = SPLIT_NAMES.get(split.lower(), split.lower()) if split else None
 
     def read_items(self) -> list[Item]:
-        rows = read_benchmark_tsv(self.path, ["index", "question", "answer"])
-        by_index = index_rows(rows)
-        items = []
-        for row in rows:
-            split = cell(row, "split").lower()
-            if self.split and split and SPLIT_NAMES.get(split, split) != self.split:
-                self.skipped[f"not in the {self.split} split"] += 1
-                continue
-            try:
-                items.append(self.item(row, image_sources(row, by_index, self.path.parent)))
-            except BadSample as e:
-                self.skipped[str(e)] += 1
-        return items
+        return self.items_from_tsv(["index", "question", "answer"], self._row_item)
+
+    def _row_item(self, row: dict[str, str], images) -> Item:
+        split = cell(row, "split").lower()
+        if self.split and split and SPLIT_NAMES.get(split, split) != self.split:
+            raise BadSample(f"not in the {self.split} split")
+        return self.item(row, images())
 
     def item(self, row: dict[str, str], images: list) -> Item:
         question = cell(row, "question")

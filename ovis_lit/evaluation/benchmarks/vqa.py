@@ -14,7 +14,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from ..tsv import BadSample, cell, image_sources, index_rows, parse_list, read_benchmark_tsv
+from ..tsv import BadSample, cell, parse_list
 from ..vqa_metric import normalise_answer, vqa_accuracy
 from .base import SHORT_ANSWER, Benchmark, Item, Scores, ratio, register
 
@@ -24,21 +24,14 @@ class VQA(Benchmark):
     prompt_template = "{question}\n" + SHORT_ANSWER
 
     def read_items(self) -> list[Item]:
-        rows = read_benchmark_tsv(self.path, ["index", "question", "answer"])
-        by_index = index_rows(rows)
-        items = []
-        for row in rows:
-            try:
-                answers = [a for a in parse_list(cell(row, "answer")) if a] if cell(row, "answer") else []
-                if not answers:
-                    raise BadSample("no human answers")
-                images = image_sources(row, by_index, self.path.parent)
-            except BadSample as e:
-                self.skipped[str(e)] += 1
-                continue
-            breakdown = cell(row, "answer_type") or cell(row, "category")
-            items.append(self.item(cell(row, "index"), cell(row, "question"), images, answers, breakdown))
-        return items
+        return self.items_from_tsv(["index", "question", "answer"], self._row_item)
+
+    def _row_item(self, row: dict[str, str], images) -> Item:
+        answers = [a for a in parse_list(cell(row, "answer")) if a] if cell(row, "answer") else []
+        if not answers:
+            raise BadSample("no human answers")
+        breakdown = cell(row, "answer_type") or cell(row, "category")
+        return self.item(cell(row, "index"), cell(row, "question"), images(), answers, breakdown)
 
     @staticmethod
     def item(key: str, question: str, images: list, answers: list[str], breakdown: str = "") -> Item:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..extraction import extract_yes_no
-from ..tsv import BadSample, cell, image_key, image_sources, index_rows, read_benchmark_tsv
+from ..tsv import BadSample, cell, image_key
 from .base import SHORT_ANSWER, Benchmark, Item
 
 
@@ -12,23 +12,17 @@ class YesNo(Benchmark):
     prompt_template = "{question}\n" + SHORT_ANSWER
 
     def read_items(self) -> list[Item]:
-        rows = read_benchmark_tsv(self.path, ["index", "question", "answer"])
-        by_index = index_rows(rows)
-        items = []
-        for row in rows:
-            try:
-                gold = cell(row, "answer").lower()
-                if gold not in ("yes", "no"):
-                    raise BadSample("answer is not yes or no")
-                if not cell(row, "question"):
-                    raise BadSample("empty question")
-                images = image_sources(row, by_index, self.path.parent)
-            except BadSample as e:
-                self.skipped[str(e)] += 1
-                continue
-            target = {"answer": gold, "category": cell(row, "category"), "image": image_key(row)}
-            items.append(Item(cell(row, "index"), f"{cell(row, 'question')}\n{SHORT_ANSWER}", images, target))
-        return items
+        return self.items_from_tsv(["index", "question", "answer"], self._item)
+
+    @staticmethod
+    def _item(row: dict[str, str], images) -> Item:
+        gold = cell(row, "answer").lower()
+        if gold not in ("yes", "no"):
+            raise BadSample("answer is not yes or no")
+        if not cell(row, "question"):
+            raise BadSample("empty question")
+        target = {"answer": gold, "category": cell(row, "category"), "image": image_key(row)}
+        return Item(cell(row, "index"), f"{cell(row, 'question')}\n{SHORT_ANSWER}", images(), target)
 
 
 def judged(items: list[Item], answers: list[str]) -> list[dict]:
