@@ -41,11 +41,12 @@ class OvisOutput:
     merged: MergedInputs
 
 
-def _first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
-    """Sample indices per row, longest samples first, each into the first row with room."""
+def _first_fit_decreasing(lengths: list[int], capacity: int, order: list[int] | None = None) -> list[list[int]]:
+    """Sample indices per row, longest samples first (`order`, if the caller sorted already), each into the first
+    row with room."""
     rows: list[list[int]] = []
     room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+    for i in order if order is not None else sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         slot = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
         if slot is None:
             rows.append([])
@@ -67,19 +68,24 @@ def plan_rows(lengths: list[int]) -> tuple[int, list[list[int]]]:
     longest, total = max(lengths), sum(lengths)
     if longest == 0:
         return 0, [list(range(len(lengths)))]
-    best_rows = _first_fit_decreasing(lengths, longest)
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+
+    def fit(capacity: int) -> list[list[int]]:
+        return _first_fit_decreasing(lengths, capacity, order)
+
+    best_rows = fit(longest)
     best = (len(best_rows) * longest, longest, best_rows)
     for n_rows in range(-(-total // (2 * longest)), len(best_rows)):
         lo, hi = max(longest, -(-total // n_rows)), 2 * longest
-        if lo > hi or len(_first_fit_decreasing(lengths, hi)) > n_rows:
+        if lo > hi or len(fit(hi)) > n_rows:
             continue
         while lo < hi:
             mid = (lo + hi) // 2
-            if len(_first_fit_decreasing(lengths, mid)) <= n_rows:
+            if len(fit(mid)) <= n_rows:
                 hi = mid
             else:
                 lo = mid + 1
-        rows = _first_fit_decreasing(lengths, lo)
+        rows = fit(lo)
         if len(rows) * lo < best[0]:
             best = (len(rows) * lo, lo, rows)
     return best[1], best[2]
