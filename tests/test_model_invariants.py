@@ -46,6 +46,20 @@ def test_backbones_give_distributions_over_the_visual_vocabulary(backbone):
     assert (probs[..., -5:] == 0).all()  # indicator words are never produced by images
 
 
+@pytest.mark.parametrize("backbone", ["siglip_vision_model", "clip_vision_model", "aimv2_vision_model", "siglip2_vision_model"])
+def test_encoder_layers_get_a_contiguous_residual_stream(backbone):
+    # Conv patch embeddings are a transposed view; without the fix every Linear in the ViT copied its input.
+    from ovis_lit.model.vision import encoder_layers
+
+    model = tiny_model(backbone=backbone)
+    seen = []
+    for layer in encoder_layers(model.visual_tokenizer.backbone):
+        layer.register_forward_pre_hook(lambda m, args, kwargs: seen.append(
+            (args[0] if args else kwargs["hidden_states"]).is_contiguous()), with_kwargs=True)
+    model.visual_tokenizer(torch.randn(3, 3, S, S))
+    assert seen and all(seen)
+
+
 @pytest.mark.parametrize("function", ["st_argmax", "gumbel_argmax"])
 def test_hard_tokenizers_are_one_hot_and_pass_gradients(function):
     logits = torch.randn(2, 4, 59, requires_grad=True)

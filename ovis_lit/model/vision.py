@@ -126,6 +126,24 @@ def vision_features(backbone: nn.Module, pixel_values: torch.Tensor) -> torch.Te
     return features
 
 
+def keep_residual_stream_contiguous(backbone: nn.Module) -> None:
+    """Make the patch embeddings contiguous before they enter the encoder.
+
+    Conv patch embeddings come out as `[N, C, h*w].transpose(1, 2)`: a [N, patches, C] view whose channels are
+    strided. Elementwise ops keep that layout, so the whole residual stream stays transposed: every Linear then
+    copies its input to a contiguous buffer and every norm reduces over a strided axis (AIMv2: 6 copies per layer,
+    about 4% of the benchmark step). One copy here avoids all of them. Idempotent; the hook is not in the state dict.
+    """
+    embeddings = backbone.embeddings
+    if not getattr(embeddings, "_ovis_contiguous_hook", False):
+        embeddings.register_forward_hook(_contiguous_output)
+        embeddings._ovis_contiguous_hook = True
+
+
+def _contiguous_output(module: nn.Module, args: Any, output: Any) -> Any:
+    return output.contiguous() if isinstance(output, torch.Tensor) else output
+
+
 def unused_parameter_names(backbone: nn.Module) -> list[str]:
     prefixes = family_of(backbone).unused_prefixes
     return [name for name, _ in backbone.named_parameters() if name.startswith(prefixes)]

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vision import crop_side, vision_features
+from .vision import crop_side, keep_residual_stream_contiguous, vision_features
 
 TOKENIZE_FUNCTIONS = ("softmax", "gumbel_argmax", "st_argmax")
 
@@ -70,6 +70,7 @@ class VisualTokenizer(nn.Module):
             raise ValueError(f"unknown tokenize_function {tokenize_function!r}; choose from {TOKENIZE_FUNCTIONS}")
         if vocab_size <= n_indicators:
             raise ValueError(f"visual vocab_size {vocab_size} must exceed n_indicators {n_indicators}")
+        keep_residual_stream_contiguous(backbone)
         self.backbone = backbone
         self.vocab_size = vocab_size
         self.n_indicators = n_indicators
