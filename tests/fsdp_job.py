@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
+from ovis_lit.training.entry import close_process_group
 from ovis_lit.training.module import OvisLitModule
 from ovis_lit.training.run import full_state_dict
 from ovis_lit.training.strategies import FSDP2Strategy
@@ -101,6 +102,7 @@ def main() -> None:
     )
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
     trainer.save_checkpoint(out / "ckpt")
+    close_process_group()  # else the job can abort at exit after passing (Gloo threads outlive the interpreter)
 
 
 if __name__ == "__main__":

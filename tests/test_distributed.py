@@ -82,3 +82,15 @@ def test_hydra_multirun_of_two_jobs(tmp_path, data_dir):
         assert json.loads((job / "summary.json").read_text())["steps"] == 2
         overrides = (job / ".hydra" / "overrides.yaml").read_text()
         assert f"model.recipe.s3.lr={lr}" in overrides
+
+
+def test_a_finished_run_closes_its_process_group(tmp_path):
+    # Left open, Gloo's threads can abort the process at exit (SIGABRT) after a run that succeeded.
+    import torch.distributed as dist
+
+    from ovis_lit.training.entry import close_process_group
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    close_process_group()
+    assert not dist.is_initialized()
+    close_process_group()  # nothing to close: a no-op

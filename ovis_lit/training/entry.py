@@ -63,7 +63,21 @@ def train(cfg: DictConfig) -> float | None:
         )
     if rank_zero_only.rank == 0:  # every process of a multi-process run gets here; one reports
         report(summaries, result, time.perf_counter() - started, Path(cfg.paths.output_dir))
+    close_process_group()
     return None if result is None else result["accuracy"]
+
+
+def close_process_group() -> None:
+    """Destroy the process group once a multi-process run has finished.
+
+    Left alive, Gloo's worker threads can outlive the interpreter, and a run that trained and saved everything then
+    aborts at exit (SIGABRT, "terminate called without an active exception"), which fails sweeps and CI. Called on
+    success only: after an error other ranks may still sit in a collective, and destroying would hang them.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def evaluate_heldout(model, processor, path: str, instruction: str | None = None) -> dict[str, Any]:
