@@ -3,7 +3,9 @@
     python benchmarks/model_step.py            # the issue's config, both models, then ovis-lit at V = 65,536
     python benchmarks/model_step.py --profile  # where ovis-lit's step time goes
 
-Each measurement runs in a fresh subprocess so peak RSS belongs to one model only. Rows cover activation
+Each measurement runs in a fresh subprocess so peak RSS belongs to one model only. Memory is reported twice: peak RSS
+(the process, including freed memory that glibc keeps resident) and the peak of glibc's heap in use (what the model
+and libraries hold), sampled after every op of one extra step. Rows cover activation
 checkpointing per ViT / LLM layer: none, full (transformers' own, for both models) and ovis-lit's selective mode
 (matmul and attention outputs kept, the rest recomputed; see ovis_lit/model/checkpointing.py). Config: vision 4 layers,
 hidden 256, MLP 1024, 4 heads, 112 px crops, patch 14, hidden_stride 2 (16 visual tokens per crop), V = 16,384;
@@ -37,6 +39,46 @@ LLM = {"model_type": "qwen2", "vocab_size": TEXT_VOCAB, "hidden_size": 512, "int
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _heap_in_use_mb():
+    """glibc's bytes in use (arena chunks handed out + mmapped chunks), or None off glibc. Unlike RSS this leaves out
+    freed memory that the allocator keeps resident, so it follows what the model holds."""
+    import ctypes
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    try:
+        mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.restype = Mallinfo2
+
+    def in_use() -> float:
+        info = mallinfo2()
+        return (info.uordblks + info.hblkhd) / 2**20
+
+    return in_use
+
+
+def _peak_heap_in_use(one, in_use) -> float:
+    """Peak of `in_use()` sampled after every aten op of one more step (forward and backward)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Sample(TorchDispatchMode):
+        peak = 0.0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            Sample.peak = max(Sample.peak, in_use())
+            return out
+
+    with Sample():
+        one()
+    return Sample.peak
 
 
 def _image_placeholders(n_crops: int, atom: int, indicators: list[int], per_crop: int) -> list[int]:
@@ -142,8 +184,11 @@ def worker(which: str, vocab: int, steps: int, profile: bool, vision: str = "non
         loss = one()
         times.append(time.perf_counter() - t)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    in_use = _heap_in_use_mb()  # after the timed steps: the per-op sampling slows the step it watches
+    heap_peak = None if in_use is None else _peak_heap_in_use(one, in_use)
     return {"model": which, "checkpointing": _label(vision, llm), "vocab": vocab, "params_M": n_params / 1e6,
-            "loss": loss, "step_s": statistics.median(times), "peak_rss_mb": peak, "rss_after_build_mb": rss_model}
+            "loss": loss, "step_s": statistics.median(times), "peak_rss_mb": peak, "rss_after_build_mb": rss_model,
+            "peak_heap_in_use_mb": heap_peak}
 
 
 def _label(vision: str, llm: str) -> str:
@@ -188,21 +233,32 @@ def main() -> None:
     for i in range(len(configs)):
         samples = [rep[i] for rep in runs]
         row = dict(samples[0])
-        for key in ("step_s", "peak_rss_mb", "rss_after_build_mb"):
-            row[key] = statistics.median(s[key] for s in samples)
+        for key in ("step_s", "peak_rss_mb", "rss_after_build_mb", "peak_heap_in_use_mb"):
+            values = [s[key] for s in samples if s[key] is not None]
+            row[key] = statistics.median(values) if values else None
         rows.append(row)
     port, ours = rows[0], rows[2:6]
+
+    def mb(x):
+        return "n/a" if x is None else f"{x:.0f}"
+
     print(f"{'model':9} {'checkpointing':22} {'V':>6} {'params':>8} {'step s':>7} {'peak RSS MB':>12} "
-          f"{'peak-build MB':>14} {'loss':>7}")
+          f"{'peak-build MB':>14} {'heap in use MB':>15} {'loss':>7}")
     for r in rows:
         print(f"{r['model']:9} {r['checkpointing']:22} {r['vocab']:>6} {r['params_M']:>7.1f}M {r['step_s']:>7.2f} "
-              f"{r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] - r['rss_after_build_mb']:>14.0f} {r['loss']:>7.3f}")
+              f"{r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] - r['rss_after_build_mb']:>14.0f} "
+              f"{mb(r['peak_heap_in_use_mb']):>15} {r['loss']:>7.3f}")
     print(f"\nratios to the port without checkpointing (V={v}; goal: <= 0.6x time and peak RSS):")
     port_above = port["peak_rss_mb"] - port["rss_after_build_mb"]
     for r in ours:
         above = (r["peak_rss_mb"] - r["rss_after_build_mb"]) / port_above
+        heap = ""
+        if r["peak_heap_in_use_mb"] is not None and port["peak_heap_in_use_mb"] is not None:
+            heap = f", heap in use {r['peak_heap_in_use_mb'] / port['peak_heap_in_use_mb']:.2f}x"
         print(f"  ovis-lit, checkpointing {r['checkpointing']:22} time {r['step_s'] / port['step_s']:.2f}x, "
-              f"peak RSS {r['peak_rss_mb'] / port['peak_rss_mb']:.2f}x, peak above the built model {above:.2f}x")
+              f"peak RSS {r['peak_rss_mb'] / port['peak_rss_mb']:.2f}x, peak above the built model {above:.2f}x{heap}")
+    print("(peak RSS counts freed memory that glibc keeps resident; heap in use is what the allocator has handed out,"
+          " sampled after every op of one extra step)")
 
 
 if __name__ == "__main__":
