@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from ..interop.consolidate import META_FILE as SHARDED_META_FILE
-from ..interop.consolidate import is_sharded_checkpoint, load_sharded_model
+from ..interop.consolidate import is_sharded_checkpoint, load_sharded_model, read_sharded_meta
 from ..interop.original import load_original, read_original_config
 from ..model.build import as_dtype
 from ..model.ovis import OvisModel
@@ -116,8 +115,8 @@ def load_for_eval(
     """(model in eval mode on `device`, processor, a description of what was loaded)."""
     path = Path(checkpoint)
     if is_sharded_checkpoint(path):  # trainer=fsdp's last.ckpt: a directory of shards
-        meta = torch.load(path / SHARDED_META_FILE, map_location="cpu", weights_only=True)
-        model = load_sharded_model(path)
+        meta = read_sharded_meta(path)
+        model = load_sharded_model(path, meta)
         hparams = {**(meta.get("hyper_parameters") or {}), "global_step": meta.get("global_step")}
         found = processor_for_checkpoint(path, hparams, processor)
         kind = f"sharded lightning checkpoint (step {hparams['global_step']})"

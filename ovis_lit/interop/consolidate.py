@@ -8,6 +8,7 @@ the checkpoint's own hyper-parameters, in one process, without a process group.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -24,14 +25,20 @@ def is_sharded_checkpoint(path: str | Path) -> bool:
     return path.is_dir() and (path / META_FILE).is_file() and any(path.glob("*.distcp"))
 
 
-def load_sharded_model(path: str | Path) -> OvisModel:
-    """The OvisModel stored in a sharded Lightning checkpoint directory, consolidated on the CPU."""
-    from ..training.module import build_model
-
+def read_sharded_meta(path: str | Path) -> dict[str, Any]:
+    """The non-tensor part (hyper-parameters, global step, ...) of a sharded Lightning checkpoint directory."""
     path = Path(path)
     if not is_sharded_checkpoint(path):
         raise ValueError(f"{path} is not a sharded Lightning checkpoint (a directory with {META_FILE} and .distcp files)")
-    meta = torch.load(path / META_FILE, map_location="cpu", weights_only=True)
+    return torch.load(path / META_FILE, map_location="cpu", weights_only=True)
+
+
+def load_sharded_model(path: str | Path, meta: dict[str, Any] | None = None) -> OvisModel:
+    """The OvisModel stored in a sharded Lightning checkpoint directory, consolidated on the CPU. `meta`: its
+    `read_sharded_meta`, when the caller has read it already."""
+    from ..training.module import build_model
+
+    meta = read_sharded_meta(path) if meta is None else meta
     model = build_model(meta["hyper_parameters"]["model"])
     load_sharded_weights(model, path)
     return model

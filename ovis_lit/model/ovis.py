@@ -167,9 +167,18 @@ class OvisModel(nn.Module):
 
     def embed_visual(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Crops [N, 3, S, S] -> (visual tokens [N, T, V - n_ind], scaled LLM-space embeddings [N, T, d])."""
+        tokens, visual, _ = self._embed_crops(pixel_values)
+        return tokens, visual
+
+    def _embed_crops(
+        self, pixel_values: torch.Tensor, indicator_rows: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(visual tokens, scaled visual embeddings, unscaled table rows of `indicator_rows` or None), with the table
+        read once for both, so backward builds one [V, d] gradient rather than two zero-filled ones to add."""
         dtype = self.llm.get_input_embeddings().weight.dtype
         tokens = self.visual_tokenizer.tokens(pixel_values.to(self._visual_dtype()))
-        return tokens, self._scaled(self.vte(tokens).to(dtype))
+        visual, indicator = self.vte(tokens, indicator_rows) if indicator_rows is not None else (self.vte(tokens), None)
+        return tokens, self._scaled(visual.to(dtype)), indicator
 
     def _visual_dtype(self) -> torch.dtype:
         return self.visual_tokenizer.head[0].weight.dtype
@@ -179,8 +188,8 @@ class OvisModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(scaled text embeddings [B, L, d] with indicator rows filled in, visual tokens, scaled visual embeddings).
 
-        Atoms and pads get a placeholder text embedding. The table is read in one call for both the visual tokens and
-        the indicator ids, so backward builds one [V, d] gradient for it rather than two zero-filled ones to add.
+        Atoms and pads get a placeholder text embedding. With crops, the indicator rows come from the same table read
+        as the visual tokens (`_embed_crops`).
         """
         text = self.llm.get_input_embeddings()(input_ids.clamp(min=0))
         is_indicator = (input_ids <= INDICATOR_IDS[0]) & (input_ids >= INDICATOR_IDS[-1])
@@ -189,9 +198,7 @@ class OvisModel(nn.Module):
             rows = self.vte.num_embeddings - self.n_indicators + (INDICATOR_IDS[0] - input_ids[is_indicator])
         tokens = visual = indicator = None
         if pixel_values is not None and pixel_values.shape[0]:
-            tokens = self.visual_tokenizer.tokens(pixel_values.to(self._visual_dtype()))
-            visual, indicator = self.vte(tokens, rows) if rows is not None else (self.vte(tokens), None)
-            visual = self._scaled(visual.to(text.dtype))
+            tokens, visual, indicator = self._embed_crops(pixel_values, rows)
         elif rows is not None:
             indicator = self.vte(rows)
         if indicator is not None:
