@@ -21,6 +21,7 @@ import transformers
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from ..model import packed_attention
 from ..model.build import as_dtype, llm_config_from_dict
 from ..model.embedding import VisualEmbedding
 from ..model.ovis import OvisModel
@@ -258,7 +259,7 @@ def original_config(model: OvisModel, chat_format: str, multimodal_max_length: i
         {
             "conversation_formatter_class": CHAT_FORMATS[chat_format].formatter_class,
             "hidden_size": llm_cfg.hidden_size,
-            "llm_attn_implementation": llm_cfg._attn_implementation,
+            "llm_attn_implementation": packed_attention.public_name(llm_cfg._attn_implementation),
             "multimodal_max_length": multimodal_max_length,
             "torch_dtype": dtype,
         }

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
+from . import packed_attention
 from .checkpointing import checkpoint_kwargs, checkpoint_mode
 from .embedding import VisualEmbedding
 from .vision import crop_side
@@ -92,16 +93,18 @@ def plan_rows(lengths: list[int]) -> tuple[int, list[list[int]]]:
 
 
 def pack_rows(
-    embeds: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor
+    embeds: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor, one_row: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pack right-padded samples into rows (see `plan_rows`); no sample is split across rows.
+    """Pack padded samples into rows (see `plan_rows`); no sample is split across rows.
 
     Returns embeddings [R, C, d], position_ids [R, C] that restart at 0 for every sample, and targets [R, C]. The
     unused tail of a row is one more zero "sample" (its positions restart too) whose targets are ignored. Rows
-    rather than one long row keep a dense block-diagonal mask (CPU, eager/sdpa) from wasting quadratic work.
+    rather than one long row keep a dense block-diagonal mask (CPU, eager/sdpa) from wasting quadratic work;
+    `one_row` puts every sample, in batch order, into a single row without padding (for attention that takes
+    sample boundaries, `packed_attention`).
     """
     lengths = attention_mask.sum(dim=1).tolist()
-    capacity, rows = plan_rows(lengths)
+    capacity, rows = (sum(lengths), [list(range(len(lengths)))]) if one_row else plan_rows(lengths)
     n_rows, device = len(rows), embeds.device
     first = [0] * len(lengths)  # flat position (row * capacity + column) of each sample's first token
     boundaries = []  # flat positions where position ids restart: every sample, and every row's unused tail
@@ -139,6 +142,7 @@ class OvisModel(nn.Module):
         self.visual_tokenizer = visual_tokenizer
         self.vte = vte
         self.llm = llm
+        packed_attention.enable(llm)  # sdpa that can attend within each packed sample (same results otherwise)
 
     def set_activation_checkpointing(self, vision: bool | str = False, llm: bool | str = False) -> None:
         """Per ViT / LLM layer: "none", "full" (recompute the layer in backward) or "selective" (keep matmul and
@@ -316,9 +320,16 @@ class OvisModel(nn.Module):
         targets = F.pad(merged.labels[:, 1:], (0, 1), value=IGNORE_ID)  # next-token target of each position
         decoder = self.llm.get_decoder()
         if self.pack_sequences and merged.attention_mask.shape[0] > 1:
-            embeds, position_ids, targets = pack_rows(merged.inputs_embeds, merged.attention_mask, targets)
-            # Restarting position_ids make transformers build a block-diagonal causal mask (varlen on flash-attn).
-            hidden = decoder(inputs_embeds=embeds, position_ids=position_ids, use_cache=False).last_hidden_state
+            one_row = packed_attention.is_enabled(self.llm)
+            embeds, position_ids, targets = pack_rows(merged.inputs_embeds, merged.attention_mask, targets, one_row)
+            # Restarting position_ids make transformers build a block-diagonal causal mask (varlen on flash-attn);
+            # packed sdpa instead attends within each sample's slice of the row, given the samples' boundaries.
+            segments = {}
+            if one_row:
+                segments = packed_attention.segment_kwargs(merged.attention_mask.sum(dim=1).tolist(), embeds.device)
+            hidden = decoder(
+                inputs_embeds=embeds, position_ids=position_ids, use_cache=False, **segments
+            ).last_hidden_state
         else:
             hidden = decoder(
                 inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, use_cache=False

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model import packed_attention
 from ..model.build import as_dtype, build_ovis
 from ..model.checkpointing import MODES, checkpoint_mode
 from .freezing import apply_trainable
@@ -143,7 +144,7 @@ def plan(
         largest = max(sum(p.numel() for p in unit.parameters()) for unit in shard_units(model))
         root = sum(p.numel() for p in model.llm.get_input_embeddings().parameters())
         gather = (2 * largest + root) * compute
-    attn = getattr(model.llm.config, "_attn_implementation", "sdpa")
+    attn = packed_attention.public_name(getattr(model.llm.config, "_attn_implementation", "sdpa"))
     vit_attn = getattr(model.visual_tokenizer.backbone.config, "_attn_implementation", "sdpa")
     parts = checkpointing if isinstance(checkpointing, dict) else {"vision": checkpointing, "llm": checkpointing}
     modes = {part: checkpoint_mode(parts.get(part)) for part in ("vision", "llm")}
