@@ -53,14 +53,18 @@ def packed_sdpa_attention(
             key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     causal = getattr(module, "is_causal", True)
     bounds = cu_seq_lens_q.tolist()
+    sizes = [end - start for start, end in zip(bounds[:-1], bounds[1:])]
+    if bounds[0] != 0 or bounds[-1] != query.shape[2]:
+        raise ValueError(f"sample boundaries {bounds[0]}..{bounds[-1]} do not cover the row of {query.shape[2]} tokens")
     outputs = []
-    for start, end in zip(bounds[:-1], bounds[1:]):
-        if end == start:
+    # split (not slicing): its backward is one concatenation, where every slice's would be a zero-filled full row
+    for q, k, v in zip(*(t.split(sizes, dim=2) for t in (query, key, value))):
+        length = q.shape[2]
+        if length == 0:
             continue
-        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
         mask = None
-        if sliding_window is not None and end - start > sliding_window:
-            i = torch.arange(end - start, device=query.device)
+        if sliding_window is not None and length > sliding_window:
+            i = torch.arange(length, device=query.device)
             distance = i[:, None] - i[None, :]  # query i - key j
             # transformers' convention: query i sees key j when 0 <= i - j < sliding_window (|i - j| if not causal)
             mask = (distance >= 0) & (distance < sliding_window) if causal else distance.abs() < sliding_window
