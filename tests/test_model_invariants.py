@@ -347,30 +347,38 @@ def test_unknown_checkpointing_mode_is_refused():
 
 def test_one_table_gradient_buffer_per_step():
     """Visual tokens and indicator ids read the table in one call: backward builds a single [V, d] gradient
-    (two separate reads would zero-fill one each and add them) and it equals the two-read gradient."""
+    (two separate reads would zero-fill one each and add them), with the matmul's part written into it (no [w, d]
+    intermediate to copy), and it equals the two-read gradient."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     views = {"split_with_sizes", "slice", "t", "detach", "view", "alias", "as_strided", "_unsafe_view", "transpose"}
 
     class CountTableSized(TorchDispatchMode):
-        def __init__(self, shape):
+        """New tensors the size of the table, and of its image rows (a matmul gradient not written in place)."""
+
+        def __init__(self, shape, image_rows):
             super().__init__()
-            self.shape, self.count = shape, 0
+            self.shape, self.image_shape, self.count, self.image_sized = shape, (image_rows, shape[1]), 0, 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            if isinstance(out, torch.Tensor) and out.shape == self.shape and func.__name__.split(".")[0] not in views:
-                self.count += 1
+            name = func.__name__.split(".")[0]
+            # in-place and out= ops write into a buffer some earlier op allocated
+            new = name not in views and not name.endswith("_") and func._overloadname != "out"
+            if isinstance(out, torch.Tensor) and new:
+                self.count += out.shape == self.shape
+                self.image_sized += out.shape == self.image_shape
             return out
 
     torch.manual_seed(0)
     model = tiny_model(vocab=72).train()  # a table shape no other parameter has
     batch = _batch(model)
     loss = model(*batch).loss
-    counter = CountTableSized(model.vte.weight.shape)
+    counter = CountTableSized(model.vte.weight.shape, model.vte.num_embeddings - model.n_indicators)
     with counter:
         loss.backward()
     assert counter.count == 1
+    assert counter.image_sized == 0
     fused = model.vte.weight.grad.clone()
 
     # the same gradient from two separate reads of the table
@@ -388,3 +396,19 @@ def test_one_table_gradient_buffer_per_step():
     ((visual * g_visual).sum() + (indicator * g_rows).sum()).backward()
     torch.testing.assert_close(model.vte.weight.grad, separate)
     assert fused.abs().sum() > 0
+
+
+def test_table_read_passes_gradcheck():
+    """probs @ table[:w] and the indicator rows, with the hand-written backward, against finite differences."""
+    from ovis_lit.model.embedding import VisualEmbedding
+
+    torch.manual_seed(0)
+    vte = VisualEmbedding(10, 3, dtype=torch.double)
+    probs = torch.softmax(torch.randn(2, 4, 7, dtype=torch.double), -1).requires_grad_()
+    rows = torch.tensor([8, 9, 7, 9])  # indicator rows, one twice
+
+    def read(probs, table):
+        return torch.func.functional_call(vte, {"weight": table}, (probs, rows))
+
+    assert torch.autograd.gradcheck(read, (probs, vte.weight.detach().clone().requires_grad_()))
+    assert torch.autograd.gradcheck(lambda p, t: read(p, t)[0], (probs, vte.weight.detach().clone().requires_grad_()))
