@@ -412,3 +412,39 @@ def test_table_read_passes_gradcheck():
 
     assert torch.autograd.gradcheck(read, (probs, vte.weight.detach().clone().requires_grad_()))
     assert torch.autograd.gradcheck(lambda p, t: read(p, t)[0], (probs, vte.weight.detach().clone().requires_grad_()))
+
+
+def test_softmax_table_read_passes_gradcheck():
+    """Logits -> (softmax, its table embedding, indicator rows) with the in-place softmax backward, against finite
+    differences; also when the probabilities themselves feed the loss, and when only some outputs do."""
+    from ovis_lit.model.embedding import VisualEmbedding
+
+    torch.manual_seed(0)
+    vte = VisualEmbedding(10, 3, dtype=torch.double)
+    logits = torch.randn(2, 4, 7, dtype=torch.double, requires_grad=True)
+    table = vte.weight.detach().clone().requires_grad_()
+    rows = torch.tensor([8, 9, 7, 9])
+
+    def read(logits, table):
+        return torch.func.functional_call(vte, {"weight": table}, (logits, rows), {"softmax": True})
+
+    assert torch.autograd.gradcheck(read, (logits, table))
+    assert torch.autograd.gradcheck(lambda x, t: read(x, t)[1], (logits, table))  # embeddings only
+    assert torch.autograd.gradcheck(lambda x, t: read(x, t)[0], (logits, table))  # probabilities only
+    probs, expected, indicator = vte(logits.detach(), rows, softmax=True)
+    torch.testing.assert_close(probs, torch.softmax(logits.detach(), -1))
+    torch.testing.assert_close(expected, probs @ vte.weight[:7])
+
+
+def test_softmax_table_read_in_bfloat16_matches_the_composed_ops():
+    from ovis_lit.model.embedding import VisualEmbedding
+
+    torch.manual_seed(0)
+    vte = VisualEmbedding(10, 3, dtype=torch.bfloat16)
+    logits = torch.randn(2, 4, 7, dtype=torch.bfloat16, requires_grad=True)
+    probs, expected, _ = vte(logits, softmax=True)
+    reference = torch.softmax(logits, -1, dtype=torch.float32).to(torch.bfloat16)
+    assert torch.equal(probs, reference)
+    torch.testing.assert_close(expected, vte(reference))
+    expected.sum().backward()
+    assert logits.grad is not None and vte.weight.grad is not None

@@ -7,12 +7,23 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _table_gradient(table: torch.Tensor, probs: torch.Tensor, grad_expected: torch.Tensor, rows: torch.Tensor,
+                    grad_rows: torch.Tensor | None) -> torch.Tensor:
+    """One [V, d] gradient: the matmul writes its [w, d] part in place, the looked-up rows are added below."""
+    width, dim = probs.shape[-1], table.shape[1]
+    grad = table.new_empty(table.shape)
+    torch.mm(probs.reshape(-1, width).t(), grad_expected.reshape(-1, dim), out=grad[:width])
+    grad[width:].zero_()
+    if grad_rows is not None:
+        grad.index_add_(0, rows.reshape(-1), grad_rows.reshape(-1, dim))
+    return grad
+
+
 class _ExpectedEmbeddingAndRows(torch.autograd.Function):
-    """(probs @ table[:w], table[rows]) with one [V, d] gradient written in place.
+    """(probs @ table[:w], table[rows]) with one [V, d] gradient.
 
     Through autograd, `table[:w]` and `table.split` give the table's gradient as a slice or split backward: a
-    second [V, d] tensor (zero-filled or concatenated) on top of the matmul's [w, d] one. Here the matmul writes
-    straight into the top rows of the gradient and the looked-up rows are added below.
+    second [V, d] tensor (zero-filled or concatenated) on top of the matmul's [w, d] one.
     """
 
     @staticmethod
@@ -23,16 +34,48 @@ class _ExpectedEmbeddingAndRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_expected: torch.Tensor, grad_rows: torch.Tensor):
         probs, rows, table = ctx.saved_tensors
-        width, dim = probs.shape[-1], table.shape[1]
         grad_probs = grad_table = None
         if ctx.needs_input_grad[0]:
-            grad_probs = torch.matmul(grad_expected, table[:width].t())
+            grad_probs = torch.matmul(grad_expected, table[: probs.shape[-1]].t())
         if ctx.needs_input_grad[2]:
-            grad_table = table.new_empty(table.shape)
-            torch.mm(probs.reshape(-1, width).t(), grad_expected.reshape(-1, dim), out=grad_table[:width])
-            grad_table[width:].zero_()
-            grad_table.index_add_(0, rows.reshape(-1), grad_rows.reshape(-1, dim))
+            grad_table = _table_gradient(table, probs, grad_expected, rows, grad_rows)
         return grad_probs, None, grad_table
+
+
+class _SoftmaxExpectedEmbeddingAndRows(torch.autograd.Function):
+    """(softmax(logits), softmax(logits) @ table[:w], table[rows]): the softmax fused in, for its backward.
+
+    The gradient w.r.t. the probabilities is a fresh [tokens, w] buffer this function computes itself, so the
+    softmax backward can run in place in it: at V = 65k that is one [tokens, 65k] buffer (and its page faults)
+    fewer at the head's backward, the step's peak of live memory. float32/float64 only (the in-place arithmetic
+    would round in bf16); `VisualEmbedding` composes autograd's ops for other dtypes.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, rows: torch.Tensor, table: torch.Tensor):
+        ctx.set_materialize_grads(False)
+        probs = torch.softmax(logits, dim=-1)
+        ctx.save_for_backward(probs, rows, table)
+        return probs, torch.matmul(probs, table[: probs.shape[-1]]), F.embedding(rows, table)
+
+    @staticmethod
+    def backward(ctx, grad_probs: torch.Tensor | None, grad_expected: torch.Tensor | None,
+                 grad_rows: torch.Tensor | None):
+        probs, rows, table = ctx.saved_tensors
+        width = probs.shape[-1]
+        if grad_expected is None:
+            grad_expected = probs.new_zeros(*probs.shape[:-1], table.shape[1])
+        grad_logits = grad_table = None
+        if ctx.needs_input_grad[0]:
+            grad = torch.matmul(grad_expected, table[:width].t())  # w.r.t. probs, in a buffer owned here
+            if grad_probs is not None:
+                grad += grad_probs
+            flat_p, flat_g = probs.reshape(-1, 1, width), grad.view(-1, width, 1)
+            dot = torch.bmm(flat_p, flat_g).view(*probs.shape[:-1], 1)  # <p, g> per token, without a product buffer
+            grad_logits = grad.sub_(dot).mul_(probs)  # softmax backward: p * (g - <p, g>)
+        if ctx.needs_input_grad[2]:
+            grad_table = _table_gradient(table, probs, grad_expected, rows, grad_rows)
+        return grad_logits, None, grad_table
 
 
 class VisualEmbedding(nn.Embedding):
@@ -45,20 +88,29 @@ class VisualEmbedding(nn.Embedding):
     def __init__(self, vocab_size: int, embed_dim: int, **factory):
         super().__init__(vocab_size, embed_dim, **factory)  # nn.Embedding initialises N(0, 1), as the original
 
-    def forward(self, x: torch.Tensor, ids: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, ids: torch.Tensor | None = None, softmax: bool = False):
         """Probabilities [..., w] -> probs @ table[:w]; integer ids -> their rows.
 
         With probabilities *and* `ids` (rows at or past w: the indicators) returns both, from one table read, so
-        backward builds a single [V, d] gradient.
+        backward builds a single [V, d] gradient. `softmax=True`: `x` holds logits, and the result is
+        (softmax(x), its embeddings, the rows of `ids` or None), the softmax computed in float32 as `tokenize` does.
         """
         if not x.is_floating_point():
-            if ids is not None:
-                raise ValueError("pass ids alone, or probabilities together with ids")
+            if ids is not None or softmax:
+                raise ValueError("pass ids alone, or probabilities (or logits) together with ids")
             return super().forward(x)
         width = x.shape[-1]
         if width > self.num_embeddings:
             raise ValueError(f"visual tokens have {width} words, the table only {self.num_embeddings}")
         rows = ids if ids is not None else torch.empty(0, dtype=torch.long, device=x.device)
+        if softmax:
+            full_precision = x.dtype == self.weight.dtype and x.dtype in (torch.float32, torch.float64)
+            if full_precision:
+                probs, expected, looked_up = _SoftmaxExpectedEmbeddingAndRows.apply(x, rows, self.weight)
+            else:
+                probs = torch.softmax(x, dim=-1, dtype=torch.float32).to(x.dtype)
+                expected, looked_up = _ExpectedEmbeddingAndRows.apply(probs.to(self.weight.dtype), rows, self.weight)
+            return probs, expected, (looked_up if ids is not None else None)
         expected, looked_up = _ExpectedEmbeddingAndRows.apply(x.to(self.weight.dtype), rows, self.weight)
         return expected if ids is None else (expected, looked_up)
 

@@ -180,8 +180,12 @@ class OvisModel(nn.Module):
         """(visual tokens, scaled visual embeddings, unscaled table rows of `indicator_rows` or None), with the table
         read once for both, so backward builds one [V, d] gradient rather than two zero-filled ones to add."""
         dtype = self.llm.get_input_embeddings().weight.dtype
-        tokens = self.visual_tokenizer.tokens(pixel_values.to(self._visual_dtype()))
-        visual, indicator = self.vte(tokens, indicator_rows) if indicator_rows is not None else (self.vte(tokens), None)
+        tokenizer, pixel_values = self.visual_tokenizer, pixel_values.to(self._visual_dtype())
+        if tokenizer.tokenize_function == "softmax":  # the table's function takes the softmax too (its backward)
+            tokens, visual, indicator = self.vte(tokenizer.logits(pixel_values), indicator_rows, softmax=True)
+        else:
+            tokens = tokenizer.tokens(pixel_values)
+            visual, indicator = self.vte(tokens, indicator_rows) if indicator_rows is not None else (self.vte(tokens), None)
         return tokens, self._scaled(visual.to(dtype)), indicator
 
     def _visual_dtype(self) -> torch.dtype:
