@@ -317,8 +317,9 @@ class OvisModel(nn.Module):
     def _sparse_loss(self, merged: MergedInputs) -> torch.Tensor:
         """Mean next-token CE over supervised positions, computing logits only there.
 
-        With `pack_sequences` the batch's real tokens are first packed into rows of 1-2x its longest sample
-        (see `plan_rows`), so padding costs little. With long visual runs and short answers most positions
+        With `pack_sequences` the batch's real tokens are first packed: into one unpadded row when the LLM runs
+        packed sdpa (attention within each sample), else into rows of 1-2x its longest sample (see `plan_rows`),
+        so padding costs little. With long visual runs and short answers most positions
         carry no label: skipping their [vocab]-wide logits is most of the LLM head's time and memory.
         """
         targets = F.pad(merged.labels[:, 1:], (0, 1), value=IGNORE_ID)  # next-token target of each position
