@@ -435,6 +435,13 @@ def test_softmax_table_read_passes_gradcheck():
     torch.testing.assert_close(probs, torch.softmax(logits.detach(), -1))
     torch.testing.assert_close(expected, probs @ vte.weight[:7])
 
+    # float32, against autograd's composed ops: the same gradients
+    vte32, probe = VisualEmbedding(10, 3), torch.randn(5, 3)
+    x = torch.randn(5, 7, requires_grad=True)
+    (fused,) = torch.autograd.grad((vte32(x, softmax=True)[1] * probe).sum(), x)
+    (composed,) = torch.autograd.grad((vte32(torch.softmax(x, -1)) * probe).sum(), x)
+    torch.testing.assert_close(fused, composed)
+
 
 def test_softmax_table_read_in_bfloat16_matches_the_composed_ops():
     from ovis_lit.model.embedding import VisualEmbedding

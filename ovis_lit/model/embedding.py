@@ -46,9 +46,9 @@ class _SoftmaxExpectedEmbeddingAndRows(torch.autograd.Function):
     """(softmax(logits), softmax(logits) @ table[:w], table[rows]): the softmax fused in, for its backward.
 
     The gradient w.r.t. the probabilities is a fresh [tokens, w] buffer this function computes itself, so the
-    softmax backward can run in place in it: at V = 65k that is one [tokens, 65k] buffer (and its page faults)
-    fewer at the head's backward, the step's peak of live memory. float32/float64 only (the in-place arithmetic
-    would round in bf16); `VisualEmbedding` composes autograd's ops for other dtypes.
+    softmax backward can overwrite it: at V = 65k that is one [tokens, 65k] buffer (and its page faults)
+    fewer at the head's backward, the step's peak of live memory. float32/float64 only: in lower precision the
+    softmax runs in float32 and is cast back (as `tokenize` does), so `VisualEmbedding` composes autograd's ops.
     """
 
     @staticmethod
@@ -70,9 +70,9 @@ class _SoftmaxExpectedEmbeddingAndRows(torch.autograd.Function):
             grad = torch.matmul(grad_expected, table[:width].t())  # w.r.t. probs, in a buffer owned here
             if grad_probs is not None:
                 grad += grad_probs
-            flat_p, flat_g = probs.reshape(-1, 1, width), grad.view(-1, width, 1)
-            dot = torch.bmm(flat_p, flat_g).view(*probs.shape[:-1], 1)  # <p, g> per token, without a product buffer
-            grad_logits = grad.sub_(dot).mul_(probs)  # softmax backward: p * (g - <p, g>)
+            # Softmax backward, p * (g - <p, g>), written over g: autograd's own kernel reads each row's g for the
+            # dot product before it writes that row (tested against finite differences and out-of-place).
+            grad_logits = torch.ops.aten._softmax_backward_data.out(grad, probs, -1, probs.dtype, grad_input=grad)
         if ctx.needs_input_grad[2]:
             grad_table = _table_gradient(table, probs, grad_expected, rows, grad_rows)
         return grad_logits, None, grad_table
