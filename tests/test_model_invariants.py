@@ -431,14 +431,17 @@ def test_softmax_table_read_passes_gradcheck():
     assert torch.autograd.gradcheck(read, (logits, table))
     assert torch.autograd.gradcheck(lambda x, t: read(x, t)[1], (logits, table))  # embeddings only
     assert torch.autograd.gradcheck(lambda x, t: read(x, t)[0], (logits, table))  # probabilities only
-    probs, expected, indicator = vte(logits.detach(), rows, softmax=True)
+    assert torch.autograd.gradcheck(lambda x, t: read(x * 1, t), (logits, table))  # a non-leaf: overwritten
+    scratch = logits.detach().clone()
+    probs, expected, indicator = vte(scratch, rows, softmax=True)
+    assert probs.data_ptr() == scratch.data_ptr()  # written over the logits, which nothing else read
     torch.testing.assert_close(probs, torch.softmax(logits.detach(), -1))
     torch.testing.assert_close(expected, probs @ vte.weight[:7])
 
     # float32, against autograd's composed ops: the same gradients
     vte32, probe = VisualEmbedding(10, 3), torch.randn(5, 3)
     x = torch.randn(5, 7, requires_grad=True)
-    (fused,) = torch.autograd.grad((vte32(x, softmax=True)[1] * probe).sum(), x)
+    (fused,) = torch.autograd.grad((vte32(x * 1, softmax=True)[1] * probe).sum(), x)  # a non-leaf: overwritten
     (composed,) = torch.autograd.grad((vte32(torch.softmax(x, -1)) * probe).sum(), x)
     torch.testing.assert_close(fused, composed)
 

@@ -52,9 +52,15 @@ class _SoftmaxExpectedEmbeddingAndRows(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, rows: torch.Tensor, table: torch.Tensor):
+    def forward(ctx, logits: torch.Tensor, rows: torch.Tensor, table: torch.Tensor, overwrite: bool):
         ctx.set_materialize_grads(False)
-        probs = torch.softmax(logits, dim=-1)
+        if overwrite:
+            # The probabilities overwrite the logits (the caller's temporary): one fresh [tokens, w] buffer fewer.
+            # The kernel finishes reading a row before it writes that row, as in the backward.
+            ctx.mark_dirty(logits)
+            probs = torch.ops.aten._softmax.out(logits, -1, False, out=logits)
+        else:
+            probs = torch.softmax(logits, dim=-1)
         ctx.save_for_backward(probs, rows, table)
         return probs, torch.matmul(probs, table[: probs.shape[-1]]), F.embedding(rows, table)
 
@@ -75,7 +81,7 @@ class _SoftmaxExpectedEmbeddingAndRows(torch.autograd.Function):
             grad_logits = torch.ops.aten._softmax_backward_data.out(grad, probs, -1, probs.dtype, grad_input=grad)
         if ctx.needs_input_grad[2]:
             grad_table = _table_gradient(table, probs, grad_expected, rows, grad_rows)
-        return grad_logits, None, grad_table
+        return grad_logits, None, grad_table, None
 
 
 class VisualEmbedding(nn.Embedding):
@@ -94,6 +100,7 @@ class VisualEmbedding(nn.Embedding):
         With probabilities *and* `ids` (rows at or past w: the indicators) returns both, from one table read, so
         backward builds a single [V, d] gradient. `softmax=True`: `x` holds logits, and the result is
         (softmax(x), its embeddings, the rows of `ids` or None), the softmax computed in float32 as `tokenize` does.
+        In float32/64 the probabilities are written over `x`: pass logits nothing else reads.
         """
         if not x.is_floating_point():
             if ids is not None or softmax:
@@ -106,7 +113,8 @@ class VisualEmbedding(nn.Embedding):
         if softmax:
             full_precision = x.dtype == self.weight.dtype and x.dtype in (torch.float32, torch.float64)
             if full_precision:
-                probs, expected, looked_up = _SoftmaxExpectedEmbeddingAndRows.apply(x, rows, self.weight)
+                overwrite = x.is_contiguous() and not (x.is_leaf and x.requires_grad)  # autograd forbids the latter
+                probs, expected, looked_up = _SoftmaxExpectedEmbeddingAndRows.apply(x, rows, self.weight, overwrite)
             else:
                 probs = torch.softmax(x, dim=-1, dtype=torch.float32).to(x.dtype)
                 expected, looked_up = _ExpectedEmbeddingAndRows.apply(probs.to(self.weight.dtype), rows, self.weight)
