@@ -444,6 +444,9 @@ def test_softmax_table_read_passes_gradcheck():
     (fused,) = torch.autograd.grad((vte32(x * 1, softmax=True)[1] * probe).sum(), x)  # a non-leaf: overwritten
     (composed,) = torch.autograd.grad((vte32(torch.softmax(x, -1)) * probe).sum(), x)
     torch.testing.assert_close(fused, composed)
+    # a view (what FSDP's hooks hand over) gets a new buffer instead
+    (from_view,) = torch.autograd.grad((vte32((x * 1).view(5, 7), softmax=True)[1] * probe).sum(), x)
+    torch.testing.assert_close(from_view, composed)
 
 
 def test_softmax_table_read_in_bfloat16_matches_the_composed_ops():

@@ -113,7 +113,9 @@ class VisualEmbedding(nn.Embedding):
         if softmax:
             full_precision = x.dtype == self.weight.dtype and x.dtype in (torch.float32, torch.float64)
             if full_precision:
-                overwrite = x.is_contiguous() and not (x.is_leaf and x.requires_grad)  # autograd forbids the latter
+                # autograd forbids writing over a leaf that requires grad, and over a view (FSDP's hooks make the
+                # head's output one) in a function with several outputs
+                overwrite = x.is_contiguous() and x._base is None and not (x.is_leaf and x.requires_grad)
                 probs, expected, looked_up = _SoftmaxExpectedEmbeddingAndRows.apply(x, rows, self.weight, overwrite)
             else:
                 probs = torch.softmax(x, dim=-1, dtype=torch.float32).to(x.dtype)
