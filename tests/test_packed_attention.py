@@ -36,7 +36,7 @@ def test_packed_sdpa_equals_sdpa_with_a_block_diagonal_mask(causal, window):
     k = torch.randn(1, kv_heads, total, dim, dtype=torch.float64, requires_grad=True)
     v = torch.randn(1, kv_heads, total, dim, dtype=torch.float64, requires_grad=True)
     module = SimpleNamespace(num_key_value_groups=heads // kv_heads, is_causal=causal, training=True)
-    segments = packed_attention.segment_kwargs(lengths, q.device)
+    segments = packed_attention.segment_kwargs(lengths)
 
     out, weights = packed_attention.packed_sdpa_attention(module, q, k, v, None, scaling=0.3, sliding_window=window,
                                                           **segments)
@@ -72,7 +72,7 @@ def test_packed_sdpa_refuses_soft_capping():
     module = SimpleNamespace(num_key_value_groups=1, is_causal=True)
     with pytest.raises(ValueError, match="soft-cap"):
         packed_attention.packed_sdpa_attention(module, q, q, q, None, softcap=50.0,
-                                               **packed_attention.segment_kwargs([3], q.device))
+                                               **packed_attention.segment_kwargs([3]))
 
 
 def test_sdpa_llms_switch_to_packed_sdpa_and_eager_ones_do_not():

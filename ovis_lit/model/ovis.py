@@ -93,7 +93,11 @@ def plan_rows(lengths: list[int]) -> tuple[int, list[list[int]]]:
 
 
 def pack_rows(
-    embeds: torch.Tensor, attention_mask: torch.Tensor, targets: torch.Tensor, one_row: bool = False
+    embeds: torch.Tensor,
+    attention_mask: torch.Tensor,
+    targets: torch.Tensor,
+    one_row: bool = False,
+    lengths: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pack padded samples into rows (see `plan_rows`); no sample is split across rows.
 
@@ -101,9 +105,9 @@ def pack_rows(
     unused tail of a row is one more zero "sample" (its positions restart too) whose targets are ignored. Rows
     rather than one long row keep a dense block-diagonal mask (CPU, eager/sdpa) from wasting quadratic work;
     `one_row` puts every sample, in batch order, into a single row without padding (for attention that takes
-    sample boundaries, `packed_attention`).
+    sample boundaries, `packed_attention`). `lengths`: each sample's real tokens, if the caller has them already.
     """
-    lengths = attention_mask.sum(dim=1).tolist()
+    lengths = attention_mask.sum(dim=1).tolist() if lengths is None else lengths
     capacity, rows = (sum(lengths), [list(range(len(lengths)))]) if one_row else plan_rows(lengths)
     n_rows, device = len(rows), embeds.device
     first = [0] * len(lengths)  # flat position (row * capacity + column) of each sample's first token
@@ -326,12 +330,13 @@ class OvisModel(nn.Module):
         decoder = self.llm.get_decoder()
         if self.pack_sequences and merged.attention_mask.shape[0] > 1:
             one_row = packed_attention.is_enabled(self.llm)
-            embeds, position_ids, targets = pack_rows(merged.inputs_embeds, merged.attention_mask, targets, one_row)
+            lengths = merged.attention_mask.sum(dim=1).tolist()
+            embeds, position_ids, targets = pack_rows(
+                merged.inputs_embeds, merged.attention_mask, targets, one_row, lengths
+            )
             # Restarting position_ids make transformers build a block-diagonal causal mask (varlen on flash-attn);
             # packed sdpa instead attends within each sample's slice of the row, given the samples' boundaries.
-            segments = {}
-            if one_row:
-                segments = packed_attention.segment_kwargs(merged.attention_mask.sum(dim=1).tolist(), embeds.device)
+            segments = packed_attention.segment_kwargs(lengths) if one_row else {}
             hidden = decoder(
                 inputs_embeds=embeds, position_ids=position_ids, use_cache=False, **segments
             ).last_hidden_state

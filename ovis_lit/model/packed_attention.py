@@ -100,9 +100,10 @@ def public_name(attn_implementation: str | None) -> str | None:
     return "sdpa" if attn_implementation == PACKED_SDPA else attn_implementation
 
 
-def segment_kwargs(lengths: list[int], device: torch.device) -> dict[str, Any]:
+def segment_kwargs(lengths: list[int]) -> dict[str, Any]:
     """Decoder keywords that mark consecutive samples of `lengths` tokens in one packed row (flash-attention's
-    varlen names, which transformers passes down to every attention call)."""
-    cu = torch.tensor([0, *lengths], device=device).cumsum(0).to(torch.int32)
+    varlen names, which transformers passes down to every attention call). The boundaries stay on the host: only
+    `packed_sdpa_attention` reads them, in every layer, and a device tensor would cost a sync each time."""
+    cu = torch.tensor([0, *lengths]).cumsum(0).to(torch.int32)
     longest = max(lengths)
     return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": longest, "max_length_k": longest}
