@@ -183,3 +183,24 @@ def test_other_layouts_are_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "ovis"}))
     with pytest.raises(ValueError, match="expected 'ovis2'"):
         load_hf_ovis2(tmp_path)
+
+
+def test_hf_checkpoint_converts_to_the_original_layout(ref, hf_dir, tmp_path):
+    """scripts/convert_ovis2_hf.py: -hf -> original gives the fixture's checkpoint (keys and tensors) back."""
+    import sys
+
+    sys.path.insert(0, str(parity.FIXTURES.parents[1] / "scripts"))
+    from convert_ovis2_hf import convert
+
+    out = convert(str(hf_dir), str(tmp_path / "original"), multimodal_max_length=ref.config["multimodal_max_length"])
+    want, got = load_file(ref.checkpoint / "model.safetensors"), load_file(f"{out}/model.safetensors")
+    assert got.keys() == want.keys()
+    for name in want:
+        assert torch.equal(got[name], want[name]), name
+    config = json.loads((tmp_path / "original" / "config.json").read_text())
+    assert set(config) == set(ref.config)
+    vt, ref_vt = config["visual_tokenizer_config"], ref.config["visual_tokenizer_config"]
+    assert vt["backbone_config"] == ref_vt["backbone_config"]
+    assert {k: vt[k] for k in ("model_type", "vocab_size", "hidden_stride", "tokenize_function")} == {
+        k: ref_vt[k] for k in ("model_type", "vocab_size", "hidden_stride", "tokenize_function")}
+    assert config["conversation_formatter_class"] == "QwenConversationFormatter"
