@@ -87,14 +87,35 @@ def test_heldout_prompt_matches_what_the_shapes_data_teaches(tmp_path):
 
 # Released shapes: Ovis1.6-Gemma2-9B has 10.2 B parameters; Ovis1.6-Llama3.2-3B: SigLIP-so400m (0.40 B with its
 # unused pooling head) + visual head (1152*4 x 65531) + table (65536 x 3072) + Llama-3.2-3B (3.21 B, tied).
-@pytest.mark.parametrize("model,billions", [("ovis_9b", 10.2), ("ovis_3b", 4.14)])
+# Ovis2-1B: AIMv2-large-patch14-448 without its pooling head (309,984,256) + visual head (1024*4 x 65531 + its
+# LayerNorm) + table (65536 x 896) + Qwen2.5-0.5B-Instruct (494,032,768, tied) = 1.131 B.
+# Ovis2-8B: AIMv2-huge-patch14-448 (682,031,616) + visual head (1536*4 x 65531) + table (65536 x 3584)
+# + Qwen2.5-7B-Instruct (7,615,616,512, untied) = 8.935 B.
+@pytest.mark.parametrize(
+    "model,billions", [("ovis_9b", 10.2), ("ovis_3b", 4.14), ("ovis2_1b", 1.131), ("ovis2_8b", 8.935)]
+)
 def test_full_size_configs_have_the_released_parameter_counts(model, billions, tmp_path):
     from ovis_lit.model.build import build_ovis
 
     cfg = _compose([f"model={model}", f"paths.output_dir={tmp_path}"])
     built = build_ovis(OmegaConf.to_container(cfg.model.spec, resolve=True), device="meta")
     count = sum(p.numel() for p in built.parameters()) / 1e9
+    print(f"{model}: {count:.3f} B parameters")
     assert count == pytest.approx(billions, rel=0.01)
+
+
+@pytest.mark.parametrize("model,llm,vit", [("ovis2_1b", 494_032_768, 309_984_256), ("ovis2_8b", 7_615_616_512, 682_031_616)])
+def test_ovis2_configs_are_the_released_parts(model, llm, vit, tmp_path):
+    """The parts alone have the released LLM's and ViT's parameter counts (no Gemma field leaks into Qwen2)."""
+    from ovis_lit.model.build import build_ovis
+
+    cfg = _compose([f"model={model}", f"paths.output_dir={tmp_path}"])
+    built = build_ovis(OmegaConf.to_container(cfg.model.spec, resolve=True), device="meta")
+    assert sum(p.numel() for p in built.llm.parameters()) == llm
+    assert sum(p.numel() for p in built.visual_tokenizer.backbone.parameters()) == vit
+    assert built.visual_tokenizer.tokens_per_crop() == 256
+    assert cfg.model.processor.chat_format == "qwen"
+    assert (cfg.model.processor.max_partition, cfg.model.processor.multi_image_max_partition) == (9, 1)
 
 
 def test_memory_plan_matches_a_measured_cpu_step():

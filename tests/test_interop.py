@@ -95,3 +95,51 @@ def test_imported_model_equals_reexport_forward(reference, tmp_path, expected_te
         a = model(batch["input_ids"], batch["attention_mask"], batch["labels"], crops, return_logits=True).logits
         b = again.eval()(batch["input_ids"], batch["attention_mask"], batch["labels"], crops, return_logits=True).logits
     assert torch.equal(a, b)
+
+
+OVIS2_FIXTURE = FIXTURE.parent / "ovis2-reference-tiny"
+
+
+def test_fresh_aimv2_model_exports_in_the_ovis2_layout_and_reimports_bitwise(tmp_path):
+    model = tiny_model(llm="qwen2", backbone="aimv2_vision_model")
+    assert not any(name.startswith("visual_tokenizer.backbone.head.") for name in model.state_dict())  # no pooling head
+    out = export_original(model, _processor("qwen"), tmp_path, multimodal_max_length=512)
+    ref = json.loads((OVIS2_FIXTURE / "checkpoint" / "config.json").read_text())
+    ours = json.loads((out / "config.json").read_text())
+    assert set(ours) == set(ref)
+    assert ours["visual_tokenizer_config"]["model_type"] == "aimv2_visual_tokenizer"
+    assert set(ref["visual_tokenizer_config"]) <= set(ours["visual_tokenizer_config"])
+    assert set(ours["visual_tokenizer_config"]["backbone_config"]) == set(ref["visual_tokenizer_config"]["backbone_config"])
+    assert set(ref["llm_config"]) <= set(ours["llm_config"])
+    with safe_open(out / "model.safetensors", "pt") as f:
+        keys = {k.removeprefix("visual_tokenizer.backbone.") for k in f.keys() if k.startswith("visual_tokenizer.backbone.")}
+    with safe_open(OVIS2_FIXTURE / "checkpoint" / "model.safetensors", "pt") as f:
+        ref_keys = {k.removeprefix("visual_tokenizer.backbone.") for k in f.keys() if k.startswith("visual_tokenizer.backbone.")}
+    assert keys == ref_keys  # same two blocks, the original's names
+    preprocessor = json.loads((out / "preprocessor_config.json").read_text())
+    assert preprocessor["image_processor_type"] == "CLIPImageProcessor"
+    assert preprocessor["crop_size"] == {"height": 42, "width": 42} and preprocessor["do_center_crop"] is False
+    again, processor = load_original(out)
+    _assert_bitwise(model, again)
+    assert processor.chat_format == "qwen" and processor.image_preprocessor.side == 42
+
+
+def test_aimv2_layouts_that_transformers_cannot_express_are_refused():
+    from ovis_lit.interop import aimv2
+
+    cfg = json.loads((OVIS2_FIXTURE / "checkpoint" / "config.json").read_text())["visual_tokenizer_config"]["backbone_config"]
+    with pytest.raises(ValueError, match="no transformers equivalent"):
+        aimv2.config_to_ours({**cfg, "qkv_bias": True, "use_bias": False})
+    with pytest.raises(ValueError, match="unknown AIMv2 parameter"):
+        aimv2.state_to_ours({"trunk.blocks.0.attn.rope.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="pooling head"):
+        aimv2.state_to_original({"head.attention_pooling.q.weight": torch.zeros(1)})
+
+
+def test_centre_cropping_preprocessor_is_refused(tmp_path):
+    from ovis_lit.processing.processor import load_image_preprocessor
+
+    cfg = json.loads((OVIS2_FIXTURE / "checkpoint" / "preprocessor_config.json").read_text())
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({**cfg, "do_center_crop": True}))
+    with pytest.raises(ValueError, match="centre-crops"):
+        load_image_preprocessor(tmp_path)

@@ -65,7 +65,8 @@ LEGACY_COMMON_FIELDS = {
 }
 
 # Per-architecture fields that 4.4x configs carried and the original code reads (it builds a HybridCache for Gemma 2
-# generation only when cache_implementation says "hybrid").
+# generation only when cache_implementation says "hybrid"), or that they wrote whatever their value.
 LEGACY_MODEL_FIELDS = {
     "gemma2": {"cache_implementation": "hybrid"},
+    "qwen2": {"rope_scaling": None},  # Qwen2Config always wrote it (null unless a scaled rope)
 }

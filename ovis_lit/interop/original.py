@@ -1,10 +1,11 @@
-"""Import and export checkpoints in the original Ovis (1.6) Hugging Face layout.
+"""Import and export checkpoints in the original Ovis Hugging Face layout (Ovis 1.6 and Ovis2 / v2.0).
 
 The layout: `config.json` (model_type "ovis", nested `llm_config` and `visual_tokenizer_config`), safetensors
-weights (one file or shards with an index) named `llm.*`, `visual_tokenizer.backbone.vision_model.*`,
+weights (one file or shards with an index) named `llm.*`, `visual_tokenizer.backbone.*`,
 `visual_tokenizer.head.{0,1}.*`, `vte.weight` (a tied `llm.lm_head.weight` is absent), tokenizer files,
-`preprocessor_config.json` and `generation_config.json`. Only safetensors are read; no code from the directory
-ever runs.
+`preprocessor_config.json` and `generation_config.json`. The backbone's names depend on the visual tokenizer:
+SigLIP and CLIP (1.6) are transformers' own under `vision_model.`; AIMv2 (Ovis2) is the original repository's own
+module, converted by `aimv2.py`. Only safetensors are read; no code from the directory ever runs.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 import transformers
@@ -29,6 +31,7 @@ from ..model.vision import FAMILIES
 from ..model.visual_tokenizer import VisualTokenizer
 from ..processing.conversation import CHAT_FORMATS, FORMAT_BY_CLASS
 from ..processing.processor import OvisProcessor, save_image_preprocessor
+from . import aimv2
 from .legacy_config import LEGACY_COMMON_FIELDS, LEGACY_MODEL_FIELDS, LEGACY_TRANSFORMERS_VERSION
 
 log = logging.getLogger(__name__)
@@ -46,13 +49,73 @@ TOKENIZER_FILES = (
     "merges.txt",
 )
 
-# original visual tokenizer model_type <-> (backbone family, key prefix of the backbone in the checkpoint)
-VISUAL_TOKENIZERS = {
-    "siglip_visual_tokenizer": "siglip_vision_model",
-    "clip_visual_tokenizer": "clip_vision_model",
+OURS_BACKBONE_PREFIX = "visual_tokenizer.backbone."  # also the original's prefix of every backbone tensor
+
+
+def _prefixed(prefix: str) -> tuple[Callable, Callable]:
+    """Name maps for a backbone stored as transformers' own module under `prefix` (SigLIP, CLIP)."""
+
+    def to_ours(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    def to_original(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {prefix + k: v for k, v in tensors.items()}
+
+    return to_ours, to_original
+
+
+def _transformers_backbone_config(config: transformers.PretrainedConfig) -> dict[str, Any]:
+    backbone = copy.deepcopy(LEGACY_COMMON_FIELDS)
+    backbone.update(config.to_dict())
+    backbone.pop("dtype", None)
+    backbone.pop("transformers_version", None)
+    backbone["torch_dtype"] = None
+    return backbone
+
+
+@dataclass(frozen=True)
+class BackboneLayout:
+    """How one original visual tokenizer stores its backbone, and how that maps onto a transformers module."""
+
+    visual_tokenizer: str  # the original `visual_tokenizer_config.model_type`
+    family: str  # our backbone family (vision.FAMILIES)
+    image_processor: str  # the image processor class the original's preprocessor_config.json names
+    config_to_ours: Callable[[dict[str, Any]], transformers.PretrainedConfig]
+    config_to_original: Callable[[transformers.PretrainedConfig], dict[str, Any]]
+    # tensor names (and shapes) below `visual_tokenizer.backbone.`: original -> ours and back
+    state_to_ours: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+    state_to_original: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+    # the original's prefix when it is a pure renaming: transformers then reads the weights straight from the files
+    key_prefix: str | None = None
+
+
+def _transformers_layout(vt_type: str, family: str, image_processor: str) -> BackboneLayout:
+    to_ours, to_original = _prefixed("vision_model.")
+    return BackboneLayout(
+        vt_type, family, image_processor,
+        config_to_ours=FAMILIES[family].config_class.from_dict,
+        config_to_original=_transformers_backbone_config,
+        state_to_ours=to_ours,
+        state_to_original=to_original,
+        key_prefix="vision_model.",
+    )
+
+
+LAYOUTS = {
+    layout.visual_tokenizer: layout
+    for layout in (
+        _transformers_layout("siglip_visual_tokenizer", "siglip_vision_model", "SiglipImageProcessor"),
+        _transformers_layout("clip_visual_tokenizer", "clip_vision_model", "CLIPImageProcessor"),
+        BackboneLayout(
+            "aimv2_visual_tokenizer", "aimv2_vision_model", "CLIPImageProcessor",
+            config_to_ours=aimv2.config_to_ours,
+            config_to_original=aimv2.config_to_original,
+            state_to_ours=aimv2.state_to_ours,
+            state_to_original=aimv2.state_to_original,
+        ),
+    )
 }
-BACKBONE_KEY_PREFIX = "visual_tokenizer.backbone.vision_model."
-OURS_BACKBONE_PREFIX = "visual_tokenizer.backbone."
+LAYOUT_BY_FAMILY = {layout.family: layout for layout in LAYOUTS.values()}
 
 
 # --------------------------------------------------------------------------------------------------------- import
@@ -95,12 +158,42 @@ def read_original_config(directory: str | Path) -> dict[str, Any]:
     if config.get("model_type") != "ovis":
         raise ValueError(f"{config_path} has model_type {config.get('model_type')!r}, expected 'ovis'")
     vt_type = config["visual_tokenizer_config"].get("model_type")
-    if vt_type not in VISUAL_TOKENIZERS:
+    if vt_type not in LAYOUTS:
         raise ValueError(
-            f"unsupported visual tokenizer {vt_type!r} (supported: {sorted(VISUAL_TOKENIZERS)}); "
-            "Ovis2 (AIMv2) and Ovis2.5 checkpoints use other layouts"
+            f"unsupported visual tokenizer {vt_type!r} (supported: {sorted(LAYOUTS)}); "
+            "Ovis2.5 checkpoints use another layout"
         )
     return config
+
+
+def _backbone_layout(config: dict[str, Any]) -> tuple[BackboneLayout, transformers.PretrainedConfig]:
+    vt_config = config["visual_tokenizer_config"]
+    layout = LAYOUTS[vt_config["model_type"]]
+    return layout, layout.config_to_ours(vt_config["backbone_config"])
+
+
+def _load_backbone(directory: Path, config: dict[str, Any], dtype: torch.dtype) -> torch.nn.Module:
+    """The backbone's weights from the checkpoint, through transformers' loading (meta init, dtype)."""
+    layout, backbone_cfg = _backbone_layout(config)
+    model_class = FAMILIES[layout.family].model_class
+    common = dict(config=backbone_cfg, dtype=dtype, output_loading_info=True)
+    if layout.key_prefix is not None:  # a renaming: transformers reads the files itself, one tensor at a time
+        prefix = (OURS_BACKBONE_PREFIX + layout.key_prefix).replace(".", r"\.")
+        backbone, info = model_class.from_pretrained(
+            directory, key_mapping={"^" + prefix: ""}, local_files_only=True, use_safetensors=True, **common
+        )
+    else:  # names and shapes change (AIMv2's stacked qkv): convert the backbone's tensors here
+        tensors = layout.state_to_ours(_load_tensors(directory, OURS_BACKBONE_PREFIX))
+        backbone, info = model_class.from_pretrained(None, state_dict=tensors, **common)
+        if info["unexpected_keys"]:
+            raise ValueError(f"checkpoint {directory}: backbone tensors with no place: {sorted(info['unexpected_keys'])}")
+    missing = [k for k in info["missing_keys"] if not k.startswith(FAMILIES[layout.family].unused_prefixes)]
+    if missing or info["mismatched_keys"]:
+        raise ValueError(
+            f"checkpoint {directory}: backbone weights missing {sorted(missing)} or of the wrong shape "
+            f"{sorted(info['mismatched_keys'])}"
+        )
+    return backbone
 
 
 def _visual_parts(vt_config: dict[str, Any], backbone, llm_hidden: int) -> tuple[VisualTokenizer, VisualEmbedding]:
@@ -126,10 +219,10 @@ def original_skeleton(
     vt_config = config["visual_tokenizer_config"]
     torch_dtype = as_dtype(dtype) or as_dtype(config.get("torch_dtype") or "float32")
     llm_cfg = llm_config_from_dict(config["llm_config"], attn_implementation or config.get("llm_attn_implementation"))
-    family = FAMILIES[VISUAL_TOKENIZERS[vt_config["model_type"]]]
+    layout, backbone_cfg = _backbone_layout(config)
     with torch.device("meta"):
         llm = transformers.AutoModelForCausalLM.from_config(llm_cfg, dtype=torch_dtype)
-        backbone = family.model_class(family.config_class.from_dict(vt_config["backbone_config"])).to(torch_dtype)
+        backbone = FAMILIES[layout.family].model_class(backbone_cfg).to(torch_dtype)
         visual_tokenizer, vte = _visual_parts(vt_config, backbone, llm.config.hidden_size)
         visual_tokenizer.to(torch_dtype)
         vte.to(torch_dtype)
@@ -150,9 +243,6 @@ def load_original(
     torch_dtype = as_dtype(dtype) or as_dtype(config.get("torch_dtype") or "float32")
 
     llm_cfg = llm_config_from_dict(config["llm_config"], attn_implementation or config.get("llm_attn_implementation"))
-    family = FAMILIES[VISUAL_TOKENIZERS[vt_config["model_type"]]]
-    backbone_cfg = family.config_class.from_dict(vt_config["backbone_config"])
-
     verbosity = _quiet_transformers()
     try:
         # transformers does the loading (meta init, dtype, tied weights); key_mapping picks each part's keys.
@@ -160,14 +250,7 @@ def load_original(
             directory, config=llm_cfg, key_mapping={r"^llm\.": ""}, dtype=torch_dtype, local_files_only=True,
             use_safetensors=True,
         )
-        backbone = family.model_class.from_pretrained(
-            directory,
-            config=backbone_cfg,
-            key_mapping={"^" + BACKBONE_KEY_PREFIX.replace(".", r"\."): ""},
-            dtype=torch_dtype,
-            local_files_only=True,
-            use_safetensors=True,
-        )
+        backbone = _load_backbone(directory, config, torch_dtype)
     finally:
         transformers.logging.set_verbosity(verbosity)
         transformers.logging.enable_progress_bar()
@@ -213,12 +296,11 @@ def _legacy_dict(config: transformers.PretrainedConfig) -> dict[str, Any]:
     return d
 
 
-def _backbone_model_type(model: OvisModel) -> str:
+def layout_of(model: OvisModel) -> BackboneLayout:
     backbone_type = model.visual_tokenizer.backbone.config.model_type
-    for vt_type, family in VISUAL_TOKENIZERS.items():
-        if family == backbone_type:
-            return vt_type
-    raise ValueError(f"the original Ovis layout has no visual tokenizer for a {backbone_type!r} backbone")
+    if backbone_type not in LAYOUT_BY_FAMILY:
+        raise ValueError(f"the original Ovis layout has no visual tokenizer for a {backbone_type!r} backbone")
+    return LAYOUT_BY_FAMILY[backbone_type]
 
 
 def original_config(model: OvisModel, chat_format: str, multimodal_max_length: int) -> dict[str, Any]:
@@ -230,14 +312,12 @@ def original_config(model: OvisModel, chat_format: str, multimodal_max_length: i
     if source is not None:
         config = copy.deepcopy(source)
     else:
-        vt_type = _backbone_model_type(model)
-        backbone = copy.deepcopy(LEGACY_COMMON_FIELDS)
-        backbone.update(vt.backbone.config.to_dict())
-        backbone.pop("dtype", None)
-        backbone.pop("transformers_version", None)
-        backbone["torch_dtype"] = None
+        layout = layout_of(model)
+        backbone = layout.config_to_original(vt.backbone.config)
         vt_config = copy.deepcopy(LEGACY_COMMON_FIELDS)
-        vt_config.update({"backbone_config": backbone, "backbone_kwargs": {}, "depths": None, "model_type": vt_type})
+        vt_config.update(
+            {"backbone_config": backbone, "backbone_kwargs": {}, "depths": None, "model_type": layout.visual_tokenizer}
+        )
         config = {
             "architectures": ["Ovis"],
             "disable_tie_weight": False,
@@ -268,16 +348,19 @@ def original_config(model: OvisModel, chat_format: str, multimodal_max_length: i
 
 
 def original_state_dict(model: OvisModel, state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Our parameter names -> the original's (backbone under `vision_model.`, tied lm_head left out). `state`: the
-    model's full state dict when the model itself holds only shards (FSDP)."""
-    out = {}
+    """Our names -> the original's (the backbone in its layout, a tied lm_head left out). `state`: the model's full
+    state dict when the model itself holds only shards (FSDP), or any tensors named like its parameters (gradients)."""
+    out, backbone = {}, {}
     tied = model.llm.config.tie_word_embeddings
     for name, tensor in (model.state_dict() if state is None else state).items():
         if tied and name == "llm.lm_head.weight":
             continue
         if name.startswith(OURS_BACKBONE_PREFIX):
-            name = BACKBONE_KEY_PREFIX + name[len(OURS_BACKBONE_PREFIX) :]
-        out[name] = tensor.detach().contiguous()
+            backbone[name[len(OURS_BACKBONE_PREFIX) :]] = tensor
+        else:
+            out[name] = tensor.detach().contiguous()
+    for name, tensor in layout_of(model).state_to_original(backbone).items():
+        out[OURS_BACKBONE_PREFIX + name] = tensor.detach().contiguous()
     return out
 
 
@@ -296,13 +379,17 @@ def export_original(
     config = original_config(model, processor.chat_format, multimodal_max_length)
     (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     _save_sharded(original_state_dict(model, state), directory, max_shard_bytes)
-    generation = {k: config["llm_config"].get(k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    # transformers 4.4x writes only the fields that differ from their defaults (None for these three)
+    generation = {
+        k: config["llm_config"][k]
+        for k in ("bos_token_id", "eos_token_id", "pad_token_id")
+        if config["llm_config"].get(k) is not None
+    }
     if config["llm_config"].get("cache_implementation"):
         generation["cache_implementation"] = config["llm_config"]["cache_implementation"]
     generation.update({"_from_model_config": True, "transformers_version": config["transformers_version"]})
     (directory / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
-    vt_type = config["visual_tokenizer_config"]["model_type"]
-    image_processor_class = "CLIPImageProcessor" if vt_type.startswith("clip") else "SiglipImageProcessor"
+    image_processor_class = LAYOUTS[config["visual_tokenizer_config"]["model_type"]].image_processor
     save_image_preprocessor(processor.image_preprocessor, directory, image_processor_class)
     _write_tokenizer(processor, directory)
     return directory

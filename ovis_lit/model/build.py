@@ -107,7 +107,7 @@ def build_llm(spec: LLMSpec, dtype: torch.dtype | None = None, weights: bool = T
 def build_backbone(spec: BackboneSpec, dtype: torch.dtype | None = None, weights: bool = True) -> torch.nn.Module:
     if spec.pretrained and not weights:
         family = FAMILIES[spec.model_type]
-        cfg = family.config_class.from_pretrained(spec.pretrained, local_files_only=True)
+        cfg = family.config_class.from_pretrained(spec.pretrained, local_files_only=True, **dict(family.config_defaults))
         return build_vision_backbone(spec.model_type, cfg.to_dict(), None, spec.attn_implementation, dtype)
     return build_vision_backbone(spec.model_type, spec.config, spec.pretrained, spec.attn_implementation, dtype)
 

@@ -133,7 +133,11 @@ class OvisProcessor:
 
 
 def save_image_preprocessor(pp: ImagePreprocessor, directory: Path, image_processor_class: str) -> None:
-    """preprocessor_config.json in the layout of transformers' SigLIP/CLIP image processors."""
+    """preprocessor_config.json in the layout of transformers' SigLIP or CLIP image processor.
+
+    A CLIP processor gets the crop side as `crop_size` (which the original Ovis code reads for CLIP and AIMv2) and
+    `do_center_crop: false`: the original refuses a processor that centre-crops, since crops are padded squares.
+    """
     config = {
         "do_convert_rgb": None,
         "do_normalize": True,
@@ -146,15 +150,28 @@ def save_image_preprocessor(pp: ImagePreprocessor, directory: Path, image_proces
         "rescale_factor": 1 / 255,
         "size": {"height": pp.side, "width": pp.side},
     }
+    if image_processor_class == "CLIPImageProcessor":
+        config.update(
+            {
+                "crop_size": {"height": pp.side, "width": pp.side},
+                "do_center_crop": False,
+                "do_convert_rgb": True,
+                "size": {"shortest_edge": pp.side},
+            }
+        )
     (Path(directory) / PREPROCESSOR_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def load_image_preprocessor(directory: str | Path) -> ImagePreprocessor:
-    config = json.loads((Path(directory) / PREPROCESSOR_FILE).read_text())
-    size = config["size"]
+    """The crop side is `crop_size` where the config has one (CLIP, as the original reads it), else `size`."""
+    path = Path(directory) / PREPROCESSOR_FILE
+    config = json.loads(path.read_text())
+    if config.get("do_center_crop"):
+        raise ValueError(f"{path} centre-crops (do_center_crop: true); Ovis pads each crop to a square instead")
+    size = config.get("crop_size") or config["size"]
     side = size.get("height", size.get("shortest_edge"))
     if side is None or size.get("width", side) != side:
-        raise ValueError(f"expected a square crop size in {PREPROCESSOR_FILE}, got {size}")
+        raise ValueError(f"expected a square crop size in {path}, got {size}")
     return ImagePreprocessor(
         side=int(side),
         image_mean=tuple(config["image_mean"]),
