@@ -95,3 +95,10 @@ def test_imported_model_equals_reexport_forward(reference, tmp_path, expected_te
         a = model(batch["input_ids"], batch["attention_mask"], batch["labels"], crops, return_logits=True).logits
         b = again.eval()(batch["input_ids"], batch["attention_mask"], batch["labels"], crops, return_logits=True).logits
     assert torch.equal(a, b)
+
+
+def test_st_softmax_exports_as_the_originals_st_argmax(tmp_path):
+    # The original has no st_softmax; st_argmax has the same one-hot forward.
+    model = tiny_model(tokenize_function="st_softmax")
+    out = export_original(model, _processor(), tmp_path)
+    assert json.loads((out / "config.json").read_text())["visual_tokenizer_config"]["tokenize_function"] == "st_argmax"

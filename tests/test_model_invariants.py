@@ -60,7 +60,7 @@ def test_encoder_layers_get_a_contiguous_residual_stream(backbone):
     assert seen and all(seen)
 
 
-@pytest.mark.parametrize("function", ["st_argmax", "gumbel_argmax"])
+@pytest.mark.parametrize("function", ["st_argmax", "st_softmax", "gumbel_argmax"])
 def test_hard_tokenizers_are_one_hot_and_pass_gradients(function):
     logits = torch.randn(2, 4, 59, requires_grad=True)
     out = tokenize(logits, function, tau=0.5)
@@ -68,6 +68,26 @@ def test_hard_tokenizers_are_one_hot_and_pass_gradients(function):
     assert ((out.detach() == 0) | (out.detach() == 1)).all()
     (out * torch.randn_like(out)).sum().backward()
     assert logits.grad is not None and logits.grad.abs().sum() > 0
+
+
+def test_st_argmax_passes_the_upstream_gradient_to_the_logits_unchanged():
+    # The original's straight-through: one_hot(argmax) - logits.detach() + logits, on the raw logits.
+    logits = torch.randn(2, 4, 59, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 4, 59, dtype=torch.float64)
+    out = tokenize(logits, "st_argmax")
+    (grad,) = torch.autograd.grad(out, logits, upstream)
+    assert torch.equal(grad, upstream)
+    hard = torch.nn.functional.one_hot(logits.argmax(-1), 59).double()
+    assert torch.equal(out.detach(), hard - logits.detach() + logits.detach())  # the original's forward, bit for bit
+
+
+def test_st_softmax_passes_the_softmax_gradient():
+    logits = torch.randn(2, 4, 59, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, 4, 59, dtype=torch.float64)
+    (grad,) = torch.autograd.grad(tokenize(logits, "st_softmax"), logits, upstream)
+    (want,) = torch.autograd.grad(torch.softmax(logits, -1), logits, upstream)
+    assert torch.allclose(grad, want, rtol=0, atol=1e-12)
+    assert not torch.allclose(grad, upstream)
 
 
 def test_softmax_in_fp32_for_bf16_logits():
