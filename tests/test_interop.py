@@ -102,3 +102,18 @@ def test_st_softmax_exports_as_the_originals_st_argmax(tmp_path):
     model = tiny_model(tokenize_function="st_softmax")
     out = export_original(model, _processor(), tmp_path)
     assert json.loads((out / "config.json").read_text())["visual_tokenizer_config"]["tokenize_function"] == "st_argmax"
+
+
+@pytest.mark.parametrize("backbone,processor_class", [("clip_vision_model", "CLIPImageProcessor"),
+                                                      ("siglip_vision_model", "SiglipImageProcessor")])
+def test_export_preprocessor_has_the_crop_size_and_no_centre_crop(tmp_path, backbone, processor_class):
+    # The original reads a CLIP-based tokenizer's crop side from crop_size and refuses a centre crop (CLIP's
+    # default when the field is absent).
+    out = export_original(tiny_model(backbone=backbone), _processor(), tmp_path)
+    config = json.loads((out / "preprocessor_config.json").read_text())
+    assert config["image_processor_type"] == processor_class
+    assert config["crop_size"] == {"height": 42, "width": 42} == config["size"]
+    assert config["do_center_crop"] is False
+    assert config["do_resize"] and config["do_rescale"] and config["do_normalize"]
+    again = load_original(out)[1].image_preprocessor
+    assert again.side == 42

@@ -133,8 +133,14 @@ class OvisProcessor:
 
 
 def save_image_preprocessor(pp: ImagePreprocessor, directory: Path, image_processor_class: str) -> None:
-    """preprocessor_config.json in the layout of transformers' SigLIP/CLIP image processors."""
+    """preprocessor_config.json in the layout of transformers' SigLIP/CLIP image processors.
+
+    `crop_size` and `do_center_crop: false` for every backbone: the original code reads the crop side from
+    `crop_size` (CLIP-based tokenizers) and refuses a processor that would centre-crop (CLIP's default).
+    """
     config = {
+        "crop_size": {"height": pp.side, "width": pp.side},
+        "do_center_crop": False,
         "do_convert_rgb": None,
         "do_normalize": True,
         "do_rescale": True,
