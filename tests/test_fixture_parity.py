@@ -8,16 +8,22 @@ import pytest
 from . import parity
 from .conftest import FIXTURE, REPO
 
-SHARED_FIXTURE = REPO.parent / "shared" / "fixtures" / "ovis16-reference-tiny"
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+VENDORED = ("ovis16-reference-tiny", "ovis2-reference-tiny", "ovis25-reference-tiny")
 
 
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.skipif(not SHARED_FIXTURE.is_dir(), reason="no ../shared checkout beside the repo")
-def test_vendored_fixture_is_the_shared_one():
-    assert _digest(FIXTURE) == _digest(SHARED_FIXTURE)
+@pytest.mark.parametrize("name", VENDORED)
+def test_vendored_fixture_is_the_shared_one(name):
+    shared = SHARED_FIXTURES / name
+    if not shared.is_dir():
+        pytest.skip("no ../shared checkout beside the repo")
+    vendored = FIXTURE.parent / name
+    assert vendored.is_dir(), f"{name} is not vendored under tests/fixtures/"
+    assert _digest(vendored) == _digest(shared)
 
 
 # Every Ovis 1.6 / 2 reference fixture: the same checks (tests/parity.py). Generation-specific ones live in

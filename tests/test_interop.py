@@ -143,3 +143,28 @@ def test_centre_cropping_preprocessor_is_refused(tmp_path):
     (tmp_path / "preprocessor_config.json").write_text(json.dumps({**cfg, "do_center_crop": True}))
     with pytest.raises(ValueError, match="centre-crops"):
         load_image_preprocessor(tmp_path)
+
+
+def test_st_softmax_exports_as_the_originals_st_argmax(tmp_path):
+    # The original has no st_softmax; st_argmax has the same one-hot forward.
+    model = tiny_model(tokenize_function="st_softmax")
+    out = export_original(model, _processor(), tmp_path)
+    assert json.loads((out / "config.json").read_text())["visual_tokenizer_config"]["tokenize_function"] == "st_argmax"
+
+
+@pytest.mark.parametrize("backbone,processor_class", [("clip_vision_model", "CLIPImageProcessor"),
+                                                      ("siglip_vision_model", "SiglipImageProcessor")])
+def test_export_preprocessor_has_the_crop_size_and_no_centre_crop(tmp_path, backbone, processor_class):
+    # The original reads a CLIP-based tokenizer's crop side from crop_size and refuses a centre crop (CLIP's
+    # default when the field is absent). SigLIP's processor has neither field (the 1.6 fixture's has none).
+    out = export_original(tiny_model(backbone=backbone), _processor(), tmp_path)
+    config = json.loads((out / "preprocessor_config.json").read_text())
+    assert config["image_processor_type"] == processor_class
+    if processor_class == "CLIPImageProcessor":
+        assert config["crop_size"] == {"height": 42, "width": 42} and config["size"] == {"shortest_edge": 42}
+        assert config["do_center_crop"] is False
+    else:
+        assert config["size"] == {"height": 42, "width": 42} and not config.get("do_center_crop")
+    assert config["do_resize"] and config["do_rescale"] and config["do_normalize"]
+    again = load_original(out)[1].image_preprocessor
+    assert again.side == 42

@@ -303,6 +303,15 @@ def layout_of(model: OvisModel) -> BackboneLayout:
     return LAYOUT_BY_FAMILY[backbone_type]
 
 
+def _original_tokenize_function(function: str) -> str:
+    if function == "st_softmax":
+        # The original code has no softmax straight-through. Its st_argmax has the same one-hot forward (inference
+        # is unchanged); only training the export there would use the original's straight-through gradient.
+        log.warning("the original Ovis code has no tokenize_function st_softmax: exported as st_argmax")
+        return "st_argmax"
+    return function
+
+
 def original_config(model: OvisModel, chat_format: str, multimodal_max_length: int) -> dict[str, Any]:
     """config.json for the original loader. An imported model keeps its original fields."""
     vt = model.visual_tokenizer
@@ -331,7 +340,7 @@ def original_config(model: OvisModel, chat_format: str, multimodal_max_length: i
             "drop_cls_token": FAMILIES[vt.backbone.config.model_type].drop_cls_token,
             "hidden_stride": vt.hidden_stride,
             "tau": vt.tau,
-            "tokenize_function": vt.tokenize_function,
+            "tokenize_function": _original_tokenize_function(vt.tokenize_function),
             "vocab_size": vt.vocab_size,
         }
     )

@@ -58,6 +58,8 @@ class OvisSpec:
     tau: float = 1.0
     vte_init: str = "normal"  # "normal": N(0, 1) as the released recipes; "text_stats": mean/std of the text table
     dtype: str = "float32"
+    # the speed-ups of `OvisModel` (fused softmax-table read, packed sparse-logits loss); false: the plain path
+    fast_path: bool = True
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OvisSpec":
@@ -136,4 +138,4 @@ def build_ovis(spec: OvisSpec | dict[str, Any], device: str | torch.device | Non
         vte.reinit_like(llm.get_input_embeddings().weight)
     elif spec.vte_init not in ("normal", "text_stats"):
         raise ValueError(f"vte_init must be 'normal' or 'text_stats', got {spec.vte_init!r}")
-    return OvisModel(visual_tokenizer, vte, llm)
+    return OvisModel(visual_tokenizer, vte, llm, fast_path=spec.fast_path)

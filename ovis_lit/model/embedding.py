@@ -85,44 +85,52 @@ class _SoftmaxExpectedEmbeddingAndRows(torch.autograd.Function):
 
 
 class VisualEmbedding(nn.Embedding):
-    """V x d table. Float input (probabilities) -> probs @ table; integer input (ids) -> row lookup.
+    """V x d table. Float input (visual tokens) -> tokens @ table; integer input (ids) -> row lookup.
 
-    Probabilities may cover only the first V - n_indicators words (the indicator columns are zero by construction):
+    Visual tokens may cover only the first V - n_indicators words (the indicator columns are zero by construction):
     then only those rows take part, so a [tokens, V] zero-padded copy is never materialised.
     """
 
     def __init__(self, vocab_size: int, embed_dim: int, **factory):
         super().__init__(vocab_size, embed_dim, **factory)  # nn.Embedding initialises N(0, 1), as the original
 
-    def forward(self, x: torch.Tensor, ids: torch.Tensor | None = None, softmax: bool = False):
-        """Probabilities [..., w] -> probs @ table[:w]; integer ids -> their rows.
+    def forward(self, x: torch.Tensor, ids: torch.Tensor | None = None, fused: bool = True, softmax: bool = False):
+        """Visual tokens [..., w] -> tokens @ table[:w] (the expectation of the rows); integer ids -> their rows.
 
-        With probabilities *and* `ids` (rows at or past w: the indicators) returns both, from one table read, so
-        backward builds a single [V, d] gradient. `softmax=True`: `x` holds logits, and the result is
-        (softmax(x), its embeddings, the rows of `ids` or None), the softmax computed in float32 as `tokenize` does.
-        In float32/64 the probabilities are written over `x`: pass logits nothing else reads.
+        With tokens *and* `ids` (rows at or past w: the indicators) returns both. `fused` (the model's fast path)
+        reads the table once for both in one autograd function, so backward builds a single [V, d] gradient;
+        otherwise plain autograd ops. `softmax=True` (fast path only, see `fuses_softmax`): `x` holds logits and the
+        result is (softmax(x), its embeddings, the rows of `ids` or None), the softmax fused into the table read;
+        the probabilities are written over `x` where autograd allows it: pass logits nothing else reads.
         """
         if not x.is_floating_point():
             if ids is not None or softmax:
-                raise ValueError("pass ids alone, or probabilities (or logits) together with ids")
+                raise ValueError("pass ids alone, or visual tokens (or logits) together with ids")
             return super().forward(x)
         width = x.shape[-1]
         if width > self.num_embeddings:
             raise ValueError(f"visual tokens have {width} words, the table only {self.num_embeddings}")
-        rows = ids if ids is not None else torch.empty(0, dtype=torch.long, device=x.device)
         if softmax:
-            full_precision = x.dtype == self.weight.dtype and x.dtype in (torch.float32, torch.float64)
-            if full_precision:
-                # autograd forbids writing over a leaf that requires grad, and over a view (FSDP's hooks make the
-                # head's output one) in a function with several outputs
-                overwrite = x.is_contiguous() and x._base is None and not (x.is_leaf and x.requires_grad)
-                probs, expected, looked_up = _SoftmaxExpectedEmbeddingAndRows.apply(x, rows, self.weight, overwrite)
-            else:
-                probs = torch.softmax(x, dim=-1, dtype=torch.float32).to(x.dtype)
-                expected, looked_up = _ExpectedEmbeddingAndRows.apply(probs.to(self.weight.dtype), rows, self.weight)
+            if not self.fuses_softmax(x):
+                raise ValueError(f"the fused softmax needs float32/float64 logits in the table's dtype, got {x.dtype}")
+            rows = ids if ids is not None else torch.empty(0, dtype=torch.long, device=x.device)
+            # autograd forbids writing over a leaf that requires grad, and over a view (FSDP's hooks make the
+            # head's output one) in a function with several outputs
+            overwrite = x.is_contiguous() and x._base is None and not (x.is_leaf and x.requires_grad)
+            probs, expected, looked_up = _SoftmaxExpectedEmbeddingAndRows.apply(x, rows, self.weight, overwrite)
             return probs, expected, (looked_up if ids is not None else None)
-        expected, looked_up = _ExpectedEmbeddingAndRows.apply(x.to(self.weight.dtype), rows, self.weight)
+        x = x.to(self.weight.dtype)
+        if not fused:  # the definition: each visual token's embedding is its expectation over the table rows
+            expected = torch.matmul(x, self.weight[:width])
+            return expected if ids is None else (expected, F.embedding(ids, self.weight))
+        rows = ids if ids is not None else torch.empty(0, dtype=torch.long, device=x.device)
+        expected, looked_up = _ExpectedEmbeddingAndRows.apply(x, rows, self.weight)
         return expected if ids is None else (expected, looked_up)
+
+    def fuses_softmax(self, logits: torch.Tensor) -> bool:
+        """Whether `forward(logits, softmax=True)` computes exactly `tokenize(logits, "softmax")` @ table: in float32
+        and float64 (lower precisions take the softmax in float32 and round the probabilities, as `tokenize` does)."""
+        return logits.dtype == self.weight.dtype and logits.dtype in (torch.float32, torch.float64)
 
     @torch.no_grad()
     def reinit_like(self, text_embedding: torch.Tensor) -> None:

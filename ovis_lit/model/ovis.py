@@ -2,6 +2,15 @@
 
 Text ids carry placeholders: -300 (one crop's whole run of visual tokens) and -301..-305 (indicator tokens).
 `merge` turns them into the LLM's inputs_embeds, attention mask and labels in one vectorised pass.
+
+The plain path is the Ovis idea as written: ViT features -> visual head -> `tokenize` (probabilistic visual tokens)
+-> expectation over the visual embedding table -> merge into the text embeddings -> the LLM (and its loss) over the
+padded batch. `fast_path` (the default, what training runs) computes the same function faster:
+- the softmax fused into the table read (`VisualEmbedding`, softmax in float32/float64 only, where it is exactly
+  `tokenize` then the table) and one [V, d] table gradient for the visual and indicator rows;
+- the training loss on logits at supervised positions only, over packed rows (`pack_rows`) with packed sdpa
+  (`packed_attention`) instead of a padded batch.
+Both are tested equal (loss, logits, every gradient), and against the original's gradients on the fixtures.
 """
 
 from __future__ import annotations
@@ -136,9 +145,9 @@ def pack_rows(
 
 
 class OvisModel(nn.Module):
-    def __init__(self, visual_tokenizer: VisualTokenizer, vte: VisualEmbedding, llm: nn.Module, pack_sequences: bool = True):
+    def __init__(self, visual_tokenizer: VisualTokenizer, vte: VisualEmbedding, llm: nn.Module, fast_path: bool = True):
         super().__init__()
-        self.pack_sequences = pack_sequences  # training loss on packed rows (`pack_rows`) instead of a padded batch
+        self.fast_path = fast_path  # the speed-ups of the module docstring; False: the plain path, same function
         if vte.num_embeddings != visual_tokenizer.vocab_size:
             raise ValueError(f"vte has {vte.num_embeddings} rows, visual vocab is {visual_tokenizer.vocab_size}")
         if vte.embedding_dim != llm.get_input_embeddings().embedding_dim:
@@ -146,7 +155,9 @@ class OvisModel(nn.Module):
         self.visual_tokenizer = visual_tokenizer
         self.vte = vte
         self.llm = llm
-        packed_attention.enable(llm)  # sdpa that can attend within each packed sample (same results otherwise)
+        # sdpa that can attend within each packed sample; without sample boundaries (every call but the fast path's
+        # packed loss) it is transformers' sdpa itself
+        packed_attention.enable(llm)
 
     def set_activation_checkpointing(self, vision: bool | str = False, llm: bool | str = False) -> None:
         """Per ViT / LLM layer: "none", "full" (recompute the layer in backward) or "selective" (keep matmul and
@@ -181,16 +192,23 @@ class OvisModel(nn.Module):
     def _embed_crops(
         self, pixel_values: torch.Tensor, indicator_rows: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(visual tokens, scaled visual embeddings, unscaled table rows of `indicator_rows` or None), with the table
-        read once for both, so backward builds one [V, d] gradient rather than two zero-filled ones to add."""
+        """(visual tokens, scaled visual embeddings, unscaled table rows of `indicator_rows` or None)."""
         dtype = self.llm.get_input_embeddings().weight.dtype
-        tokenizer, pixel_values = self.visual_tokenizer, pixel_values.to(self._visual_dtype())
-        if tokenizer.tokenize_function == "softmax":  # the table's function takes the softmax too (its backward)
-            tokens, visual, indicator = self.vte(tokenizer.logits(pixel_values), indicator_rows, softmax=True)
+        tokenizer = self.visual_tokenizer
+        logits = tokenizer.logits(pixel_values.to(self._visual_dtype()))  # ViT features -> visual head
+        if self._fuse_softmax(logits):
+            tokens, visual, indicator = self.vte(logits, indicator_rows, softmax=True)
         else:
-            tokens = tokenizer.tokens(pixel_values)
-            visual, indicator = self.vte(tokens, indicator_rows) if indicator_rows is not None else (self.vte(tokens), None)
+            tokens = tokenizer.tokenize(logits)  # probabilistic visual tokens
+            # each token's embedding: the expectation of the table rows under it (indicators: their own rows)
+            embedded = self.vte(tokens, indicator_rows, fused=self.fast_path)
+            visual, indicator = embedded if indicator_rows is not None else (embedded, None)
         return tokens, self._scaled(visual.to(dtype)), indicator
+
+    def _fuse_softmax(self, logits: torch.Tensor) -> bool:
+        """The one place the fused softmax-table read is chosen: on the fast path, where it is exactly the plain
+        path's function (`tokenize` with softmax, then the table)."""
+        return self.fast_path and self.visual_tokenizer.tokenize_function == "softmax" and self.vte.fuses_softmax(logits)
 
     def _visual_dtype(self) -> torch.dtype:
         return self.visual_tokenizer.head[0].weight.dtype
@@ -296,15 +314,19 @@ class OvisModel(nn.Module):
     ) -> OvisOutput:
         merged = self.merge(input_ids, attention_mask, labels, pixel_values, padding_side="right")
         n_label = 0 if merged.labels is None else int((merged.labels[:, 1:] != IGNORE_ID).sum())
-        if return_logits or labels is None or not self.sparse_logits:
-            out = self.llm(
-                inputs_embeds=merged.inputs_embeds,
-                attention_mask=merged.attention_mask,
-                labels=merged.labels,
-                use_cache=False,
-            )
-            return OvisOutput(out.loss, out.logits, n_label, merged)
-        return OvisOutput(self._sparse_loss(merged), None, n_label, merged)
+        if self.fast_path and self.sparse_logits and labels is not None and not return_logits:
+            return OvisOutput(self._sparse_loss(merged), None, n_label, merged)
+        # The LLM over the padded batch, with its own loss: the mean next-token CE over supervised positions, as a
+        # sum / count (the `_sparse_loss` definition; an all-masked batch gives 0 rather than NaN).
+        loss_kwargs = {} if labels is None else {"num_items_in_batch": torch.tensor(max(n_label, 1))}
+        out = self.llm(
+            inputs_embeds=merged.inputs_embeds,
+            attention_mask=merged.attention_mask,
+            labels=merged.labels,
+            use_cache=False,
+            **loss_kwargs,
+        )
+        return OvisOutput(out.loss, out.logits, n_label, merged)
 
     @property
     def sparse_logits(self) -> bool:
@@ -321,14 +343,14 @@ class OvisModel(nn.Module):
     def _sparse_loss(self, merged: MergedInputs) -> torch.Tensor:
         """Mean next-token CE over supervised positions, computing logits only there.
 
-        With `pack_sequences` the batch's real tokens are first packed: into one unpadded row when the LLM runs
+        The batch's real tokens are first packed: into one unpadded row when the LLM runs
         packed sdpa (attention within each sample), else into rows of 1-2x its longest sample (see `plan_rows`),
         so padding costs little. With long visual runs and short answers most positions
         carry no label: skipping their [vocab]-wide logits is most of the LLM head's time and memory.
         """
         targets = F.pad(merged.labels[:, 1:], (0, 1), value=IGNORE_ID)  # next-token target of each position
         decoder = self.llm.get_decoder()
-        if self.pack_sequences and merged.attention_mask.shape[0] > 1:
+        if merged.attention_mask.shape[0] > 1:
             one_row = packed_attention.is_enabled(self.llm)
             lengths = merged.attention_mask.sum(dim=1).tolist()
             embeds, position_ids, targets = pack_rows(

@@ -8,7 +8,8 @@ from torch import nn
 
 from .vision import crop_side, keep_residual_stream_contiguous, vision_features
 
-TOKENIZE_FUNCTIONS = ("softmax", "gumbel_argmax", "st_argmax")
+# softmax, gumbel_argmax and st_argmax are the original's; st_softmax is ovis-lit's own (see `tokenize`).
+TOKENIZE_FUNCTIONS = ("softmax", "gumbel_argmax", "st_argmax", "st_softmax")
 
 
 def merge_patches(features: torch.Tensor, hidden_stride: int) -> torch.Tensor:
@@ -34,19 +35,34 @@ def merge_patches(features: torch.Tensor, hidden_stride: int) -> torch.Tensor:
 
 
 def tokenize(logits: torch.Tensor, function: str = "softmax", tau: float = 1.0) -> torch.Tensor:
-    """Turn head logits into visual tokens (distributions over the non-indicator visual words)."""
+    """Turn head logits into visual tokens (one weight per non-indicator visual word).
+
+    - softmax: the probabilistic tokens of every released Ovis (computed in float32 whatever the compute dtype).
+    - gumbel_argmax: a hard Gumbel-softmax sample (one-hot forward, Gumbel-softmax gradient), temperature `tau`.
+    - st_argmax: the original's straight-through one-hot, `one_hot(argmax) - logits.detach() + logits` on the raw
+      (LayerNormed) logits: the upstream gradient reaches the logits unchanged. The soft part is not a distribution.
+    - st_softmax: the same one-hot forward with the softmax as the soft part, so the gradient is the softmax's
+      (ovis-lit's own; the original code has no such function).
+    """
     if function == "softmax":
-        # fp32 softmax whatever the compute dtype: bf16 probabilities over 65k words lose too much mass.
-        return torch.softmax(logits, dim=-1, dtype=torch.float32).to(logits.dtype)
+        return _softmax(logits)
     if function == "gumbel_argmax":
         return F.gumbel_softmax(logits, tau=tau, hard=True)
     if function == "st_argmax":
-        # Straight-through: one-hot forward, softmax gradient backward. (The original used the raw logits as the
-        # soft part, which is not a distribution; we use the softmax.)
-        soft = torch.softmax(logits, dim=-1, dtype=torch.float32).to(logits.dtype)
-        hard = F.one_hot(soft.argmax(dim=-1), soft.shape[-1]).to(soft.dtype)
-        return hard - soft.detach() + soft
+        return _one_hot_argmax(logits) - logits.detach() + logits  # the original's order of operations
+    if function == "st_softmax":
+        soft = _softmax(logits)
+        return _one_hot_argmax(logits) - soft.detach() + soft
     raise ValueError(f"unknown tokenize_function {function!r}; choose from {TOKENIZE_FUNCTIONS}")
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    # At least float32 whatever the compute dtype: bf16 probabilities over 65k words lose too much mass.
+    return torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
+
+
+def _one_hot_argmax(logits: torch.Tensor) -> torch.Tensor:
+    return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
 
 
 class VisualTokenizer(nn.Module):
@@ -88,9 +104,13 @@ class VisualTokenizer(nn.Module):
     def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(pixel_values))
 
+    def tokenize(self, logits: torch.Tensor) -> torch.Tensor:
+        """Head logits -> visual tokens with this tokenizer's function (`tokenize`)."""
+        return tokenize(logits, self.tokenize_function, self.tau)
+
     def tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Visual tokens over the V - n_indicators image words [N, T, V - n_ind] (what the model embeds)."""
-        return tokenize(self.logits(pixel_values), self.tokenize_function, self.tau)
+        return self.tokenize(self.logits(pixel_values))
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Visual tokens over the whole visual vocabulary [N, T, V]: the indicator columns are zero."""

@@ -25,10 +25,13 @@ def build_model(model_cfg: dict[str, Any], device: str | None = None) -> OvisMod
     if model_cfg.get("pretrained"):
         from ..interop.original import load_original, original_skeleton
 
-        dtype = (model_cfg.get("spec") or {}).get("dtype")
+        spec = model_cfg.get("spec") or {}
+        dtype = spec.get("dtype")
         if device == "meta":
-            return original_skeleton(model_cfg["pretrained"], dtype=dtype)
-        model, _ = load_original(model_cfg["pretrained"], dtype=dtype)
+            model = original_skeleton(model_cfg["pretrained"], dtype=dtype)
+        else:
+            model, _ = load_original(model_cfg["pretrained"], dtype=dtype)
+        model.fast_path = spec.get("fast_path", True)
         return model
     return build_ovis(model_cfg["spec"], device=device)
 
