@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from ..tsv import BadSample, ImageSource, image_sources, index_rows, read_benchmark_tsv
+from ..tsv import WARNINGS_PER_REASON, BadSample, ImageSource, image_sources, index_rows, read_rows
+
+log = logging.getLogger(__name__)
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 
@@ -60,15 +63,19 @@ class Benchmark(ABC):
         self, required: list[str], make: Callable[[dict[str, str], Callable[[], list[ImageSource]]], Item]
     ) -> list[Item]:
         """Items of the benchmark TSV: `make(row, images)` builds one (calling `images()` to resolve the row's images)
-        or raises BadSample, which drops the row and counts its reason in `self.skipped`."""
-        rows = read_benchmark_tsv(self.path, required)
-        by_index = index_rows(rows)
+        or raises BadSample, which drops the row and counts its reason in `self.skipped` (rows the TSV reader
+        refuses are counted there too). Each dropped row's line is logged."""
+        table = read_rows(self.path, required)
+        self.skipped.update(table.rejected)
+        by_index = index_rows(table.rows)
         items = []
-        for row in rows:
+        for row, line in zip(table.rows, table.lines):
             try:
                 items.append(make(row, lambda row=row: image_sources(row, by_index, self.path.parent)))
             except BadSample as e:
                 self.skipped[str(e)] += 1
+                level = logging.WARNING if self.skipped[str(e)] <= WARNINGS_PER_REASON else logging.DEBUG
+                log.log(level, "%s line %d: skipped (%s)", self.path, line, e)
         return items
 
     def describe(self) -> dict[str, Any]:
@@ -91,4 +98,6 @@ def build_benchmark(kind: str, **options: Any) -> Benchmark:
 
 
 def ratio(numerator: float, denominator: float) -> float:
+    """0.0 for an empty group inside a breakdown; a benchmark with nothing scored at all gets no score instead
+    (suite.run_benchmark)."""
     return numerator / denominator if denominator else 0.0
