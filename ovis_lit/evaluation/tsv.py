@@ -135,12 +135,21 @@ def _refuse_duplicate_indices(table: BenchmarkRows) -> None:
     keep one of them)."""
     lines: dict[str, list[int]] = {}
     for row, line in zip(table.rows, table.lines):
-        lines.setdefault(cell(row, "index"), []).append(line)
+        lines.setdefault(_index_identity(cell(row, "index")), []).append(line)
     repeated = {index: at for index, at in lines.items() if len(at) > 1}
     if repeated:
         shown = "; ".join(f"{index!r} on lines {at}" for index, at in list(repeated.items())[:10])
         more = f" (and {len(repeated) - 10} more)" if len(repeated) > 10 else ""
         raise ValueError(f"{table.path}: {len(repeated)} index value(s) appear more than once: {shown}{more}")
+
+
+def _index_identity(index: str) -> str:
+    """What an index means: '7' and '7.0' are one number (pandas reads both as 7, as VLMEvalKit does)."""
+    try:
+        number = float(index)
+        return str(int(number)) if number.is_integer() else index
+    except (ValueError, OverflowError):
+        return index
 
 
 def read_benchmark_tsv(path: str | Path, required: Iterable[str]) -> list[dict[str, str]]:
@@ -236,13 +245,13 @@ def read_image_file(path: Path, max_bytes: int = MAX_IMAGE_FILE_BYTES) -> bytes:
         raise BadImage("missing image file", str(path)) from None
     except OSError as e:
         raise BadImage("unreadable image file", f"{path}: {e}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
+        os.close(fd)
+        what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else f"holds {info.st_size} bytes"
+        raise BadImage("unreadable image file", f"{path} {what} (regular files up to {max_bytes} bytes are read)")
     with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise BadImage("unreadable image file", f"{path} is not a regular file")
-        if info.st_size > max_bytes:
-            raise BadImage("unreadable image file", f"{path} holds {info.st_size} bytes (> {max_bytes})")
-        return f.read(max_bytes + 1)[:max_bytes]
+        return f.read(max_bytes)
 
 
 REJECTED_AS = {"too_many_pixels": "image over the pixel limit", "decode_error": "undecodable image"}
