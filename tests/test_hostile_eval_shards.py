@@ -5,7 +5,6 @@ clear error naming the problem); nothing crashes, hangs, or runs code from a fil
 from __future__ import annotations
 
 import base64
-import csv
 import gzip
 import io
 import json
@@ -569,3 +568,32 @@ def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_
     expected = sum(1 for n in last.values() for k in bad if k < n)
     assert len(module.consumed) == 5 and 0 < expected < 2 * len(bad)  # the workers had read more than that
     assert module.skip_summary(dm) == {"train": {"bad_json": expected}, "val": {"bad_json": 1}}
+
+
+def test_training_reads_every_good_sample_of_a_hostile_shard_and_counts_the_rest(tmp_path):
+    """The real sample builder and training stream (one epoch): a broken header mid-shard, JSON that is not UTF-8,
+    a record that is only a pickle, a pickle beside a good sample; nothing is unpickled."""
+    from .test_bad_data import _chat, _datamodule, _encode, _js, _photo
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Payload(str(marker)))
+    image = _encode(_photo(64, 48, 1), "PNG")
+    records = [{"__key__": f"g{k}", "json": _js({"conversations": _chat(f"Q{k}?", f"A{k}.")}), "png": image}
+               for k in range(8)]
+    records[2]["json"] = '{"conversations": [{"from": "human", "value": "<image>\\ncaf\xe9?"}]}'.encode("latin-1")
+    records[4] = {"__key__": "g4", "pickle": payload, "pyd": payload}
+    records[6]["pyd"] = payload
+    path = tmp_path / "hostile.tar"
+    members = _tar(path, records)
+    _corrupt(path, members[[m.name for m in members].index("g5.json")].offset, "checksum")
+    _, dm = _datamodule(tmp_path, [str(path)], batch_size=1, workers=0, shuffle_buffer=1)
+    arrived, skipped = [], Counter()
+    for n, batch in enumerate(dm.train_dataloader()):
+        assert n < 50
+        if batch["epochs"][0] == 1:
+            break
+        arrived += batch["keys"]
+        skipped.update(batch["skipped"])
+    assert arrived == [f"bad/g{k}" for k in (0, 1, 3, 6, 7)]
+    assert skipped == Counter(bad_json=1, missing_json=1, bad_tar_header=1)
+    assert not marker.exists()
