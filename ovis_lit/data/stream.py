@@ -118,26 +118,30 @@ MAX_MEMBER_BYTES = 2**28  # a member larger than this (256 MiB) is not read into
 
 
 class _Scan:
-    """What the header reader met between two valid headers (block kinds: "Z" all-zero, "I" not a valid header),
-    and where the archive ended. See _ScanningTarInfo."""
+    """What the header reader met since the last valid header: how many blocks that were none ("Z": all zero,
+    "I": not a valid header), the kinds of the first two, and whether any was invalid; and the gaps of such blocks
+    it stepped over before a valid header. See _ScanningTarInfo."""
 
     def __init__(self):
-        self.pending: list[str] = []  # blocks since the last valid header
-        self.lost_name: str | None = None  # the name in the first broken header of the current gap, when readable
-        self.gap: tuple[str | None, int] | None = None  # a gap before the header just read: (lost name, blocks)
+        self.blocks = 0
+        self.first = ""  # the kinds of the first two blocks since the last header: "", "Z", "ZZ", "I", "ZI", ...
+        self.invalid = False
+        self.lost_name: str | None = None  # the name in the broken header opening the current gap, when readable
+        self.gap: tuple[str | None, int] | None = None  # the gap before the header just read: (lost name, blocks)
         self.headers = 0
-        self.end: str | None = None  # "marker" (end-of-archive blocks), "cut" (the file ended), set at the end
 
     def block(self, kind: str, buf: bytes) -> None:
-        if not self.pending and kind == "I":
+        if self.blocks == 0 and kind == "I":
             self.lost_name = _header_name(buf)
-        self.pending.append(kind)
+        self.blocks += 1
+        self.first = (self.first + kind)[:2]
+        self.invalid = self.invalid or kind == "I"
 
     def header(self) -> None:
         self.headers += 1
-        if self.pending:
-            self.gap = (self.lost_name if self.pending[0] == "I" else None, len(self.pending))
-        self.pending, self.lost_name = [], None
+        if self.blocks:
+            self.gap = (self.lost_name if self.first[0] == "I" else None, self.blocks)
+        self.blocks, self.first, self.invalid, self.lost_name = 0, "", False, None
 
     def take_gap(self) -> tuple[str | None, int] | None:
         gap, self.gap = self.gap, None
@@ -147,10 +151,10 @@ class _Scan:
         """How the archive ended: ("clean", _) with its end-of-archive marker (zero blocks; a file that stops
         after the first, or bytes after the two that are no header, are tolerated as tar tolerates them), ("cut", _)
         without one, ("gap", lost name) when no valid header followed a broken one."""
-        if self.pending and all(k == "Z" for k in self.pending) or self.pending[:2] == ["Z", "Z"]:
+        if self.first == "ZZ" or (self.first == "Z" and not self.invalid):
             return "clean", None
-        if "I" in self.pending:
-            return "gap", self.lost_name if self.pending[0] == "I" else None
+        if self.invalid:
+            return "gap", self.lost_name if self.first[0] == "I" else None
         return "cut", None
 
 
@@ -243,7 +247,8 @@ def _shard_records(url: str, counter: Counter, seen: Counter | None, max_member:
                         bad_record = bad_record or "bad_tar_header"
                     elif lost is not None and lost != key:
                         _note_skip(counter, seen, "bad_tar_header", f"{url}: {gap[0]} (its header is broken)")
-                    if (lost is None or lost == key) and key is not None and (current is None or key != current["__key__"]):
+                    starts_record = key is not None and (current is None or key != current["__key__"])
+                    if starts_record and (lost is None or lost == key):
                         yield from finish(current, bad_record)
                         current, bad_record = {"__key__": key, "__url__": url}, "bad_tar_header"
                 name = info.name
