@@ -104,6 +104,22 @@ def test_a_decompression_bomb_in_an_mmbench_tsv_is_a_counted_skip_through_evals_
     assert answer_a == [1, 1]
 
 
+def test_a_file_wrong_as_a_whole_fails_evals_run_before_the_model_loads(tmp_path, monkeypatch, caplog):
+    good = write_tsv(tmp_path / "MMBench.tsv", [mc_row(0), mc_row("x")], MC)
+    dup = write_tsv(tmp_path / "POPE.tsv", [mc_row(3), mc_row(4), mc_row(3)], MC)
+
+    def load_for_eval(*args):
+        raise AssertionError("the model was loaded before the benchmark files were checked")
+
+    monkeypatch.setattr(entry, "load_for_eval", load_for_eval)
+    cfg = OmegaConf.create({"checkpoint": "stub", "batch_size": 4, "progress": False, "device": "cpu",
+                            "output_dir": str(tmp_path / "out"),
+                            "benchmarks": {"mmbench": {"path": str(good)}, "pope": {"path": str(dup)}}})
+    with caplog.at_level(logging.WARNING), pytest.raises(ValueError, match=r"POPE.tsv: 1 index value\(s\) appear"):
+        entry.evaluate(cfg)
+    assert "skipped" not in caplog.text  # the check reads rows quietly; the run logs their skips
+
+
 def test_bad_images_of_every_kind_are_counted_by_reason(tmp_path, answer_a):
     b64 = noise_b64()
     rows = [

@@ -65,10 +65,12 @@ class BenchmarkRows:
     rows: list[dict[str, str]] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
     rejected: Counter = field(default_factory=Counter)  # reason -> rows
+    log_rows: bool = True  # log each rejected row (the first WARNINGS_PER_REASON per reason as warnings)
 
     def reject(self, line: int, reason: str, detail: str = "") -> None:
         self.rejected[reason] += 1
-        level = logging.WARNING if self.rejected[reason] <= WARNINGS_PER_REASON else logging.DEBUG
+        loud = self.log_rows and self.rejected[reason] <= WARNINGS_PER_REASON
+        level = logging.WARNING if loud else logging.DEBUG
         log.log(level, "%s line %d: skipped (%s)%s", self.path, line, reason, f": {detail}" if detail else "")
 
 
@@ -77,7 +79,7 @@ def _has_surrogates(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
 
 
-def read_rows(path: str | Path, required: Iterable[str]) -> BenchmarkRows:
+def read_rows(path: str | Path, required: Iterable[str], log_rows: bool = True) -> BenchmarkRows:
     """The rows of a benchmark TSV, checked as the module docstring says."""
     path = Path(path)
     if not path.is_file():
@@ -101,7 +103,7 @@ def read_rows(path: str | Path, required: Iterable[str]) -> BenchmarkRows:
         missing = [c for c in required if c not in columns]
         if missing:
             raise ValueError(f"{path} lacks the column(s) {missing}; it has {columns}")
-        table = BenchmarkRows(path, columns)
+        table = BenchmarkRows(path, columns, log_rows=log_rows)
         while True:
             line = reader.line_num + 1
             try:
