@@ -87,7 +87,9 @@ class OvisDataModule(L.LightningDataModule):
             max_image_pixels=max_image_pixels,  # larger images are skipped, undecoded
         )
         self.stream_state = StreamState()
-        self.skipped: Counter = Counter()  # over the whole run, this rank
+        # Skips in the batches consumed (BatchStream documents exactly what a batch's counts hold), this rank:
+        self.skipped: Counter = Counter()  # training, over the whole run (saved in checkpoints)
+        self.val_skipped: Counter = Counter()  # validation, in the latest validation pass
 
     def attach(self, processor: OvisProcessor, tokens_per_crop: int) -> None:
         """What comes from the model: the processor and how many visual tokens one crop becomes."""
@@ -154,6 +156,14 @@ class OvisDataModule(L.LightningDataModule):
         self.stream_state.workers[worker] = WorkerPosition({k: list(v) for k, v in stream["sources"].items()}, int(stream["draws"]))
         self.stream_state.next_worker = (worker + 1) % max(1, self.num_workers)
         self.skipped.update(batch.get("skipped", {}))
+
+    def start_validation(self) -> None:
+        """Called by the LightningModule when a validation pass starts (not for the sanity check)."""
+        self.val_skipped = Counter()
+
+    def observe_validation(self, batch: dict[str, Any]) -> None:
+        """Called by the LightningModule for every validation batch it consumes (not for the sanity check)."""
+        self.val_skipped.update(batch.get("skipped", {}))
 
     def state_dict(self) -> dict[str, Any]:
         """This rank's stream position and skip counts; under DDP/FSDP every rank's (Lightning calls this on all

@@ -43,6 +43,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for name, spec in specs.items():
         kind, options = benchmark_options(name, spec)
         benchmarks[name] = build_benchmark(kind, **options)
+    for benchmark in benchmarks.values():  # a file wrong as a whole fails now, before the model is loaded
+        benchmark.check()
 
     device = resolve_device(cfg.get("device", "auto"))
     started = time.perf_counter()

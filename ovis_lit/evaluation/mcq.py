@@ -3,19 +3,8 @@ base64): their options and the pinned prompt. Extraction and scoring live in ext
 
 from __future__ import annotations
 
-import base64
-import io
-
-from PIL import Image
-
 LETTERS = "ABCDEFGHI"
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-
-
-def decode_image(b64: str) -> Image.Image:
-    image = Image.open(io.BytesIO(base64.b64decode(b64)))
-    image.load()
-    return image
 
 
 def options_of(row: dict[str, str]) -> dict[str, str]:

@@ -97,7 +97,8 @@ def log_to_wandb(results: list[BenchmarkResult], wandb_cfg: dict[str, Any], run_
     payload: dict[str, Any] = {}
     for r in results:
         for key, value in r.scores.metrics.items():
-            payload[f"eval/{r.name}/{key}"] = value
+            if value is not None:  # a benchmark with nothing scored has no score to plot
+                payload[f"eval/{r.name}/{key}"] = value
         columns = [c for c in TABLE_COLUMNS if any(c in p for p in r.scores.predictions)]
         rows = [[json.dumps(p[c]) if isinstance(p.get(c), (list, dict)) else p.get(c) for c in columns]
                 for p in r.scores.predictions]

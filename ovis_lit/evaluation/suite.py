@@ -58,8 +58,8 @@ def generate_for(
                 try:
                     queries.append((item.prompt, _decoded(item)))
                     chunk.append(item)
-                except BadImage as e:
-                    skipped["undecodable image"] += 1
+                except BadImage as e:  # every decode goes through tsv.open_image, which raises only this
+                    skipped[e.reason] += 1
                     log.warning("%s %s: %s", desc, item.key, e)
             if queries:
                 answers += generate_answers(model, processor, queries, batch_size=len(queries),
@@ -67,6 +67,16 @@ def generate_for(
                 answered += chunk
             bar.update(len(items[start : start + batch_size]))
     return answered, answers, skipped
+
+
+# metrics that count things: they stay numbers (0) when nothing was scored; every other metric becomes None
+COUNT_METRICS = frozenset({"questions", "rows", "images", "failed_extractions", "empty_answers"})
+
+
+def unscored(scores: Scores) -> Scores:
+    """The scores of a benchmark with no scored item: no score (None), not a 0.0 that reads like a result."""
+    metrics = {k: (v if k in COUNT_METRICS else None) for k, v in scores.metrics.items()}
+    return Scores(metrics, scores.predictions, {**scores.details, "unscored": "no item was scored"})
 
 
 def run_benchmark(
@@ -89,6 +99,10 @@ def run_benchmark(
                                               progress, desc=name)
     seconds = time.perf_counter() - started
     scores = benchmark.score(answered, answers)
+    if not answered:
+        scores = unscored(scores)
+        log.warning("%s: no item was scored (%d loaded, skipped: %s): no score is reported", name, len(items),
+                    dict(skipped + benchmark.skipped) or "nothing")
     for item, prediction in zip(answered, scores.predictions):
         prediction["prompt"] = item.prompt
     skipped.update(benchmark.skipped)

@@ -116,8 +116,11 @@ def report(summaries: list[dict[str, Any]], result: dict[str, Any] | None, secon
             f"  stage {s['stage']:>3}: {s['steps']:>5} steps in {s['seconds']:>6.1f} s  "
             f"{s['samples_per_s']:>7.1f} samples/s  train loss {s['train_loss']}  val loss {s['val_loss']}"
             + (f"  skipped {s['skipped_samples']}" if s.get("skipped_samples") else "")
+            + (f"  skipped in validation {s['val_skipped_samples']}" if s.get("val_skipped_samples") else "")
         )
-    if result is not None:
+    if result is not None and result["accuracy"] is None:  # an empty held-out file: no score, not 0%
+        lines.append(f"  held-out multiple choice: no score (no question was scored; n = {result['n']})")
+    elif result is not None:
         lines.append(
             f"  held-out multiple choice: accuracy {result['accuracy']:.1%} on {result['n']} questions "
             f"(chance 25%; blank-image baseline {result['blank_image_accuracy']:.1%}; "

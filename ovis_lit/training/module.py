@@ -111,8 +111,8 @@ class OvisLitModule(L.LightningModule):
         return out.loss
 
     def _skipped_on_all_ranks(self, skipped: dict[str, int]) -> dict[str, int]:
-        """The run's skip counts summed over ranks. Each rank counts its own samples, and which reasons occur
-        differs by rank, so the counters are gathered as objects (every rank calls this at the same steps)."""
+        """Skip counts summed over ranks. Each rank counts its own samples, and which reasons occur differs by
+        rank, so the counters are gathered as objects (every rank calls this at the same steps)."""
         if self.trainer.world_size == 1:
             return dict(skipped)
         gathered: list[Any] = [None] * self.trainer.world_size
@@ -123,7 +123,22 @@ class OvisLitModule(L.LightningModule):
                 total[reason] = total.get(reason, 0) + n
         return total
 
+    def skip_summary(self, datamodule) -> dict[str, dict[str, int]]:
+        """The end-of-stage skip counts, summed over ranks (a collective: every rank calls it): `train`, the skips
+        in the training batches the stage consumed (over the whole run, resumes included); `val`, those of the
+        latest validation pass. See BatchStream for what a batch's counts hold."""
+        return {"train": self._skipped_on_all_ranks(getattr(datamodule, "skipped", {})),
+                "val": self._skipped_on_all_ranks(getattr(datamodule, "val_skipped", {}))}
+
+    def on_validation_epoch_start(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not self.trainer.sanity_checking and hasattr(datamodule, "start_validation"):
+            datamodule.start_validation()
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if not self.trainer.sanity_checking and hasattr(datamodule, "observe_validation"):
+            datamodule.observe_validation(batch)  # the sanity check's batches are read again by the first pass
         out = self(batch)
         self.log("val/loss", out.loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
 

@@ -100,13 +100,15 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     if trainer.checkpoint_callback is None or trainer.global_step % cfg.stage.checkpoint_every:
         trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimiser state
 
+    skips = module.skip_summary(datamodule)  # every rank's, in the data this stage consumed (a collective)
     summary = {
         "stage": cfg.stage.name,
         "steps": trainer.global_step,
         "seconds": round(seconds, 1),
         "samples": trainer.global_step * cfg.stage.data.batch_size * trainer.accumulate_grad_batches * trainer.world_size,
         "last_checkpoint": str(output_dir / "checkpoints" / "last.ckpt"),
-        "skipped_samples": dict(datamodule.skipped),
+        "skipped_samples": skips["train"],
+        "val_skipped_samples": skips["val"],
         "train_loss": _metric(trainer, "train/loss"),
         "val_loss": _metric(trainer, "val/loss"),
     }

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from ..tsv import BadSample, ImageSource, image_sources, index_rows, read_benchmark_tsv
+from ..tsv import WARNINGS_PER_REASON, BadSample, ImageSource, image_sources, index_rows, read_rows
+
+log = logging.getLogger(__name__)
 
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 
@@ -43,10 +46,22 @@ class Benchmark(ABC):
         self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
         self.skipped: Counter[str] = Counter()  # rows dropped while loading, by reason
 
+    quiet: bool = False  # while checking: rows skipped are not logged (they are when the benchmark runs)
+
     def load(self) -> list[Item]:
         """Read the file; unusable rows are counted in `self.skipped` (a file that is wrong as a whole raises)."""
         self.skipped = Counter()
         return self.read_items()
+
+    def check(self) -> None:
+        """Read the file once and drop what was read: evals/run.py checks every benchmark before it loads the model,
+        so that a file wrong as a whole (missing, duplicate indices, ...) fails the run at once, not after the model
+        loaded and other benchmarks ran."""
+        self.quiet = True
+        try:
+            self.load()
+        finally:
+            self.quiet, self.skipped = False, Counter()
 
     @abstractmethod
     def read_items(self) -> list[Item]:
@@ -60,15 +75,20 @@ class Benchmark(ABC):
         self, required: list[str], make: Callable[[dict[str, str], Callable[[], list[ImageSource]]], Item]
     ) -> list[Item]:
         """Items of the benchmark TSV: `make(row, images)` builds one (calling `images()` to resolve the row's images)
-        or raises BadSample, which drops the row and counts its reason in `self.skipped`."""
-        rows = read_benchmark_tsv(self.path, required)
-        by_index = index_rows(rows)
+        or raises BadSample, which drops the row and counts its reason in `self.skipped` (rows the TSV reader
+        refuses are counted there too). Each dropped row's line is logged."""
+        table = read_rows(self.path, required, log_rows=not self.quiet)
+        self.skipped.update(table.rejected)
+        by_index = index_rows(table.rows)
         items = []
-        for row in rows:
+        for row, line in zip(table.rows, table.lines):
             try:
                 items.append(make(row, lambda row=row: image_sources(row, by_index, self.path.parent)))
             except BadSample as e:
                 self.skipped[str(e)] += 1
+                loud = not self.quiet and self.skipped[str(e)] <= WARNINGS_PER_REASON
+                level = logging.WARNING if loud else logging.DEBUG
+                log.log(level, "%s line %d: skipped (%s)", self.path, line, e)
         return items
 
     def describe(self) -> dict[str, Any]:
@@ -91,4 +111,6 @@ def build_benchmark(kind: str, **options: Any) -> Benchmark:
 
 
 def ratio(numerator: float, denominator: float) -> float:
+    """0.0 for an empty group inside a breakdown; a benchmark with nothing scored at all gets no score instead
+    (suite.run_benchmark)."""
     return numerator / denominator if denominator else 0.0

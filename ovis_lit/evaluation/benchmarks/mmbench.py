@@ -13,7 +13,7 @@ from typing import Any
 
 from ..extraction import extract_choice
 from ..mcq import LETTERS, MC_INSTRUCTION, mcq_prompt, options_of
-from ..tsv import BadSample, cell
+from ..tsv import BadSample, cell, integer_index
 from .base import Benchmark, Item, Scores, ratio, register
 
 CIRCULAR_STRIDE = 1_000_000
@@ -59,8 +59,10 @@ class MultipleChoice(Benchmark):
             raise BadSample("fewer than two options")
         if answer not in options:
             raise BadSample("answer is not one of the option letters")
-        found = images()
         index = cell(row, "index")
+        if self.circular is not False:
+            integer_index(row)  # circular groups are index % 1e6: a non-numeric index would be a group of its own
+        found = images()
         target = {
             "answer": answer,
             "options": options,
