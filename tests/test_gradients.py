@@ -153,3 +153,11 @@ def test_fast_path_is_the_default_and_selects_the_fused_softmax():
     model.fast_path = False
     assert not model._fuse_softmax(logits)
     assert not tiny_model(fast_path=False).fast_path  # from the spec (conf/model/*.yaml: spec.fast_path)
+
+
+def test_fast_path_switch_reaches_an_imported_checkpoint():
+    from ovis_lit.training.module import build_model
+
+    model = build_model({"pretrained": str(FIXTURE / "checkpoint"), "spec": {"fast_path": False}})
+    assert not model.fast_path
+    assert build_model({"pretrained": str(FIXTURE / "checkpoint")}).fast_path
