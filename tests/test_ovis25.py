@@ -94,3 +94,57 @@ def test_degenerate_sizes_are_refused_not_crashed():
     pp = NativeResolutionPreprocessor(patch_size=8, hidden_stride=2, min_pixels=256, max_pixels=9216)
     with pytest.raises(ImageRejected, match="degenerate_size"):
         pp.image(Image.new("RGB", (3000, 7)))
+
+
+# ------------------------------------------------------------------------------------------------------- format
+@pytest.fixture(scope="module")
+def processor25():
+    from ovis_lit.processing.native_processor import NativeOvisProcessor
+
+    vit_config = json.loads((FIXTURE25 / "checkpoint" / "config.json").read_text())["vit_config"]
+    return NativeOvisProcessor.from_pretrained(FIXTURE25 / "checkpoint", "qwen3", vit_config)
+
+
+def _sample(processor, case, generation_preface=None):
+    images = [Image.open(FIXTURE25 / p) for p in case.get("images", [])]
+    video = [Image.open(FIXTURE25 / p) for p in case["video"]] if "video" in case else None
+    return processor.conversation(
+        case["conversations"], images, video, case["min_pixels"], case["max_pixels"], generation_preface
+    )
+
+
+def test_qwen3_format_matches_reference(processor25, expected25, tensors25):
+    processor = processor25
+    cases = expected25["format_and_forward"]
+    assert len(cases) == 5
+    samples = []
+    for i, case in enumerate(cases):
+        sample = _sample(processor, case)
+        assert sample.prompt == case["prompt"], i
+        assert sample.input_ids == case["input_ids"], i
+        assert sample.labels == case["labels"], i
+        assert sample.grid_thws.tolist() == (case["grid_thws"] or []), i
+        samples.append(sample)
+    batch = processor.collate(samples)
+    for name in ("input_ids", "attention_mask", "labels", "grid_thws"):
+        assert torch.equal(batch[name], tensors25[f"forward.batch.{name}"]), name
+    assert (batch["pixel_values"] - tensors25["forward.batch.pixel_values"]).abs().max().item() <= 1e-5
+
+
+def test_qwen3_generation_prompt_and_thinking_switch(processor25):
+    processor = processor25
+    on = processor.query("Hi")
+    off = processor.query("Hi", thinking=False)
+    assert on.prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n" == off.prompt
+    thinking = processor.query("Hi", thinking=True)
+    assert thinking.prompt == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert set(thinking.labels) == {-100}
+
+
+def test_qwen3_ignored_gpt_is_never_supervised(processor25):
+    processor = processor25
+    sample = processor.conversation([{"from": "human", "value": "a"}, {"from": "ignored_gpt", "value": "b"}])
+    assert set(sample.labels) == {-100}
+    assert processor.tokenizer.decode(sample.input_ids[-1:]) == "<|im_end|>"  # the final newline is dropped
+
+
