@@ -72,6 +72,9 @@ class VisualTokenizer(nn.Module):
         if vocab_size <= n_indicators:
             raise ValueError(f"visual vocab_size {vocab_size} must exceed n_indicators {n_indicators}")
         keep_residual_stream_contiguous(backbone)
+        if isinstance(backbone, Siglip2NavitModel) and backbone.config.hidden_stride != hidden_stride:
+            raise ValueError(f"hidden_stride {hidden_stride} differs from the ViT's {backbone.config.hidden_stride} "
+                             "(its patches come ordered in blocks of that stride)")
         self.backbone = backbone
         self.vocab_size = vocab_size
         self.n_indicators = n_indicators

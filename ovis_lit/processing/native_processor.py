@@ -142,3 +142,19 @@ class NativeOvisProcessor:
         processor.tokenizer_source = directory
         processor.preprocessor_config = config  # written back unchanged by an export
         return processor
+
+
+def build_native_processor(model_cfg) -> NativeOvisProcessor:
+    """From a Hydra model config: the pretrained Ovis2.5 directory's tokenizer and normalisation (with the config's
+    min/max pixels), or the config's own tokenizer and `image` fields."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    p = model_cfg.processor
+    image = OmegaConf.to_container(p.image, resolve=True)
+    if model_cfg.get("pretrained"):
+        vit_config = json.loads((Path(model_cfg.pretrained) / "config.json").read_text())["vit_config"]
+        limits = {k: image[k] for k in ("min_pixels", "max_pixels") if k in image}
+        return NativeOvisProcessor.from_pretrained(model_cfg.pretrained, p.chat_format, vit_config, **limits)
+    image["image_mean"], image["image_std"] = tuple(image["image_mean"]), tuple(image["image_std"])
+    return NativeOvisProcessor(instantiate(p.tokenizer), p.chat_format, NativeResolutionPreprocessor(**image))
