@@ -73,3 +73,53 @@ def test_text_only_training_batch_keeps_the_vit_in_the_graph(tmp_path):
     out = model(batch["input_ids"], batch["attention_mask"], batch["labels"], None)
     out.loss.backward()
     assert model.visual_tokenizer.backbone.embeddings.patch_embedding.weight.grad is not None
+
+
+def test_truncation_keeps_whole_images_and_their_patches(tmp_path):
+    from ovis_lit.processing.native_processor import build_native_processor, fit_native_length
+
+    processor = build_native_processor(_model_cfg("ovis25_tiny", tmp_path))
+    images = [Image.new("RGB", (64, 32)), Image.new("RGB", (32, 32))]  # 8 and 4 visual tokens
+    sample = processor.conversation(
+        [{"from": "human", "value": "<image>\n<image>\nSame?"}, {"from": "gpt", "value": "no"}], images)
+    second_start = [i for i, t in enumerate(sample.input_ids) if t == -301][1]
+    cut = fit_native_length(sample, second_start + 3)  # ends inside the second image: it goes whole
+    assert cut.input_ids == sample.input_ids[:second_start] and cut.grid_thws.tolist() == [[1, 4, 8]]
+    assert torch.equal(cut.pixel_values, sample.pixel_values[:32]) and cut.meta["truncated"]
+    assert fit_native_length(sample, len(sample.input_ids)) is sample
+
+
+def test_caption_sample_supervises_only_the_caption(tmp_path):
+    from ovis_lit.processing.native_processor import build_native_processor
+
+    processor = build_native_processor(_model_cfg("ovis25_tiny", tmp_path))
+    sample = processor.caption("a red square", Image.new("RGB", (32, 32)))
+    assert sample.input_ids[0] == -301 and sample.input_ids.count(-300) == 4
+    assert processor.tokenizer.decode([t for t in sample.labels if t >= 0]) == "a red square"
+
+
+def test_load_original_hands_an_ovis25_layout_over():
+    from ovis_lit.interop.original import load_original
+
+    from .test_ovis25 import FIXTURE25
+
+    model, processor = load_original(FIXTURE25 / "checkpoint")
+    assert model.visual_tokenizer.native_resolution and processor.chat_format == "qwen3"
+
+
+@pytest.mark.slow
+def test_train_py_runs_ovis25_tiny(tmp_path):
+    """`python train.py model=ovis25_tiny`: the data stream, the Lightning module and the export at the end."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "train.py", "model=ovis25_tiny", "stage=3", "trainer.max_steps=2",
+         "model.recipe.s3.batch_size=4", "logger=csv", f"paths.output_dir={tmp_path}", "+data.prepare.scale=0.03",
+         "data.num_workers=0", "evaluate=false"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert config["vit_config"]["model_type"] == "siglip2_navit" and config["visual_vocab_size"] == 512

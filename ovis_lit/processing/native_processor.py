@@ -16,7 +16,13 @@ from PIL import Image
 
 from ..constants import IGNORE_ID, IMAGE_TOKEN, IMAGE_TOKEN_ID, VIDEO_TOKEN, VIDEO_TOKEN_ID
 from .conversation import NO_THINKING_PREFACE, ConversationFormatter
-from .native_resolution import NativeResolutionPreprocessor
+from .native_resolution import (
+    NATIVE_IMAGE_END_ID,
+    NATIVE_IMAGE_START_ID,
+    NATIVE_VIDEO_END_ID,
+    NATIVE_VIDEO_START_ID,
+    NativeResolutionPreprocessor,
+)
 from .processor import PREPROCESSOR_FILE
 from .tokenizer import load_tokenizer
 
@@ -87,6 +93,15 @@ class NativeOvisProcessor:
         grid_thws = torch.tensor(grids, dtype=torch.long).reshape(-1, 3)
         return NativeSample(input_ids, labels, pixel_values, grid_thws, text.prompt)
 
+    def caption(self, caption: str, image: Image.Image, template: str = f"{IMAGE_TOKEN}\n") -> NativeSample:
+        """Caption sample: template (with one `<image>`) + caption; labels on the caption only."""
+        text = self.formatter.format_caption(caption, template)
+        patches, grid, placeholders = self.image_preprocessor.image(image)
+        at = text.input_ids.index(IMAGE_TOKEN_ID)
+        input_ids = text.input_ids[:at] + placeholders + text.input_ids[at + 1:]
+        labels = text.labels[:at] + [IGNORE_ID] * len(placeholders) + text.labels[at + 1:]
+        return NativeSample(input_ids, labels, patches, torch.tensor([grid]), text.prompt)
+
     def query(
         self, question: str, images: list[Image.Image] | None = None, thinking: bool = False,
         min_pixels: int | None = None, max_pixels: int | None = None,
@@ -142,6 +157,25 @@ class NativeOvisProcessor:
         processor.tokenizer_source = directory
         processor.preprocessor_config = config  # written back unchanged by an export
         return processor
+
+
+def fit_native_length(sample: NativeSample, max_length: int) -> NativeSample:
+    """Keep the head of a sample longer than `max_length`, never cutting an image or video in half (a cut inside
+    one moves to just before it); the patches and grids of the dropped images go too."""
+    if len(sample.input_ids) <= max_length:
+        return sample
+    cut, image_start, kept = max_length, None, 0
+    for i, token in enumerate(sample.input_ids[:max_length]):
+        if token in (NATIVE_IMAGE_START_ID, NATIVE_VIDEO_START_ID):
+            image_start = i
+        elif token in (NATIVE_IMAGE_END_ID, NATIVE_VIDEO_END_ID):
+            image_start, kept = None, kept + 1
+    if image_start is not None:
+        cut = image_start
+    grids = sample.grid_thws[:kept]
+    n_patches = int(grids.prod(dim=1).sum()) if kept else 0
+    return NativeSample(sample.input_ids[:cut], sample.labels[:cut], sample.pixel_values[:n_patches], grids,
+                        sample.prompt, {**sample.meta, "truncated": True})
 
 
 def build_native_processor(model_cfg) -> NativeOvisProcessor:
