@@ -166,3 +166,26 @@ def test_export_of_a_new_model_writes_the_original_fields(ovis25, tmp_path):
     assert fresh["vit_config"] == {k: v for k, v in src["vit_config"].items() if not k.startswith("_")}
     assert {k: fresh[k] for k in fresh if k not in ("llm_config", "vit_config")} == {
         k: src[k] for k in src if k not in ("llm_config", "vit_config")}
+
+
+def test_thinking_budget_concludes_the_thinking_and_continues(ovis25, expected25):
+    from ovis_lit.evaluation.thinking import BUDGET_EXHAUSTED_TEXT, generate_with_thinking_budget
+
+    model, processor = ovis25
+    samples = _generation_cases(processor, expected25)
+    b = processor.collate([samples[name][0] for name in ("sample0", "sample3", "sample4")], padding_side="left")
+    args = (model, processor.tokenizer, b["input_ids"], b["attention_mask"], b["pixel_values"], b["grid_thws"])
+    extra = processor.tokenizer(BUDGET_EXHAUSTED_TEXT, add_special_tokens=False)["input_ids"]
+    # a budget past max_new_tokens: plain greedy generation
+    plain = generate_with_thinking_budget(*args, thinking_budget=10, max_new_tokens=10, eos_token_ids=[2], pad_token_id=0)
+    assert plain == expected25["generate"]["batched_left_padded"]["new_token_ids"]
+    # the random model never closes its thinking: after 4 tokens the conclusion is appended, then 6 more come,
+    # the same as greedy decoding of that longer prompt alone
+    out = generate_with_thinking_budget(*args, thinking_budget=4, max_new_tokens=10, eos_token_ids=[2], pad_token_id=0)
+    for row, (name, (sample, want)) in zip(out, samples.items()):
+        assert row[:4] == want[:4] and row[4:4 + len(extra)] == extra and len(row) == 10 + len(extra), name
+        alone = processor.collate([sample])
+        ids = torch.tensor([sample.input_ids + row[:4 + len(extra)]])
+        rest = model.generate(ids, torch.ones_like(ids), alone["pixel_values"], alone["grid_thws"],
+                              max_new_tokens=6, do_sample=False, eos_token_id=None)
+        assert row[4 + len(extra):] == rest[0].tolist(), name
