@@ -189,3 +189,18 @@ def test_thinking_budget_concludes_the_thinking_and_continues(ovis25, expected25
         rest = model.generate(ids, torch.ones_like(ids), alone["pixel_values"], alone["grid_thws"],
                               max_new_tokens=6, do_sample=False, eos_token_id=None)
         assert row[4 + len(extra):] == rest[0].tolist(), name
+
+
+@pytest.mark.parametrize("mode", ["full", "selective"])
+def test_activation_checkpointing_keeps_the_gradients(tensors25, mode):
+    from ovis_lit.interop.ovis25 import load_ovis25
+
+    b = _batch(tensors25)
+    grads = []
+    for checkpointing in ("none", mode):
+        model, _ = load_ovis25(FIXTURE25 / "checkpoint")
+        model.train().set_activation_checkpointing(vision=checkpointing, llm=checkpointing)
+        model(b["input_ids"], b["attention_mask"], b["labels"], b["pixel_values"], grid_thws=b["grid_thws"]).loss.backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert max((grads[0][k] - grads[1][k]).abs().max().item() for k in grads[0]) <= 1e-6
