@@ -88,3 +88,32 @@ def test_bad_grids_are_refused():
         vit(torch.zeros(10, 192), torch.tensor([[1, 4, 4]]))
     with pytest.raises(ValueError, match="multiples of hidden_stride"):
         vit(torch.zeros(12, 192), torch.tensor([[1, 3, 4]]))
+
+
+def test_flash_attention_path_passes_the_packed_boundaries(tensors25, monkeypatch):
+    """With flash_attention_2 the layers call the varlen kernel once over the whole pack with cu_seqlens (here a
+    stand-in that attends within each sequence, as flash-attn's varlen does): same features as eager."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    calls = []
+
+    def varlen(module, q, k, v, mask, cu_seq_lens_q=None, cu_seq_lens_k=None, max_length_q=None, scaling=None,
+               is_causal=None, dropout=0.0, **kwargs):
+        assert q.shape[0] == 1 and torch.equal(cu_seq_lens_q, cu_seq_lens_k) and not is_causal
+        bounds = cu_seq_lens_q.tolist()
+        calls.append(len(bounds) - 1)
+        parts = [torch.nn.functional.scaled_dot_product_attention(q[:, :, a:b], k[:, :, a:b], v[:, :, a:b], scale=scaling)
+                 for a, b in zip(bounds[:-1], bounds[1:])]
+        assert max_length_q == max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
+        return torch.cat(parts, dim=2).transpose(1, 2), None
+
+    monkeypatch.setitem(ALL_ATTENTION_FUNCTIONS._global_mapping, "flash_attention_2", varlen)
+    vit = _vit_and_head("eager").backbone
+    pixel_values, grids = tensors25["forward.batch.pixel_values"], tensors25["forward.batch.grid_thws"]
+    with torch.no_grad():
+        eager = vit(pixel_values, grids)
+        vit.config._attn_implementation = "flash_attention_2"
+        flash = vit(pixel_values, grids)
+    assert len(calls) == 2 and calls[1] == int(grids[:, 0].sum())  # layer 1: one sequence per frame
+    assert calls[0] > calls[1]  # layer 0: windows
+    assert (flash - eager).abs().max().item() <= 1e-5

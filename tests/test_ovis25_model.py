@@ -204,3 +204,22 @@ def test_activation_checkpointing_keeps_the_gradients(tensors25, mode):
         grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     assert max((grads[0][k] - grads[1][k]).abs().max().item() for k in grads[0]) <= 1e-6
+
+
+def test_evaluation_loads_and_answers_with_an_ovis25_export(ovis25, tmp_path):
+    from PIL import Image
+
+    from ovis_lit.evaluation.generation import generate_answers
+    from ovis_lit.evaluation.loading import load_for_eval, processor_from_ovis_dir
+    from ovis_lit.interop.ovis25 import export_ovis25
+    from ovis_lit.processing.native_processor import NativeOvisProcessor
+
+    model, processor = ovis25
+    out = export_ovis25(model, processor, tmp_path / "export")
+    loaded, found, info = load_for_eval(out)
+    assert loaded.visual_tokenizer.native_resolution and isinstance(found, NativeOvisProcessor)
+    assert isinstance(processor_from_ovis_dir(out), NativeOvisProcessor)
+    image = Image.open(FIXTURE25 / "images" / "wide.png")
+    answers = generate_answers(loaded, found, [("Describe.", [image]), ("Hi", [])], batch_size=2, max_new_tokens=3,
+                               progress=False)
+    assert len(answers) == 2
