@@ -114,6 +114,10 @@ def fit_length(sample: Sample, max_length: int, tokens_per_crop: int) -> Sample:
     (a cut inside an image moves to just before it, and that image's crops are dropped)."""
     if expanded_length(sample.input_ids, tokens_per_crop) <= max_length:
         return sample
+    if hasattr(sample, "grid_thws"):  # Ovis2.5: one placeholder per visual token, indicators of its own
+        from ..processing.native_processor import fit_native_length
+
+        return fit_native_length(sample, max_length)
     length, cut, image_start, crops = 0, 0, None, 0
     kept_crops = 0
     for i, token in enumerate(sample.input_ids):

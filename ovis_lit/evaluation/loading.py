@@ -39,6 +39,16 @@ def has_tokenizer(directory: Path) -> bool:
 def processor_from_ovis_dir(directory: str | Path) -> OvisProcessor:
     """The processor of an Ovis-layout directory (export or original): tokenizer files + config.json's format."""
     directory = Path(directory)
+    config_path = directory / "config.json"
+    if config_path.is_file() and "vit_config" in json.loads(config_path.read_text()):  # Ovis2.5 layout
+        from ..interop.ovis25 import read_ovis25_config
+        from ..processing.native_processor import NativeOvisProcessor
+
+        config = read_ovis25_config(directory)
+        if not has_tokenizer(directory):
+            raise FileNotFoundError(f"{directory} has no tokenizer files")
+        formatter = FORMAT_BY_CLASS[config["conversation_formatter_class"]].name
+        return NativeOvisProcessor.from_pretrained(directory, formatter, config["vit_config"])
     config = read_original_config(directory)
     formatter = config.get("conversation_formatter_class")
     if formatter not in FORMAT_BY_CLASS:

@@ -215,6 +215,10 @@ def original_skeleton(
     """The model an original Ovis checkpoint directory describes, on the meta device (no weights read): what the
     ranks other than 0 build under FSDP before rank 0's weights reach their shards."""
     directory = Path(directory)
+    if _is_ovis25(directory):
+        from .ovis25 import ovis25_skeleton
+
+        return ovis25_skeleton(directory, dtype, attn_implementation)
     config = read_original_config(directory)
     vt_config = config["visual_tokenizer_config"]
     torch_dtype = as_dtype(dtype) or as_dtype(config.get("torch_dtype") or "float32")
@@ -237,6 +241,10 @@ def load_original(
 ) -> tuple[OvisModel, OvisProcessor | None]:
     """An original Ovis checkpoint directory -> (OvisModel, OvisProcessor or None when it has no tokenizer)."""
     directory = Path(directory)
+    if _is_ovis25(directory):  # the Ovis2.5 layout has its own module
+        from .ovis25 import load_ovis25
+
+        return load_ovis25(directory, dtype, attn_implementation)
     config = read_original_config(directory)
     _weight_files(directory)  # fail early, and never fall back to pickled weights
     vt_config = config["visual_tokenizer_config"]
@@ -277,6 +285,11 @@ def load_original(
             raise ValueError(f"unknown conversation_formatter_class {formatter_class!r}")
         processor = OvisProcessor.from_pretrained(directory, FORMAT_BY_CLASS[formatter_class].name)
     return model, processor
+
+
+def _is_ovis25(directory: Path) -> bool:
+    config_path = directory / "config.json"
+    return config_path.is_file() and "vit_config" in json.loads(config_path.read_text())
 
 
 # --------------------------------------------------------------------------------------------------------- export
@@ -383,6 +396,10 @@ def export_original(
 ) -> Path:
     """Write `model` and `processor` in the original Ovis layout (sharded above `max_shard_bytes`). `state`: the
     full (consolidated) state dict, for a model whose parameters are FSDP shards."""
+    if model.visual_tokenizer.native_resolution:  # Ovis2.5: its own layout
+        from .ovis25 import export_ovis25
+
+        return export_ovis25(model, processor, directory, max_shard_bytes, state)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = original_config(model, processor.chat_format, multimodal_max_length)

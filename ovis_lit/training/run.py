@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 def build_processor(model_cfg: DictConfig) -> OvisProcessor:
     """Tokenizer + chat format + image preprocessing, from the model config (or the pretrained Ovis directory)."""
+    if model_cfg.processor.get("native"):  # Ovis2.5: native-resolution images
+        from ..processing.native_processor import build_native_processor
+
+        return build_native_processor(model_cfg)
     if model_cfg.get("pretrained"):
         return OvisProcessor.from_pretrained(model_cfg.pretrained, model_cfg.processor.chat_format)
     p = model_cfg.processor
@@ -47,6 +51,8 @@ def model_dict(model_cfg: DictConfig) -> dict[str, Any]:
 
 def tokens_per_crop(model_cfg: DictConfig) -> int:
     """From a weightless (meta-device) build, so it is right whatever the backbone family."""
+    if model_cfg.processor.get("native"):
+        return 1  # one -300 per visual token
     if model_cfg.get("pretrained"):
         from ..interop.original import read_original_config
 
