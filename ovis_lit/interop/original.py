@@ -29,12 +29,11 @@ from ..model.vision import FAMILIES
 from ..model.visual_tokenizer import VisualTokenizer
 from ..processing.conversation import CHAT_FORMATS, FORMAT_BY_CLASS
 from ..processing.processor import OvisProcessor, save_image_preprocessor
+from .local_files import INDEX_FILE, WEIGHTS_FILE, read_json_file, safetensors_files
 from .legacy_config import LEGACY_COMMON_FIELDS, LEGACY_MODEL_FIELDS, LEGACY_TRANSFORMERS_VERSION
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
 N_INDICATORS = 5  # Ovis 1.6 / 2.0
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -57,15 +56,7 @@ OURS_BACKBONE_PREFIX = "visual_tokenizer.backbone."
 
 # --------------------------------------------------------------------------------------------------------- import
 def _weight_files(directory: Path) -> list[Path]:
-    if (directory / INDEX_FILE).is_file():
-        index = json.loads((directory / INDEX_FILE).read_text())
-        return sorted({directory / f for f in index["weight_map"].values()})
-    if (directory / WEIGHTS_FILE).is_file():
-        return [directory / WEIGHTS_FILE]
-    found = sorted(p.name for p in directory.iterdir())
-    raise FileNotFoundError(
-        f"no {WEIGHTS_FILE} or {INDEX_FILE} in {directory} (found: {found}); only safetensors checkpoints load"
-    )
+    return safetensors_files(directory)  # inside the directory, headers checked, never pickled formats
 
 
 def _load_tensors(directory: Path, prefix: str) -> dict[str, torch.Tensor]:
@@ -91,9 +82,12 @@ def read_original_config(directory: str | Path) -> dict[str, Any]:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: not an Ovis checkpoint directory")
-    config = json.loads(config_path.read_text())
+    config = read_json_file(config_path)
     if config.get("model_type") != "ovis":
         raise ValueError(f"{config_path} has model_type {config.get('model_type')!r}, expected 'ovis'")
+    for key in ("visual_tokenizer_config", "llm_config"):
+        if not isinstance(config.get(key), dict):
+            raise ValueError(f"{config_path} has no {key} object: not an Ovis 1.6 checkpoint")
     vt_type = config["visual_tokenizer_config"].get("model_type")
     if vt_type not in VISUAL_TOKENIZERS:
         raise ValueError(
@@ -128,7 +122,7 @@ def original_skeleton(
     llm_cfg = llm_config_from_dict(config["llm_config"], attn_implementation or config.get("llm_attn_implementation"))
     family = FAMILIES[VISUAL_TOKENIZERS[vt_config["model_type"]]]
     with torch.device("meta"):
-        llm = transformers.AutoModelForCausalLM.from_config(llm_cfg, dtype=torch_dtype)
+        llm = transformers.AutoModelForCausalLM.from_config(llm_cfg, dtype=torch_dtype, trust_remote_code=False)
         backbone = family.model_class(family.config_class.from_dict(vt_config["backbone_config"])).to(torch_dtype)
         visual_tokenizer, vte = _visual_parts(vt_config, backbone, llm.config.hidden_size)
         visual_tokenizer.to(torch_dtype)
@@ -156,21 +150,33 @@ def load_original(
     verbosity = _quiet_transformers()
     try:
         # transformers does the loading (meta init, dtype, tied weights); key_mapping picks each part's keys.
-        llm = transformers.AutoModelForCausalLM.from_pretrained(
+        llm, llm_info = transformers.AutoModelForCausalLM.from_pretrained(
             directory, config=llm_cfg, key_mapping={r"^llm\.": ""}, dtype=torch_dtype, local_files_only=True,
-            use_safetensors=True,
+            use_safetensors=True, trust_remote_code=False, output_loading_info=True, ignore_mismatched_sizes=True,
         )
-        backbone = family.model_class.from_pretrained(
+        backbone, backbone_info = family.model_class.from_pretrained(
             directory,
             config=backbone_cfg,
             key_mapping={"^" + BACKBONE_KEY_PREFIX.replace(".", r"\."): ""},
             dtype=torch_dtype,
             local_files_only=True,
             use_safetensors=True,
+            trust_remote_code=False,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported below, with the names, instead of a bare error
         )
     finally:
         transformers.logging.set_verbosity(verbosity)
         transformers.logging.enable_progress_bar()
+    # transformers fills missing (and mismatched) weights with a random init and only logs it (quieted above)
+    for part, info in (("llm.", llm_info), (BACKBONE_KEY_PREFIX, backbone_info)):
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise ValueError(f"checkpoint {directory} lacks weights: {[part + k for k in missing[:5]]}")
+        mismatched = sorted(info.get("mismatched_keys") or [])
+        if mismatched:
+            raise ValueError(f"checkpoint {directory} has weights of the wrong shape: "
+                             + "; ".join(f"{part}{k}: {tuple(a)} for {tuple(b)}" for k, a, b in mismatched[:5]))
     llm.config._attn_implementation = llm_cfg._attn_implementation
 
     with torch.device("meta"):  # head and table are filled from the checkpoint: skip their random init

@@ -150,17 +150,23 @@ def save_image_preprocessor(pp: ImagePreprocessor, directory: Path, image_proces
 
 
 def load_image_preprocessor(directory: str | Path) -> ImagePreprocessor:
-    config = json.loads((Path(directory) / PREPROCESSOR_FILE).read_text())
-    size = config["size"]
-    side = size.get("height", size.get("shortest_edge"))
-    if side is None or size.get("width", side) != side:
-        raise ValueError(f"expected a square crop size in {PREPROCESSOR_FILE}, got {size}")
-    return ImagePreprocessor(
-        side=int(side),
-        image_mean=tuple(config["image_mean"]),
-        image_std=tuple(config["image_std"]),
-        resample=int(config.get("resample", 3)),
-    )
+    from ..interop.local_files import read_json_file
+
+    path = Path(directory) / PREPROCESSOR_FILE
+    config = read_json_file(path)
+    try:
+        size = config["size"]
+        side = size.get("height", size.get("shortest_edge"))
+        if side is None or size.get("width", side) != side:
+            raise ValueError(f"expected a square crop size, got {size}")
+        return ImagePreprocessor(
+            side=int(side),
+            image_mean=tuple(config["image_mean"]),
+            image_std=tuple(config["image_std"]),
+            resample=int(config.get("resample", 3)),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ValueError(f"{path}: not a usable image-processor config ({type(e).__name__}: {e})") from None
 
 
 __all__ = ["CHAT_FORMATS", "OvisProcessor", "Sample", "load_image_preprocessor"]
