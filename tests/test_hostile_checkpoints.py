@@ -330,6 +330,7 @@ def _remote_code_dir(directory: Path, marker: Path, config_name: str, config: di
     code = f"open({str(marker)!r}, 'w').write('ran')\n"
     for module in ("evil", "configuration_evil", "modeling_evil", "tokenization_evil"):
         (directory / f"{module}.py").write_text(code)
+    save_file({"x": torch.zeros(1)}, directory / "model.safetensors")  # so only the code stands in the way
     return directory
 
 
