@@ -53,7 +53,7 @@ def _env(tmp_path: Path) -> dict[str, str]:
 def _run(tmp_path: Path, *args: str, stdin: str = "y\n") -> subprocess.CompletedProcess:
     """A command as a user runs it, with a terminal-like "y" waiting on stdin for any "run this code?" prompt."""
     return subprocess.run([sys.executable, *args], cwd=REPO, env=_env(tmp_path), input=stdin, capture_output=True,
-                          text=True, timeout=50)
+                          text=True, timeout=110)
 
 
 @pytest.fixture
@@ -157,6 +157,8 @@ def test_crafted_metadata_through_the_fsdp_strategy_resume(crafted_sharded):
         FSDP2Strategy().load_checkpoint(crafted_sharded)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_crafted_metadata_through_scripts_consolidate(crafted_sharded, good, tmp_path):
     proc = _run(tmp_path, "scripts/consolidate.py", str(crafted_sharded), "--processor", str(good["export"]),
                 "--chat-format", "qwen", "--out", str(tmp_path / "out"))
@@ -177,6 +179,7 @@ def test_crafted_metadata_through_lightning_resume(crafted_sharded, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_crafted_metadata_through_evals_run(crafted_sharded, tmp_path):
     proc = _run(tmp_path, "evals/run.py", f"checkpoint={crafted_sharded}", f"output_dir={tmp_path / 'eval'}",
                 "progress=false")
@@ -352,6 +355,8 @@ def test_ckpt_pointing_the_llm_at_custom_code(tmp_path, marker):
         load_for_eval(ckpt)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
 def test_custom_code_prompt_is_never_reached_even_when_stdin_says_yes(tmp_path, marker):
     """transformers asks "run custom code? [y/N]" on stdin when trust_remote_code is not given; a "y" there
     would run llm/modeling_evil.py. With the check and trust_remote_code=False the answer is never read."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import pathlib
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -188,7 +189,9 @@ def dcp_load(state: dict[str, Any], directory: str | Path) -> None:
     read_dcp_metadata(directory)  # a clear error before DCP wraps it
     no_dist = not (torch.distributed.is_available() and torch.distributed.is_initialized())
     try:
-        dcp.load(state, storage_reader=SafeFileSystemReader(directory), planner=SafeLoadPlanner(), no_dist=no_dist)
+        with warnings.catch_warnings():  # "torch.distributed is disabled ... assuming a single process": intended
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+            dcp.load(state, storage_reader=SafeFileSystemReader(directory), planner=SafeLoadPlanner(), no_dist=no_dist)
     except CheckpointException as e:  # a BaseException: one per failing rank
         causes = "; ".join(f"{type(exc).__name__}: {exc}" for exc, _ in e.failures.values())
         raise ValueError(f"{directory}: the sharded checkpoint does not load: {causes}") from None
