@@ -2,8 +2,8 @@
 
 A checkpoint written by `trainer=fsdp` is a directory: one `.distcp` file per rank plus Lightning's `meta.pt`
 (hyper-parameters, loop state). Nothing in it runs code: `meta.pt` is read weights-only and the shards through
-`safe_dcp` (DCP's own reader unpickles its index). Only the model weights are read (not the optimiser state), into a model built from
-the checkpoint's own hyper-parameters, in one process, without a process group.
+`safe_dcp` (DCP's own reader unpickles its index). Only the model weights are read (not the optimiser state), into
+a model built from the checkpoint's own hyper-parameters, in one process, without a process group.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def load_sharded_model(path: str | Path, meta: dict[str, Any] | None = None) -> 
     meta = read_sharded_meta(path) if meta is None else meta
     hparams = meta.get("hyper_parameters")
     if not isinstance(hparams, dict) or not isinstance(hparams.get("model"), dict):
-        raise ValueError(f"{Path(path) / META_FILE} has no hyper_parameters['model']: not a checkpoint written by train.py")
+        raise ValueError(f"{Path(path) / META_FILE} has no hyper_parameters['model']: not written by train.py")
     model = build_model(hparams["model"])
     load_sharded_weights(model, path)
     return model

@@ -32,8 +32,8 @@ class FSDP2Strategy(ModelParallelStrategy):
         """Resume (`ckpt_path=`) without running code from the checkpoint.
 
         Lightning reads a sharded directory with torch.distributed.checkpoint's own reader, which unpickles the
-        shard index and non-tensor entries with the full pickle module. Here the same steps as Lightning's
-        (model, then each optimiser; `meta.pt` is read first) go through `safe_dcp` and weights-only loads. A single-file
+        shard index and non-tensor entries with the full pickle module. Here the same steps as Lightning's (model,
+        then each optimiser; `meta.pt` is read first) go through `safe_dcp` and weights-only loads. A single-file
         checkpoint stays with Lightning, always weights-only.
         """
         path = Path(self.broadcast(checkpoint_path))
