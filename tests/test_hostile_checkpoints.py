@@ -323,6 +323,13 @@ def test_hydra_config_beside_a_ckpt_cannot_name_code(good, tmp_path, marker):
     )
     with pytest.raises(ValueError, match=r"config\.yaml: refused: _target_ 'builtins\.open'"):
         load_for_eval(run / "stage1" / "checkpoints" / "last.ckpt")
+    # the same call hidden behind an interpolation to a node outside `model`
+    (run / ".hydra" / "config.yaml").write_text(
+        f"evil:\n  _target_: builtins.open\n  file: {marker}\n  mode: w\n"
+        "model:\n  processor:\n    tokenizer: ${evil}\n    chat_format: qwen\n"
+    )
+    with pytest.raises(ValueError, match=r"config\.yaml: refused: _target_ 'builtins\.open'"):
+        load_for_eval(run / "stage1" / "checkpoints" / "last.ckpt")
 
 
 # ----------------------------------------------------------------------------- remote code (trust_remote_code)

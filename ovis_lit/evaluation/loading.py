@@ -97,10 +97,13 @@ def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit
     if config_path is not None:
         from ..training.run import build_processor
 
-        cfg = OmegaConf.load(config_path)
-        _check_targets(OmegaConf.to_container(cfg.model), config_path)
+        try:  # resolved first, so that what is checked is what is instantiated (no node hidden behind ${...})
+            model_cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.load(config_path).model, resolve=True))
+        except Exception as e:
+            raise ValueError(f"{config_path}: no usable model config ({type(e).__name__}: {e})") from None
+        _check_targets(OmegaConf.to_container(model_cfg), config_path)
         log.info("processor rebuilt from %s", config_path)
-        return build_processor(cfg.model)
+        return build_processor(model_cfg)
     raise FileNotFoundError(
         f"no processor (tokenizer) found for {checkpoint}; tried: " + "; ".join(tried)
         + ". Pass processor=<an ovis-lit export or original Ovis directory>."
