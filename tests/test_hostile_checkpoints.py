@@ -26,7 +26,7 @@ from ovis_lit.interop.safe_dcp import dcp_load, read_dcp_metadata
 from ovis_lit.processing.image import ImagePreprocessor
 from ovis_lit.processing.processor import OvisProcessor
 from ovis_lit.processing.tokenizer import byte_level_tokenizer, load_tokenizer
-from ovis_lit.training.checkpoints import MODEL_PREFIX, check_resumable, load_model_weights
+from ovis_lit.training.checkpoints import MODEL_PREFIX, check_resumable, check_resume_strategy, load_model_weights
 from ovis_lit.training.strategies import FSDP2Strategy
 
 from .conftest import REPO
@@ -149,6 +149,17 @@ def test_crafted_metadata_through_train_resume_check(crafted_sharded):
     """train.py checks ckpt_path before building anything (run_stage -> check_resumable)."""
     with pytest.raises(ValueError, match=REFUSED_INDEX):
         check_resumable(crafted_sharded)
+
+
+def test_sharded_checkpoints_resume_only_under_fsdp2strategy(good):
+    """Lightning's other strategies (its own FSDP included) read a sharded directory with DCP's unpickling reader."""
+    from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy
+
+    for strategy in (DDPStrategy(), FSDPStrategy()):
+        with pytest.raises(ValueError, match=r"sharded is a sharded checkpoint: resume it with trainer=fsdp"):
+            check_resume_strategy(good["sharded"], strategy)
+    check_resume_strategy(good["sharded"], FSDP2Strategy())
+    check_resume_strategy(good["ckpt"], DDPStrategy())  # a single file: any strategy, weights-only
 
 
 def test_crafted_metadata_through_the_fsdp_strategy_resume(crafted_sharded):

@@ -37,6 +37,16 @@ def check_resumable(path: str | Path) -> None:
         read_lightning_checkpoint(path)
 
 
+def check_resume_strategy(path: str | Path, strategy: Any) -> None:
+    """A sharded checkpoint resumes only under FSDP2Strategy (trainer=fsdp): Lightning's other strategies read
+    one with torch.distributed.checkpoint's own reader, which unpickles it."""
+    from .strategies import FSDP2Strategy
+
+    if Path(path).is_dir() and not isinstance(strategy, FSDP2Strategy):
+        raise ValueError(f"{path} is a sharded checkpoint: resume it with trainer=fsdp (ovis-lit's FSDP2Strategy "
+                         f"reads it without running code), not {type(strategy).__name__}")
+
+
 def lightning_model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
     """The OvisModel state dict inside a loaded Lightning checkpoint."""
     return {k[len(MODEL_PREFIX) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..model.build import build_ovis
 from ..processing.image import ImagePreprocessor
 from ..processing.processor import OvisProcessor
-from .checkpoints import check_resumable
+from .checkpoints import check_resumable, check_resume_strategy
 from .module import OvisLitModule
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # these only log; Lightning refuses them without a logger
         callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if ckpt_path is not None:
+        check_resume_strategy(ckpt_path, trainer.strategy)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
