@@ -226,6 +226,20 @@ def test_truncated_metadata(good, tmp_path):
         read_sharded_meta(ckpt)
 
 
+def test_metadata_calling_an_allowed_class_with_nonsense(good, tmp_path):
+    """Allowed classes called with arguments they refuse (here the memory-format enum with an unknown value)."""
+    import torch.distributed.checkpoint.metadata as m
+
+    class _Nonsense:
+        def __reduce__(self):
+            return (m._MEM_FORMAT_ENCODING, ("no such format",))
+
+    ckpt = _copy(good["sharded"], tmp_path / "ckpt")
+    _write_metadata(ckpt, [_Nonsense()])
+    with pytest.raises(ValueError, match=r"\.metadata: not a readable checkpoint index \(ValueError"):
+        read_dcp_metadata(ckpt)
+
+
 def test_metadata_that_is_not_an_index(good, tmp_path):
     ckpt = _copy(good["sharded"], tmp_path / "ckpt")
     _write_metadata(ckpt, {"state_dict_metadata": {}, "storage_data": {}})

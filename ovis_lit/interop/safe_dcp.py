@@ -77,15 +77,17 @@ class _MetadataUnpickler(pickle.Unpickler):
     def __init__(self, file: io.BufferedIOBase, source: Path):
         super().__init__(file)
         self.source = source
+        self.refused: str | None = None  # why find_class stopped the load, if it did
 
     def find_class(self, module: str, name: str) -> Any:
         try:
             return ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise ValueError(
+            self.refused = (
                 f"{self.source}: refused: it refers to {module}.{name}, which is not part of a "
                 "torch.distributed.checkpoint index (a crafted pickle?); nothing from it was run"
-            ) from None
+            )
+            raise pickle.UnpicklingError(self.refused) from None
 
 
 def read_dcp_metadata(directory: str | Path) -> dcp_metadata.Metadata:
@@ -98,11 +100,12 @@ def read_dcp_metadata(directory: str | Path) -> dcp_metadata.Metadata:
     if size > MAX_METADATA_BYTES:
         raise ValueError(f"{path}: {size} bytes, over the {MAX_METADATA_BYTES} a checkpoint index may have")
     with path.open("rb") as f:
+        unpickler = _MetadataUnpickler(f, path)
         try:
-            metadata = _MetadataUnpickler(f, path).load()
-        except ValueError:
-            raise
-        except Exception as e:  # truncated, not a pickle, a class called with nonsense arguments, ...
+            metadata = unpickler.load()
+        except Exception as e:  # a refused name; or truncated, not a pickle, a class called with nonsense, ...
+            if unpickler.refused:
+                raise ValueError(unpickler.refused) from None
             raise ValueError(f"{path}: not a readable checkpoint index ({type(e).__name__}: {e})") from None
     _check_metadata(metadata, directory, path)
     return metadata
