@@ -102,7 +102,7 @@ def measure(side: str, directory: str, steps: int) -> dict:
     else:
         from ovis.model.modeling_ovis import Ovis
 
-        model = Ovis.from_pretrained(directory, torch_dtype=torch.float32).train()
+        model = Ovis.from_pretrained(directory, torch_dtype=torch.float32, trust_remote_code=False).train()
 
         def step():
             return model(input_ids=input_ids, attention_mask=mask, pixel_values=pixel_values, grid_thws=grid_thws,

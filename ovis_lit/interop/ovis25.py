@@ -29,7 +29,8 @@ from ..processing.image import ImagePreprocessor
 from ..processing.native_processor import NativeOvisProcessor
 from ..processing.native_resolution import NATIVE_N_INDICATORS
 from ..processing.processor import PREPROCESSOR_FILE, save_image_preprocessor
-from .original import _load_tensors, _quiet_transformers, _save_sharded, _weight_files, _write_tokenizer
+from .local_files import read_json_file
+from .original import load_llm, _load_tensors, _quiet_transformers, _save_sharded, _weight_files, _write_tokenizer
 
 VIT_KEY_PREFIX = "visual_tokenizer.vit.vision_model."
 OURS_VIT_PREFIX = "visual_tokenizer.backbone."
@@ -56,7 +57,7 @@ def read_ovis25_config(directory: str | Path) -> dict[str, Any]:
     config_path = Path(directory) / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: not an Ovis checkpoint directory")
-    config = json.loads(config_path.read_text())
+    config = read_json_file(config_path)
     if not is_ovis25_config(config):
         raise ValueError(f"{config_path} is not an Ovis2.5 config (model_type 'ovis' with a vit_config)")
     vit_type = config["vit_config"].get("model_type")
@@ -88,7 +89,7 @@ def _skeleton(
     with torch.device("meta"):
         if llm is None:
             llm_cfg = llm_config_from_dict(config["llm_config"], attn_implementation)
-            llm = transformers.AutoModelForCausalLM.from_config(llm_cfg, dtype=dtype)
+            llm = transformers.AutoModelForCausalLM.from_config(llm_cfg, dtype=dtype, trust_remote_code=False)
             llm.config._attn_implementation = llm_cfg._attn_implementation
         vit = Siglip2NavitModel(vit_cfg).to(dtype)
         visual_tokenizer = VisualTokenizer(
@@ -128,10 +129,7 @@ def load_ovis25(
     llm_cfg = llm_config_from_dict(config["llm_config"], attn_implementation)
     verbosity = _quiet_transformers()
     try:
-        llm = transformers.AutoModelForCausalLM.from_pretrained(
-            directory, config=llm_cfg, key_mapping={r"^llm\.": ""}, dtype=torch_dtype, local_files_only=True,
-            use_safetensors=True,
-        )
+        llm = load_llm(directory, llm_cfg, {r"^llm\.": ""}, torch_dtype)
     finally:
         transformers.logging.set_verbosity(verbosity)
         transformers.logging.enable_progress_bar()

@@ -7,7 +7,6 @@ per image.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,7 +142,9 @@ class NativeOvisProcessor:
         """Tokenizer files + preprocessor_config.json (normalisation, resample) of a directory; patch sizes come
         from the ViT's config (the image processor's `size` is not used at native resolution)."""
         directory = Path(directory)
-        config = json.loads((directory / PREPROCESSOR_FILE).read_text())
+        from ..interop.local_files import read_json_file
+
+        config = read_json_file(directory / PREPROCESSOR_FILE)
         pp = NativeResolutionPreprocessor(
             patch_size=vit_config["patch_size"],
             hidden_stride=vit_config.get("hidden_stride", 2),
@@ -187,7 +188,9 @@ def build_native_processor(model_cfg) -> NativeOvisProcessor:
     p = model_cfg.processor
     image = OmegaConf.to_container(p.image, resolve=True)
     if model_cfg.get("pretrained"):
-        vit_config = json.loads((Path(model_cfg.pretrained) / "config.json").read_text())["vit_config"]
+        from ..interop.local_files import read_json_file
+
+        vit_config = read_json_file(Path(model_cfg.pretrained) / "config.json")["vit_config"]
         limits = {k: image[k] for k in ("min_pixels", "max_pixels") if k in image}
         return NativeOvisProcessor.from_pretrained(model_cfg.pretrained, p.chat_format, vit_config, **limits)
     image["image_mean"], image["image_std"] = tuple(image["image_mean"]), tuple(image["image_std"])

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..model.build import build_ovis
 from ..processing.image import ImagePreprocessor
 from ..processing.processor import OvisProcessor
+from .checkpoints import check_resumable, check_resume_strategy
 from .module import OvisLitModule
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,9 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = _resolve_ckpt(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None:  # before anything is built: a bad checkpoint is refused at once, with its name
+        check_resumable(ckpt_path)
 
     processor = build_processor(cfg.model)
     check_vocab(processor, cfg.model)
@@ -93,12 +97,14 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # these only log; Lightning refuses them without a logger
         callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if ckpt_path is not None:
+        check_resume_strategy(ckpt_path, trainer.strategy)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     started = time.perf_counter()
-    # resuming unpickles nothing but tensors and plain containers (weights_only)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), output_dir), weights_only=True)
+    # resuming unpickles nothing but tensors and plain containers (weights_only; FSDP2Strategy reads shards safely)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - started
     # ModelCheckpoint saves every `checkpoint_every` steps; the final step is saved here, unless it just did, so
     # that last.ckpt (what the next stage starts from and evals/run.py reads) holds the final weights. Every rank
@@ -161,11 +167,12 @@ def _metric(trainer: L.Trainer, name: str) -> float | None:
 
 
 def _resolve_ckpt(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """`ckpt_path=last`: the newest last.ckpt of this run directory (None, with a note, when there is none yet)."""
+    """`ckpt_path=last`: the newest last.ckpt of this run directory (None, with a note, when there is none yet).
+    Under trainer=fsdp last.ckpt is a directory of shards."""
     if ckpt_path != "last":
         return ckpt_path
     last = output_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
+    if last.exists():
         return str(last)
     log.warning("ckpt_path=last but %s does not exist: starting fresh", last)
     return None
