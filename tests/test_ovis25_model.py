@@ -71,10 +71,12 @@ def test_training_loss_path_matches_reference(ovis25, expected25, tensors25):
     assert abs(out.loss.item() - expected25["loss"]) <= 1e-5
 
 
-def test_gradients_match_reference(tensors25):
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "plain"])
+def test_gradients_match_reference(tensors25, fast_path):
     from ovis_lit.interop.ovis25 import load_ovis25, ovis25_state_dict
 
     model, _ = load_ovis25(FIXTURE25 / "checkpoint", vit_attn_implementation="eager")
+    model.fast_path = fast_path  # the path training runs, and the plain path (the Ovis idea as written)
     model.train()
     b = _batch(tensors25)
     out = model(b["input_ids"], b["attention_mask"], b["labels"], b["pixel_values"], grid_thws=b["grid_thws"])

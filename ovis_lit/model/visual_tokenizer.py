@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .navit import Siglip2NavitModel
-from .vision import crop_side, keep_residual_stream_contiguous, vision_features
+from .vision import crop_side, vision_features
 
 # softmax, gumbel_argmax and st_argmax are the original's; st_softmax is ovis-lit's own (see `tokenize`).
 TOKENIZE_FUNCTIONS = ("softmax", "gumbel_argmax", "st_argmax", "st_softmax")
@@ -87,7 +87,6 @@ class VisualTokenizer(nn.Module):
             raise ValueError(f"unknown tokenize_function {tokenize_function!r}; choose from {TOKENIZE_FUNCTIONS}")
         if vocab_size <= n_indicators:
             raise ValueError(f"visual vocab_size {vocab_size} must exceed n_indicators {n_indicators}")
-        keep_residual_stream_contiguous(backbone)
         if isinstance(backbone, Siglip2NavitModel) and backbone.config.hidden_stride != hidden_stride:
             raise ValueError(f"hidden_stride {hidden_stride} differs from the ViT's {backbone.config.hidden_stride} "
                              "(its patches come ordered in blocks of that stride)")
