@@ -364,26 +364,33 @@ def test_an_interrupted_conversion_leaves_no_tmp_shard(tmp_path, error):
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_leaves_no_tmp_shard(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_leaves_no_tmp_shard(tmp_path, workers):
+    """SIGTERM while a shard is open (sent from the input reader, in the main process): the conversion unwinds,
+    the open shard is deleted, complete ones stay, and the worker processes end (no hang)."""
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
         from ovis_lit.data.convert import common
 
         def fn(index, entry):
-            if index == 25:
-                os.kill(os.getpid(), signal.SIGTERM)
             return common.Converted(index, {{"id": str(index), "caption": "x"}})
 
-        common.run(fn, range(100), common.Options(output=Path({str(tmp_path)!r}), prefix="x", workers=1,
-                                                  progress=False, maxcount=10))
+        def entries():
+            for i in range(100):
+                if i == 25:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                yield i
+
+        common.run(fn, entries(), common.Options(output=Path({str(tmp_path)!r}), prefix="x", workers={workers},
+                                                 progress=False, maxcount=10, chunk=5))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-    assert proc.returncode != 0 and "SIGTERM" in proc.stderr
+    assert proc.returncode != 0 and "KeyboardInterrupt: SIGTERM" in proc.stderr, proc.stderr[-2000:]
     names = sorted(p.name for p in tmp_path.iterdir())
     assert not [n for n in names if n.endswith(".tmp")], names
-    assert "x-train-000001.tar" in names and "x-train-000002.tar" not in names
+    assert "x-train-000000.tar" in names and "x-report.json" not in names
 
 
 # --------------------------------------------------------------------------------------------------- fuzzing
