@@ -4,6 +4,8 @@ IGNORE_ID = -100  # label value that the loss skips
 
 IMAGE_TOKEN = "<image>"  # the literal marker in conversation text
 IMAGE_TOKEN_ID = -200  # one whole image, before its placeholders are expanded
+VIDEO_TOKEN = "<video>"  # Ovis2.5: the marker of a video (its frames)
+VIDEO_TOKEN_ID = -201
 
 # After expansion each image is a run of placeholders: one atom per crop plus indicator tokens.
 IMAGE_ATOM_ID = -300  # stands for one crop's whole run of visual tokens

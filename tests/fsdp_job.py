@@ -4,6 +4,7 @@ the averaged gradient, and with it every loss, must equal a one-process run's.
 
 Writes to --out: losses.json (rank 0's loss per step), report.json (sharding facts gathered on every rank),
 full.safetensors (the consolidated weights after training), and a sharded checkpoint (ckpt/) under FSDP.
+--resume: Lightning's resume (ckpt_path) from a checkpoint, e.g. the ckpt/ of an earlier run.
 """
 
 import argparse
@@ -52,6 +53,7 @@ class Record(L.Callback):
         with_state = {n for n, p in params.items() if optimizer.state.get(p)}
         report = {
             "world": trainer.world_size,
+            "global_step": trainer.global_step,
             "dtensor": sum(isinstance(p, DTensor) for p in params.values()),
             "params": len(params),
             "local_numel": sum((p.to_local() if isinstance(p, DTensor) else p).numel() for p in params.values()),
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument("--tied", action="store_true", help="tie the LLM's input and output embeddings")
     parser.add_argument("--pretrained", help="an original Ovis checkpoint directory to start from")
     parser.add_argument("--checkpointing", default="none", help="activation checkpointing of the ViT and LLM layers")
+    parser.add_argument("--resume", help="a checkpoint to resume from (Lightning's ckpt_path)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
@@ -100,7 +103,8 @@ def main() -> None:
         use_distributed_sampler=False,  # every rank reads the same batches
         gradient_clip_val=1.0, callbacks=[Record(out)],
     )
-    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None))
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None), ckpt_path=args.resume,
+                weights_only=True)
     trainer.save_checkpoint(out / "ckpt")
     close_process_group()  # else the job can abort at exit after passing (Gloo threads outlive the interpreter)
 

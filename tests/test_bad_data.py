@@ -385,9 +385,18 @@ def _call_text(source: str, start: int) -> str:
     return source[start:]
 
 
+# The one audited place that unpickles: torch.distributed.checkpoint's `.metadata` index, through an unpickler that
+# resolves only allow-listed DCP metadata classes (tests/test_hostile_checkpoints.py attacks it). Everything that
+# reads a sharded checkpoint must go through it, so DCP's own loaders are forbidden elsewhere too.
+AUDITED_UNPICKLER = "ovis_lit/interop/safe_dcp.py"
+UNPICKLER_PATTERNS = (r"\bimport pickle\b", r"\bfrom pickle\b", r"\bUnpickler\b", r"_weights_only_unpickler",
+                      r"\bdcp\.load\(", r"\bcheckpoint\.load\(", r"\bFileSystemReader\b",
+                      r"\bload_state_dict\([^)]*storage_reader")
+
+
 def test_no_code_path_unpickles_or_runs_remote_code():
     files = [*REPO.glob("ovis_lit/**/*.py"), *REPO.glob("data/*.py"), *REPO.glob("benchmarks/*.py"),
-             *REPO.glob("*.py")]
+             *REPO.glob("evals/*.py"), *REPO.glob("scripts/*.py"), *REPO.glob("*.py")]
     assert len(files) > 20
     problems = []
     for path in files:
@@ -397,8 +406,25 @@ def test_no_code_path_unpickles_or_runs_remote_code():
                         r"allow_pickle\s*=\s*True", r"\bwds\.decode\(", r"\bwebdataset\.decode\(",
                         r"\.decode\(\s*[\"']pil"):
             problems += [f"{rel}: {m.group(0)}" for m in re.finditer(pattern, source)]
+        if rel.as_posix() != AUDITED_UNPICKLER:
+            for pattern in UNPICKLER_PATTERNS:
+                problems += [f"{rel}: {m.group(0)}" for m in re.finditer(pattern, source)]
+        for match in re.finditer(r"\.(fit|validate|test|predict)\(", source):  # Lightning's own checkpoint loads
+            call = _call_text(source, match.end() - 1)
+            if "ckpt_path" in call and not re.search(r"weights_only\s*=\s*True", call):
+                problems.append(f"{rel}: {match.group(0)}{call[:60]}")
         for match in re.finditer(r"\btorch\.load\(", source):
             call = _call_text(source, match.end() - 1)
             if not re.search(r"weights_only\s*=\s*True", call):
                 problems.append(f"{rel}: torch.load{call[:60]}")
     assert not problems, problems
+
+
+def test_the_audited_unpickler_admits_only_the_allow_list():
+    """The audited place unpickles only through its allow-listed `find_class` (no bare pickle.load/loads)."""
+    source = (REPO / AUDITED_UNPICKLER).read_text()
+    assert len(re.findall(r"class \w+\(pickle\.Unpickler\)", source)) == 1
+    find_class = r"def find_class\(self, module: str, name: str\) -> Any:\n\s+try:\n\s+return ALLOWED_GLOBALS\["
+    assert re.search(find_class, source)
+    rest = source.replace("class _MetadataUnpickler(pickle.Unpickler)", "")
+    assert not re.search(r"\bpickle\.(loads?|Unpickler\(|_Unpickler)", rest)

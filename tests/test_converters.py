@@ -157,7 +157,7 @@ def test_llava_json_converts_validates_streams_and_trains(tmp_path, cfgs):
         "decode_error": [{"id": "b", "image": "broken.jpg", "conversations": turns("Q", "A")},
                          {"id": "t", "image": "cut.png", "conversations": turns("Q", "A")}],
         "too_many_pixels": [{"id": "z", "image": "bomb.png", "conversations": turns("Q", "A")}],
-        "image_count_mismatch": [{"id": "c", "image": ["coco/0000.jpg"], "conversations": turns("Q", "A", 2)},
+        "invalid_sample": [{"id": "c", "image": ["coco/0000.jpg"], "conversations": turns("Q", "A", 2)},
                                  {"id": "c0", "image": "coco/0001.jpg", "conversations": turns("Q", "A", 0)}],
         "no_assistant_turn": [{"id": "n", "conversations": [{"from": "human", "value": "Q"}]}],
         "empty_conversation": [{"id": "e", "conversations": []}],
@@ -260,7 +260,7 @@ def test_ovis_layout_converts_streams_and_trains(tmp_path, cfgs):
     assert sets["pixelprose-mini"]["rejected"] == {"empty_caption": 1, "missing_image": 1}
     assert sets["pixelprose-mini"]["written"]["train"] == 9
     assert sets["wikipedia-mini"]["written"]["train"] == 6 and not sets["wikipedia-mini"]["rejected"]
-    assert sets["chat-mini"]["rejected"] == {"image_count_mismatch": 1}
+    assert sets["chat-mini"]["rejected"] == {"invalid_sample": 1}
     assert summary["use"] == {"pixelprose-mini": 9, "wikipedia-mini": 6, "chat-mini": 7}
     assert json.loads((tmp_path / "shards" / "report.json").read_text())["sources"] == summary["sources"]
 

@@ -65,6 +65,14 @@ def test_two_process_cpu_fit(trainer, tmp_path, data_dir):
         assert info["format"].startswith("sharded")
         for (name, a), b in zip(model.state_dict().items(), exported.state_dict().values()):
             assert torch.equal(a, b), name
+        # ckpt_path=last finds the sharded last.ckpt (a directory) and resumes from it through FSDP2Strategy
+        resumed = _train([
+            "stage=3", f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.precision=32-true", "trainer.max_steps=6", f"hydra.run.dir={run_dir}", "ckpt_path=last",
+            *_small(data_dir),
+        ])
+        assert "Restored all states from the checkpoint" in resumed.stdout + resumed.stderr
+        assert json.loads((run_dir / "summary.json").read_text())["steps"] == 6
     else:
         assert last.is_file()
     assert (run_dir / "export" / "config.json").is_file()

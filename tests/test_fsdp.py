@@ -122,3 +122,15 @@ def test_pretrained_ovis_checkpoint_under_fsdp_matches_one_process(tmp_path, fix
                              "--steps", "4")
     assert losses_2 == pytest.approx(losses_1, rel=1e-5, abs=1e-6)
     assert all(r["dtensor"] == r["params"] for r in reports)
+
+
+def test_resume_from_a_sharded_checkpoint(runs, tmp_path):
+    """Lightning's resume (ckpt_path) under FSDP2Strategy, whose load_checkpoint reads the shards through
+    ovis_lit.interop.safe_dcp: the step count, weights and optimiser state come back and training continues."""
+    root, _, (losses_2, _) = runs
+    losses, reports = _job(tmp_path / "resumed", "--strategy", "fsdp", "--devices", "2", "--steps", "12",
+                           "--resume", str(root / "fsdp" / "ckpt"))
+    assert [r["global_step"] for r in reports] == [12, 12]
+    assert len(losses) == 2  # steps 11 and 12 only
+    assert max(losses) < losses_2[0] and abs(losses[0] - losses_2[-1]) < 0.5 * (losses_2[0] - losses_2[-1]), (
+        losses, losses_2)  # the trained weights came back, not a fresh init

@@ -155,6 +155,15 @@ def test_fast_path_is_the_default_and_selects_the_fused_softmax():
     assert not tiny_model(fast_path=False).fast_path  # from the spec (conf/model/*.yaml: spec.fast_path)
 
 
+def test_the_contiguous_vit_stream_belongs_to_the_fast_path():
+    from ovis_lit.model.vision import residual_stream_is_contiguous
+
+    model = tiny_model()
+    assert residual_stream_is_contiguous(model.visual_tokenizer.backbone)
+    model.fast_path = False  # the plain path keeps the original's memory layout (its float32 rounding, bitwise)
+    assert not residual_stream_is_contiguous(model.visual_tokenizer.backbone)
+
+
 def test_fast_path_switch_reaches_an_imported_checkpoint():
     from ovis_lit.training.module import build_model
 

@@ -10,9 +10,11 @@ with `json` and PIL: no other member (`.pyd`, `.pth`, `.pkl`, ...) is ever decod
 pickled code. Anything unusable raises SkipSample with the reason the run's skip counters count:
 `missing_json`, `bad_json` (unparsable, not an object, or not a well-formed sample), `missing_image`,
 `decode_error` (an image that does not decode completely), `too_many_pixels` (over `max_image_pixels`),
-`empty_conversation`, `no_assistant_turn`, `empty_caption`, `invalid_sample` (`<image>` marks and images differ in
-number, or the chat format refuses the conversation), `too_long` (only with `truncate=False`),
-`no_supervised_tokens` (nothing left to learn from, e.g. after truncation).
+`empty_conversation`, `no_assistant_turn`, `empty_caption` (also a missing one: null, NaN), `invalid_sample`
+(`<image>` marks and images differ in number, a system turn that is not first, a caption containing `<image>`, or
+the chat format refuses the conversation), `too_long` (only with `truncate=False`),
+`no_supervised_tokens` (nothing left to learn from, e.g. after truncation). The JSON checks are
+`ovis_lit.data.validation`'s, the converters' own, so converted data is never skipped for them here.
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from ..constants import IGNORE_ID, IMAGE_ATOM_ID, IMAGE_END_ID, IMAGE_START_ID, IMAGE_TOKEN
-from ..processing.conversation import ROLE_ALIASES
 from ..processing.image import MAX_IMAGE_PIXELS, ImageRejected, open_image, to_rgb
 from ..processing.processor import OvisProcessor, Sample
 from .stream import SkipSample
+from .validation import check_conversation, check_image_count, check_meta, count_image_marks  # noqa: F401
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
 
@@ -83,28 +85,6 @@ def record_images(record: dict, meta: dict, max_pixels: int | None = MAX_IMAGE_P
     return images
 
 
-def check_conversation(conversations, key: str = "") -> None:
-    """Structure of LLaVA-style turns: a non-empty list of {"from"|"role": known role, "value": str}, with at
-    least one assistant turn."""
-    if not isinstance(conversations, list):
-        raise SkipSample("bad_json", f"{key}: 'conversations' is not a list")
-    if not conversations:
-        raise SkipSample("empty_conversation", key)
-    for turn in conversations:
-        if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-            raise SkipSample("bad_json", f"{key}: a turn is not {{'from': ..., 'value': str}}")
-        if turn.get("from", turn.get("role")) not in ROLE_ALIASES:
-            raise SkipSample("bad_json", f"{key}: unknown role {turn.get('from', turn.get('role'))!r}")
-    if not any(ROLE_ALIASES[turn.get("from", turn.get("role"))] == "gpt" for turn in conversations):
-        raise SkipSample("no_assistant_turn", key)
-
-
-def count_image_marks(meta: dict) -> int:
-    if "conversations" in meta:
-        return sum(turn["value"].count(IMAGE_TOKEN) for turn in meta["conversations"])
-    return 1  # a caption sample: its template holds exactly one
-
-
 def expanded_length(input_ids: list[int], tokens_per_crop: int) -> int:
     return len(input_ids) + input_ids.count(IMAGE_ATOM_ID) * (tokens_per_crop - 1)
 
@@ -114,6 +94,10 @@ def fit_length(sample: Sample, max_length: int, tokens_per_crop: int) -> Sample:
     (a cut inside an image moves to just before it, and that image's crops are dropped)."""
     if expanded_length(sample.input_ids, tokens_per_crop) <= max_length:
         return sample
+    if hasattr(sample, "grid_thws"):  # Ovis2.5: one placeholder per visual token, indicators of its own
+        from ..processing.native_processor import fit_native_length
+
+        return fit_native_length(sample, max_length)
     length, cut, image_start, crops = 0, 0, None, 0
     kept_crops = 0
     for i, token in enumerate(sample.input_ids):
@@ -157,11 +141,8 @@ class SampleBuilder:
     def __call__(self, record: dict) -> Sample:
         key = record.get("__key__", "")
         meta = record_meta(record)
-        self._check(meta, key)
-        names = image_names(record, meta)
-        marks = count_image_marks(meta)
-        if marks != len(names):  # found before any image is decoded
-            raise SkipSample("invalid_sample", f"{key}: {marks} {IMAGE_TOKEN} marks but {len(names)} images")
+        check_meta(meta, key, self._allows_system())  # the converters' checks (ovis_lit.data.validation)
+        check_image_count(meta, len(image_names(record, meta)), key)  # before any image is decoded
         images = record_images(record, meta, self.max_image_pixels)
         try:
             sample = self._format(meta, images, key)
@@ -176,29 +157,16 @@ class SampleBuilder:
         sample.meta["key"] = record.get("__key__")
         return sample
 
-    @staticmethod
-    def _check(meta: dict, key: str) -> None:
-        """What the JSON alone tells: a well-formed conversation or caption (no image decoded yet)."""
-        if "conversations" in meta:
-            check_conversation(meta["conversations"], key)
-        elif "caption" in meta:
-            caption = meta["caption"]
-            if not isinstance(caption, (str, int, float)) or isinstance(caption, bool):
-                raise SkipSample("bad_json", f"{key}: 'caption' is not a string")
-            if not str(caption).replace(IMAGE_TOKEN, "").strip():
-                raise SkipSample("empty_caption", key)
-            template = meta.get("caption_template")
-            if template is not None and not isinstance(template, str):
-                raise SkipSample("bad_json", f"{key}: 'caption_template' is not a string")
-        else:
-            raise SkipSample("bad_json", f"{key}: neither 'conversations' nor 'caption'")
+    def _allows_system(self) -> bool:
+        spec = getattr(getattr(self.processor, "formatter", None), "format_spec", None)
+        return getattr(spec, "allows_system", True)
 
     def _format(self, meta: dict, images: list[Image.Image], key: str) -> Sample:
         if "conversations" in meta:
             return self.processor.conversation(meta["conversations"], images)
         if len(images) != 1:
             raise SkipSample("invalid_sample", f"{key}: a caption sample needs one image, has {len(images)}")
-        caption = str(meta["caption"]).strip()
+        caption = meta["caption"].strip()
         if self.captions_as == "template":
             return self.processor.caption(caption, images[0], meta.get("caption_template") or self.caption_template)
         prompt = self.caption_prompts[zlib.crc32(key.encode()) % len(self.caption_prompts)]

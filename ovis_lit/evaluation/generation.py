@@ -38,6 +38,7 @@ def generate_answers(
                 batch["input_ids"].to(device),
                 batch["attention_mask"].to(device),
                 batch["pixel_values"].to(device),
+                grid_thws=batch["grid_thws"].to(device) if "grid_thws" in batch else None,  # Ovis2.5
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 eos_token_id=eos,

@@ -39,6 +39,16 @@ def has_tokenizer(directory: Path) -> bool:
 def processor_from_ovis_dir(directory: str | Path) -> OvisProcessor:
     """The processor of an Ovis-layout directory (export or original): tokenizer files + config.json's format."""
     directory = Path(directory)
+    config_path = directory / "config.json"
+    if config_path.is_file() and "vit_config" in json.loads(config_path.read_text()):  # Ovis2.5 layout
+        from ..interop.ovis25 import read_ovis25_config
+        from ..processing.native_processor import NativeOvisProcessor
+
+        config = read_ovis25_config(directory)
+        if not has_tokenizer(directory):
+            raise FileNotFoundError(f"{directory} has no tokenizer files")
+        formatter = FORMAT_BY_CLASS[config["conversation_formatter_class"]].name
+        return NativeOvisProcessor.from_pretrained(directory, formatter, config["vit_config"])
     config = read_original_config(directory)
     formatter = config.get("conversation_formatter_class")
     if formatter not in FORMAT_BY_CLASS:
@@ -54,6 +64,29 @@ def _hydra_config(checkpoint: Path) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+# What a run's .hydra/config.yaml may name for Hydra to call when the processor is rebuilt from it: the file lies
+# beside a checkpoint, so any other `_target_` (os.system, ...) would be code run from a checkpoint folder.
+TOKENIZER_TARGETS = frozenset({
+    "ovis_lit.processing.tokenizer.load_tokenizer",
+    "ovis_lit.processing.tokenizer.qwen_tokenizer",
+    "ovis_lit.processing.tokenizer.byte_level_tokenizer",
+    "ovis_lit.data.shapes.tokenizer",
+})
+
+
+def _check_targets(node: Any, source: Path) -> None:
+    if isinstance(node, dict):
+        target = node.get("_target_")
+        if target is not None and target not in TOKENIZER_TARGETS:
+            raise ValueError(f"{source}: refused: _target_ {target!r} is not one of ovis-lit's tokenizer builders "
+                             f"({sorted(TOKENIZER_TARGETS)}); pass processor=<a directory> instead")
+        for value in node.values():
+            _check_targets(value, source)
+    elif isinstance(node, list):
+        for value in node:
+            _check_targets(value, source)
 
 
 def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit: str | Path | None) -> OvisProcessor:
@@ -74,9 +107,13 @@ def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit
     if config_path is not None:
         from ..training.run import build_processor
 
-        cfg = OmegaConf.load(config_path)
+        try:  # resolved first, so that what is checked is what is instantiated (no node hidden behind ${...})
+            model_cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.load(config_path).model, resolve=True))
+        except Exception as e:
+            raise ValueError(f"{config_path}: no usable model config ({type(e).__name__}: {e})") from None
+        _check_targets(OmegaConf.to_container(model_cfg), config_path)
         log.info("processor rebuilt from %s", config_path)
-        return build_processor(cfg.model)
+        return build_processor(model_cfg)
     raise FileNotFoundError(
         f"no processor (tokenizer) found for {checkpoint}; tried: " + "; ".join(tried)
         + ". Pass processor=<an ovis-lit export or original Ovis directory>."
@@ -100,7 +137,10 @@ def _warn_if_stale(checkpoint: Path, step: int | None) -> None:
     summary = checkpoint.parent.parent / "summary.json"
     if step is None or not summary.is_file():
         return
-    steps = json.loads(summary.read_text()).get("steps")
+    try:
+        steps = json.loads(summary.read_text()).get("steps")
+    except (ValueError, AttributeError):  # only a warning hangs on it
+        return
     if isinstance(steps, int) and steps > step:
         log.warning("%s is from step %d but its stage ran %d steps; %s holds the final weights",
                     checkpoint, step, steps, checkpoint.parent.parent / "export")

@@ -30,7 +30,8 @@ from ..model.build import as_dtype, llm_config_from_dict
 from ..model.ovis import OvisModel
 from ..model.vision import FAMILIES
 from ..processing.processor import PREPROCESSOR_FILE, OvisProcessor
-from .original import _load_tensors, _quiet_transformers, _visual_parts, _weight_files, _write_tokenizer
+from .local_files import read_json_file
+from .original import load_llm, _load_tensors, _quiet_transformers, _visual_parts, _weight_files, _write_tokenizer
 
 MODEL_TYPE = "ovis2"
 VISION = "model.vision_tower."
@@ -50,7 +51,7 @@ def read_hf_config(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: not a checkpoint directory")
-    config = json.loads(path.read_text())
+    config = read_json_file(path)
     if config.get("model_type") != MODEL_TYPE:
         raise ValueError(f"{path} has model_type {config.get('model_type')!r}, expected {MODEL_TYPE!r}")
     vision = config.get("vision_config") or {}
@@ -90,13 +91,10 @@ def load_hf_ovis2(
 
     verbosity = _quiet_transformers()
     try:
-        llm = transformers.AutoModelForCausalLM.from_pretrained(
-            directory, config=llm_cfg, key_mapping={r"^model\.language_model\.": "model."}, dtype=torch_dtype,
-            local_files_only=True, use_safetensors=True,
-        )
+        llm = load_llm(directory, llm_cfg, {r"^model\.language_model\.": "model."}, torch_dtype, prefix="")
         backbone, info = family.model_class.from_pretrained(
             None, config=backbone_config(vision), state_dict=_backbone_state(_load_tensors(directory, BACKBONE)),
-            dtype=torch_dtype, output_loading_info=True,
+            dtype=torch_dtype, output_loading_info=True, trust_remote_code=False,
         )
     finally:
         transformers.logging.set_verbosity(verbosity)

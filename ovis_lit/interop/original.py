@@ -32,12 +32,11 @@ from ..model.visual_tokenizer import VisualTokenizer
 from ..processing.conversation import CHAT_FORMATS, FORMAT_BY_CLASS
 from ..processing.processor import OvisProcessor, save_image_preprocessor
 from . import aimv2
+from .local_files import INDEX_FILE, WEIGHTS_FILE, read_json_file, safetensors_files
 from .legacy_config import LEGACY_COMMON_FIELDS, LEGACY_MODEL_FIELDS, LEGACY_TRANSFORMERS_VERSION
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
 N_INDICATORS = 5  # Ovis 1.6 / 2.0
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -129,15 +128,7 @@ LAYOUT_BY_FAMILY = {layout.family: layout for layout in LAYOUTS.values()}
 
 # --------------------------------------------------------------------------------------------------------- import
 def _weight_files(directory: Path) -> list[Path]:
-    if (directory / INDEX_FILE).is_file():
-        index = json.loads((directory / INDEX_FILE).read_text())
-        return sorted({directory / f for f in index["weight_map"].values()})
-    if (directory / WEIGHTS_FILE).is_file():
-        return [directory / WEIGHTS_FILE]
-    found = sorted(p.name for p in directory.iterdir())
-    raise FileNotFoundError(
-        f"no {WEIGHTS_FILE} or {INDEX_FILE} in {directory} (found: {found}); only safetensors checkpoints load"
-    )
+    return safetensors_files(directory)  # inside the directory, headers checked, never pickled formats
 
 
 def _load_tensors(directory: Path, prefix: str) -> dict[str, torch.Tensor]:
@@ -148,6 +139,26 @@ def _load_tensors(directory: Path, prefix: str) -> dict[str, torch.Tensor]:
                 if key.startswith(prefix):
                     tensors[key[len(prefix) :]] = f.get_tensor(key)
     return tensors
+
+
+def load_llm(
+    directory: Path, llm_cfg, key_mapping: dict[str, str], dtype: torch.dtype, prefix: str = "llm."
+) -> torch.nn.Module:
+    """The LLM's weights from a checkpoint directory, through transformers' loading (meta init, dtype, tied weights);
+    `key_mapping` picks the LLM's keys. transformers fills missing or mis-shaped weights with a random init and only
+    logs it: here that is an error naming the weights."""
+    llm, info = transformers.AutoModelForCausalLM.from_pretrained(
+        directory, config=llm_cfg, key_mapping=key_mapping, dtype=dtype, local_files_only=True,
+        use_safetensors=True, trust_remote_code=False, output_loading_info=True, ignore_mismatched_sizes=True,
+    )
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise ValueError(f"checkpoint {directory} lacks weights: {[prefix + k for k in missing[:5]]}")
+    mismatched = sorted(info.get("mismatched_keys") or [])
+    if mismatched:
+        raise ValueError(f"checkpoint {directory} has weights of the wrong shape: "
+                         + "; ".join(f"{prefix}{k}: {tuple(a)} for {tuple(b)}" for k, a, b in mismatched[:5]))
+    return llm
 
 
 def _quiet_transformers():
@@ -163,9 +174,12 @@ def read_original_config(directory: str | Path) -> dict[str, Any]:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} not found: not an Ovis checkpoint directory")
-    config = json.loads(config_path.read_text())
+    config = read_json_file(config_path)
     if config.get("model_type") != "ovis":
         raise ValueError(f"{config_path} has model_type {config.get('model_type')!r}, expected 'ovis'")
+    for key in ("visual_tokenizer_config", "llm_config"):
+        if not isinstance(config.get(key), dict):
+            raise ValueError(f"{config_path} has no {key} object: not an Ovis 1.6 checkpoint")
     vt_type = config["visual_tokenizer_config"].get("model_type")
     if vt_type not in LAYOUTS:
         raise ValueError(
@@ -189,11 +203,12 @@ def _load_backbone(directory: Path, config: dict[str, Any], dtype: torch.dtype) 
     if layout.key_prefix is not None:  # a renaming: transformers reads the files itself, one tensor at a time
         prefix = (OURS_BACKBONE_PREFIX + layout.key_prefix).replace(".", r"\.")
         backbone, info = model_class.from_pretrained(
-            directory, key_mapping={"^" + prefix: ""}, local_files_only=True, use_safetensors=True, **common
+            directory, key_mapping={"^" + prefix: ""}, local_files_only=True, use_safetensors=True,
+            trust_remote_code=False, ignore_mismatched_sizes=True, **common  # mismatches reported below, named
         )
     else:  # names and shapes change (AIMv2's stacked qkv): convert the backbone's tensors here
         tensors = layout.state_to_ours(_load_tensors(directory, OURS_BACKBONE_PREFIX))
-        backbone, info = model_class.from_pretrained(None, state_dict=tensors, **common)
+        backbone, info = model_class.from_pretrained(None, state_dict=tensors, trust_remote_code=False, **common)
         if info["unexpected_keys"]:
             raise ValueError(f"checkpoint {directory}: backbone tensors with no place: {sorted(info['unexpected_keys'])}")
     missing = [k for k in info["missing_keys"] if not k.startswith(FAMILIES[layout.family].unused_prefixes)]
@@ -224,13 +239,17 @@ def original_skeleton(
     """The model an original Ovis checkpoint directory describes, on the meta device (no weights read): what the
     ranks other than 0 build under FSDP before rank 0's weights reach their shards."""
     directory = Path(directory)
+    if _is_ovis25(directory):
+        from .ovis25 import ovis25_skeleton
+
+        return ovis25_skeleton(directory, dtype, attn_implementation)
     config = read_original_config(directory)
     vt_config = config["visual_tokenizer_config"]
     torch_dtype = as_dtype(dtype) or as_dtype(config.get("torch_dtype") or "float32")
     llm_cfg = llm_config_from_dict(config["llm_config"], attn_implementation or config.get("llm_attn_implementation"))
     layout, backbone_cfg = _backbone_layout(config)
     with torch.device("meta"):
-        llm = transformers.AutoModelForCausalLM.from_config(llm_cfg, dtype=torch_dtype)
+        llm = transformers.AutoModelForCausalLM.from_config(llm_cfg, dtype=torch_dtype, trust_remote_code=False)
         backbone = FAMILIES[layout.family].model_class(backbone_cfg).to(torch_dtype)
         visual_tokenizer, vte = _visual_parts(vt_config, backbone, llm.config.hidden_size)
         visual_tokenizer.to(torch_dtype)
@@ -246,6 +265,10 @@ def load_original(
 ) -> tuple[OvisModel, OvisProcessor | None]:
     """An original Ovis checkpoint directory -> (OvisModel, OvisProcessor or None when it has no tokenizer)."""
     directory = Path(directory)
+    if _is_ovis25(directory):  # the Ovis2.5 layout has its own module
+        from .ovis25 import load_ovis25
+
+        return load_ovis25(directory, dtype, attn_implementation)
     config = read_original_config(directory)
     _weight_files(directory)  # fail early, and never fall back to pickled weights
     vt_config = config["visual_tokenizer_config"]
@@ -255,10 +278,7 @@ def load_original(
     verbosity = _quiet_transformers()
     try:
         # transformers does the loading (meta init, dtype, tied weights); key_mapping picks each part's keys.
-        llm = transformers.AutoModelForCausalLM.from_pretrained(
-            directory, config=llm_cfg, key_mapping={r"^llm\.": ""}, dtype=torch_dtype, local_files_only=True,
-            use_safetensors=True,
-        )
+        llm = load_llm(directory, llm_cfg, {r"^llm\.": ""}, torch_dtype)
         backbone = _load_backbone(directory, config, torch_dtype)
     finally:
         transformers.logging.set_verbosity(verbosity)
@@ -286,6 +306,11 @@ def load_original(
             raise ValueError(f"unknown conversation_formatter_class {formatter_class!r}")
         processor = OvisProcessor.from_pretrained(directory, FORMAT_BY_CLASS[formatter_class].name)
     return model, processor
+
+
+def _is_ovis25(directory: Path) -> bool:
+    config_path = directory / "config.json"
+    return config_path.is_file() and "vit_config" in read_json_file(config_path)
 
 
 # --------------------------------------------------------------------------------------------------------- export
@@ -392,6 +417,10 @@ def export_original(
 ) -> Path:
     """Write `model` and `processor` in the original Ovis layout (sharded above `max_shard_bytes`). `state`: the
     full (consolidated) state dict, for a model whose parameters are FSDP shards."""
+    if model.visual_tokenizer.native_resolution:  # Ovis2.5: its own layout
+        from .ovis25 import export_ovis25
+
+        return export_ovis25(model, processor, directory, max_shard_bytes, state)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = original_config(model, processor.chat_format, multimodal_max_length)

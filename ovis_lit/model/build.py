@@ -15,7 +15,9 @@ from typing import Any
 import torch
 import transformers
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+from ..interop.local_files import refuse_custom_code, safetensors_files
 from .embedding import VisualEmbedding
 from .ovis import OvisModel
 from .vision import FAMILIES, build_vision_backbone
@@ -91,25 +93,31 @@ def build_llm(spec: LLMSpec, dtype: torch.dtype | None = None, weights: bool = T
         path = Path(spec.pretrained)
         if not path.is_dir():
             raise FileNotFoundError(f"LLM directory not found: {path} (only local paths are loaded)")
+        refuse_custom_code(path, native=CONFIG_MAPPING)
         if weights:
+            safetensors_files(path)  # inside the directory, readable; pickled weights never
             kwargs = {"attn_implementation": spec.attn_implementation} if spec.attn_implementation else {}
-            llm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, dtype=dtype, **kwargs)
+            llm = AutoModelForCausalLM.from_pretrained(
+                path, local_files_only=True, dtype=dtype, use_safetensors=True, trust_remote_code=False, **kwargs
+            )
             if not spec.attn_implementation:
                 llm.config._attn_implementation = default_llm_attn(llm.config.model_type)
             return llm
-        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         cfg._attn_implementation = spec.attn_implementation or default_llm_attn(cfg.model_type)
     else:
         if not spec.config:
             raise ValueError("the LLM needs either `config` (with model_type) or `pretrained`")
         cfg = llm_config_from_dict(spec.config, spec.attn_implementation)
-    return AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    return AutoModelForCausalLM.from_config(cfg, dtype=dtype, trust_remote_code=False)
 
 
 def build_backbone(spec: BackboneSpec, dtype: torch.dtype | None = None, weights: bool = True) -> torch.nn.Module:
     if spec.pretrained and not weights:
         family = FAMILIES[spec.model_type]
-        cfg = family.config_class.from_pretrained(spec.pretrained, local_files_only=True, **dict(family.config_defaults))
+        cfg = family.config_class.from_pretrained(
+            spec.pretrained, local_files_only=True, trust_remote_code=False, **dict(family.config_defaults)
+        )
         return build_vision_backbone(spec.model_type, cfg.to_dict(), None, spec.attn_implementation, dtype)
     return build_vision_backbone(spec.model_type, spec.config, spec.pretrained, spec.attn_implementation, dtype)
 

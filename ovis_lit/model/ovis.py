@@ -25,7 +25,7 @@ from ..constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
 from . import packed_attention
 from .checkpointing import checkpoint_kwargs, checkpoint_mode
 from .embedding import VisualEmbedding
-from .vision import crop_side
+from .vision import crop_side, keep_residual_stream_contiguous
 from .visual_tokenizer import VisualTokenizer
 
 # LLM families whose logits are exactly lm_head(hidden) (optionally soft-capped, see `output_logits`). For these the
@@ -147,7 +147,6 @@ def pack_rows(
 class OvisModel(nn.Module):
     def __init__(self, visual_tokenizer: VisualTokenizer, vte: VisualEmbedding, llm: nn.Module, fast_path: bool = True):
         super().__init__()
-        self.fast_path = fast_path  # the speed-ups of the module docstring; False: the plain path, same function
         if vte.num_embeddings != visual_tokenizer.vocab_size:
             raise ValueError(f"vte has {vte.num_embeddings} rows, visual vocab is {visual_tokenizer.vocab_size}")
         if vte.embedding_dim != llm.get_input_embeddings().embedding_dim:
@@ -155,9 +154,21 @@ class OvisModel(nn.Module):
         self.visual_tokenizer = visual_tokenizer
         self.vte = vte
         self.llm = llm
+        self.fast_path = fast_path  # the speed-ups of the module docstring; False: the plain path, same function
         # sdpa that can attend within each packed sample; without sample boundaries (every call but the fast path's
         # packed loss) it is transformers' sdpa itself
         packed_attention.enable(llm)
+
+    @property
+    def fast_path(self) -> bool:
+        return self._fast_path
+
+    @fast_path.setter
+    def fast_path(self, enabled: bool) -> None:
+        # The ViT's contiguous residual stream is a speed-up too: it changes float32 rounding (<= 2e-7 in the visual
+        # tokens of the Ovis2 fixture), so the plain path keeps the original's memory layout, bit for bit.
+        self._fast_path = bool(enabled)
+        keep_residual_stream_contiguous(self.visual_tokenizer.backbone, self._fast_path)
 
     def set_activation_checkpointing(self, vision: bool | str = False, llm: bool | str = False) -> None:
         """Per ViT / LLM layer: "none", "full" (recompute the layer in backward) or "selective" (keep matmul and
@@ -184,18 +195,22 @@ class OvisModel(nn.Module):
         scale = self._embed_scale(embeds.dtype)
         return embeds if scale is None else embeds * scale
 
-    def embed_visual(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crops [N, 3, S, S] -> (visual tokens [N, T, V - n_ind], scaled LLM-space embeddings [N, T, d])."""
-        tokens, visual, _ = self._embed_crops(pixel_values)
+    def embed_visual(
+        self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crops [N, 3, S, S] -> (visual tokens [N, T, V - n_ind], scaled LLM-space embeddings [N, T, d]).
+        Native resolution: packed patches + grid_thws -> [tokens, 1, ...] (one "crop" per visual token)."""
+        tokens, visual, _ = self._embed_crops(pixel_values, None, grid_thws)
         return tokens, visual
 
     def _embed_crops(
-        self, pixel_values: torch.Tensor, indicator_rows: torch.Tensor | None = None
+        self, pixel_values: torch.Tensor, indicator_rows: torch.Tensor | None = None,
+        grid_thws: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(visual tokens, scaled visual embeddings, unscaled table rows of `indicator_rows` or None)."""
         dtype = self.llm.get_input_embeddings().weight.dtype
         tokenizer = self.visual_tokenizer
-        logits = tokenizer.logits(pixel_values.to(self._visual_dtype()))  # ViT features -> visual head
+        logits = tokenizer.logits(pixel_values.to(self._visual_dtype()), grid_thws)  # ViT features -> visual head
         if self._fuse_softmax(logits):
             tokens, visual, indicator = self.vte(logits, indicator_rows, softmax=True)
         else:
@@ -214,7 +229,7 @@ class OvisModel(nn.Module):
         return self.visual_tokenizer.head[0].weight.dtype
 
     def embed_inputs(
-        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, grid_thws: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """(scaled text embeddings [B, L, d] with indicator rows filled in, visual tokens, scaled visual embeddings).
 
@@ -228,7 +243,7 @@ class OvisModel(nn.Module):
             rows = self.vte.num_embeddings - self.n_indicators + (INDICATOR_IDS[0] - input_ids[is_indicator])
         tokens = visual = indicator = None
         if pixel_values is not None and pixel_values.shape[0]:
-            tokens, visual, indicator = self._embed_crops(pixel_values, rows)
+            tokens, visual, indicator = self._embed_crops(pixel_values, rows, grid_thws)
         elif rows is not None:
             indicator = self.vte(rows)
         if indicator is not None:
@@ -247,29 +262,42 @@ class OvisModel(nn.Module):
         labels: torch.Tensor | None,
         pixel_values: torch.Tensor | None,
         padding_side: str = "right",
+        grid_thws: torch.Tensor | None = None,
     ) -> MergedInputs:
         """Expand every -300 atom into its crop's visual embeddings and re-pad the batch.
 
         `input_ids` may be padded on either side (`attention_mask` says which positions are real); crops are in
         batch order, the k-th atom of the batch (row-major) taking the k-th crop. The output is padded on
-        `padding_side`: right for training, left for batched generation.
+        `padding_side`: right for training, left for batched generation. Native resolution (Ovis2.5): pixel_values
+        are the batch's packed patches, `grid_thws` their images, and each -300 is one visual token (a "crop" of
+        one token), so the same expansion is a plain assignment.
         """
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         real = attention_mask.bool()
         is_atom = (input_ids == IMAGE_ATOM_ID) & real
         n_atoms = int(is_atom.sum())
-        n_crops = 0 if pixel_values is None else pixel_values.shape[0]
+        native = self.visual_tokenizer.native_resolution
+        if native and pixel_values is not None and grid_thws is None:
+            raise ValueError("a native-resolution model needs grid_thws with pixel_values")
+        if pixel_values is None:
+            n_crops = 0
+        elif native:
+            n_crops = self.visual_tokenizer.backbone.tokens_of(grid_thws)
+        else:
+            n_crops = pixel_values.shape[0]
         if n_atoms != n_crops:
-            raise ValueError(f"the batch has {n_atoms} image atoms (-300) but {n_crops} crops in pixel_values")
+            what = "visual tokens in grid_thws" if native else "crops in pixel_values"
+            raise ValueError(f"the batch has {n_atoms} image atoms (-300) but {n_crops} {what}")
 
-        token_embeds, visual_tokens, visual_embeds = self.embed_inputs(input_ids, pixel_values if n_crops else None)
+        token_embeds, visual_tokens, visual_embeds = self.embed_inputs(
+            input_ids, pixel_values if n_crops else None, grid_thws if n_crops else None
+        )
         batch, _, dim = token_embeds.shape
         if not n_crops and self.training and any(p.requires_grad for p in self.visual_tokenizer.parameters()):
             # Keep every visual parameter in the autograd graph (zero-weighted) so DDP/FSDP see no unused ones.
-            side = crop_side(self.visual_tokenizer.backbone)
-            dummy = torch.zeros(1, 3, side, side, device=input_ids.device)
-            _, dummy_embeds = self.embed_visual(dummy)
+            dummy, dummy_grid = self._dummy_visual_input(input_ids.device)
+            _, dummy_embeds = self.embed_visual(dummy, dummy_grid)
             token_embeds = token_embeds + 0.0 * dummy_embeds.sum()
 
         per_crop = self.visual_tokenizer.tokens_per_crop() if visual_embeds is None else visual_embeds.shape[1]
@@ -303,6 +331,17 @@ class OvisModel(nn.Module):
             out_labels[text_b, text_dest] = text_labels.masked_fill(input_ids[text_b, text_p] < 0, IGNORE_ID)
         return MergedInputs(embeds, out_mask.long(), out_labels, visual_tokens)
 
+    def _dummy_visual_input(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The smallest visual input: one crop, or one hs x hs-patch image for native resolution."""
+        backbone = self.visual_tokenizer.backbone
+        if self.visual_tokenizer.native_resolution:
+            cfg, hs = backbone.config, self.visual_tokenizer.hidden_stride
+            patch_dim = cfg.num_channels * cfg.temporal_patch_size * cfg.patch_size**2
+            grid = torch.tensor([[1, hs, hs]], device=device)
+            return torch.zeros(hs * hs, patch_dim, device=device), grid
+        side = crop_side(backbone)
+        return torch.zeros(1, 3, side, side, device=device), None
+
     # --------------------------------------------------------------------------------------------------- forward
     def forward(
         self,
@@ -311,8 +350,9 @@ class OvisModel(nn.Module):
         labels: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         return_logits: bool = False,
+        grid_thws: torch.Tensor | None = None,
     ) -> OvisOutput:
-        merged = self.merge(input_ids, attention_mask, labels, pixel_values, padding_side="right")
+        merged = self.merge(input_ids, attention_mask, labels, pixel_values, padding_side="right", grid_thws=grid_thws)
         n_label = 0 if merged.labels is None else int((merged.labels[:, 1:] != IGNORE_ID).sum())
         if self.fast_path and self.sparse_logits and labels is not None and not return_logits:
             return OvisOutput(self._sparse_loss(merged), None, n_label, merged)
@@ -379,13 +419,14 @@ class OvisModel(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
+        grid_thws: torch.Tensor | None = None,
         **generate_kwargs,
     ) -> torch.Tensor:
         """Batched generation with the LLM's own KV cache (Gemma 2's sliding-window cache included).
 
         Returns only the new tokens [B, new]; samples that hit EOS early are padded with the pad id.
         """
-        merged = self.merge(input_ids, attention_mask, None, pixel_values, padding_side="left")
+        merged = self.merge(input_ids, attention_mask, None, pixel_values, padding_side="left", grid_thws=grid_thws)
         cfg = self.llm.generation_config
         generate_kwargs.setdefault("pad_token_id", cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id)
         return self.llm.generate(

@@ -110,7 +110,13 @@ def build_vision_backbone(
         path = Path(pretrained)
         if not path.is_dir():
             raise FileNotFoundError(f"vision backbone directory not found: {path} (only local paths are loaded)")
-        return family.model_class.from_pretrained(path, local_files_only=True, dtype=dtype, **dict(family.config_defaults), **extra)
+        from ..interop.local_files import safetensors_files
+
+        safetensors_files(path)  # inside the directory, readable; pickled weights never
+        return family.model_class.from_pretrained(
+            path, local_files_only=True, dtype=dtype, use_safetensors=True, trust_remote_code=False,
+            **dict(family.config_defaults), **extra,
+        )
     cfg = family.config_class(**{**dict(family.config_defaults), **(config or {})})
     if attn_implementation:
         cfg._attn_implementation = attn_implementation

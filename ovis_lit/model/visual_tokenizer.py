@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .vision import crop_side, keep_residual_stream_contiguous, vision_features
+from .navit import Siglip2NavitModel
+from .vision import crop_side, vision_features
 
 # softmax, gumbel_argmax and st_argmax are the original's; st_softmax is ovis-lit's own (see `tokenize`).
 TOKENIZE_FUNCTIONS = ("softmax", "gumbel_argmax", "st_argmax", "st_softmax")
@@ -86,7 +87,9 @@ class VisualTokenizer(nn.Module):
             raise ValueError(f"unknown tokenize_function {tokenize_function!r}; choose from {TOKENIZE_FUNCTIONS}")
         if vocab_size <= n_indicators:
             raise ValueError(f"visual vocab_size {vocab_size} must exceed n_indicators {n_indicators}")
-        keep_residual_stream_contiguous(backbone)
+        if isinstance(backbone, Siglip2NavitModel) and backbone.config.hidden_stride != hidden_stride:
+            raise ValueError(f"hidden_stride {hidden_stride} differs from the ViT's {backbone.config.hidden_stride} "
+                             "(its patches come ordered in blocks of that stride)")
         self.backbone = backbone
         self.vocab_size = vocab_size
         self.n_indicators = n_indicators
@@ -97,26 +100,43 @@ class VisualTokenizer(nn.Module):
         in_dim = backbone.config.hidden_size * hidden_stride * hidden_stride
         self.head = nn.Sequential(nn.Linear(in_dim, head_dim, bias=False), nn.LayerNorm(head_dim))
 
-    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Merged patch features [N, T, hs*hs*d] for N crops."""
+    @property
+    def native_resolution(self) -> bool:
+        """True for the Ovis2.5 NaViT: packed patches + grid_thws in, one visual token per placeholder out."""
+        return isinstance(self.backbone, Siglip2NavitModel)
+
+    def features(self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None) -> torch.Tensor:
+        """Merged patch features [N, T, hs*hs*d] for N crops.
+
+        Native resolution (`grid_thws` given): packed patches [P, C*tp*p*p] -> [P / hs^2, 1, hs*hs*d], one "crop"
+        per visual token, so the model's merge puts each token at its own -300. The patches come in hs x hs block
+        order, so each hs^2 consecutive patch features make one token.
+        """
+        if self.native_resolution:
+            if grid_thws is None:
+                raise ValueError("a native-resolution visual tokenizer needs grid_thws with its pixel_values")
+            features = self.backbone(pixel_values, grid_thws)
+            return features.reshape(-1, 1, self.hidden_stride * self.hidden_stride * features.shape[-1])
         return merge_patches(vision_features(self.backbone, pixel_values), self.hidden_stride)
 
-    def logits(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(pixel_values))
+    def logits(self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.features(pixel_values, grid_thws))
 
     def tokenize(self, logits: torch.Tensor) -> torch.Tensor:
         """Head logits -> visual tokens with this tokenizer's function (`tokenize`)."""
         return tokenize(logits, self.tokenize_function, self.tau)
 
-    def tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def tokens(self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None) -> torch.Tensor:
         """Visual tokens over the V - n_indicators image words [N, T, V - n_ind] (what the model embeds)."""
-        return self.tokenize(self.logits(pixel_values))
+        return self.tokenize(self.logits(pixel_values, grid_thws))
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None) -> torch.Tensor:
         """Visual tokens over the whole visual vocabulary [N, T, V]: the indicator columns are zero."""
-        return F.pad(self.tokens(pixel_values), (0, self.n_indicators))
+        return F.pad(self.tokens(pixel_values, grid_thws), (0, self.n_indicators))
 
     def tokens_per_crop(self) -> int:
+        if self.native_resolution:
+            return 1
         grid = crop_side(self.backbone) // self.backbone.config.patch_size
         merged = -(-grid // self.hidden_stride)
         return merged * merged

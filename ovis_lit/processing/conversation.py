@@ -1,4 +1,5 @@
-"""Conversation formats of Ovis 1.6 (Gemma, Qwen/ChatML, Llama 3) with assistant-only labels, and caption samples.
+"""Conversation formats of Ovis 1.6 (Gemma, Qwen/ChatML, Llama 3) and Ovis2.5 (Qwen3, with thinking) with
+assistant-only labels, and caption samples.
 
 Each turn's text is tokenised as a whole, split at the literal `<image>` (so no BPE merge crosses an image), and
 labels are assigned from character offsets: a token is supervised when it starts inside the assistant message or
@@ -7,11 +8,21 @@ its end token. The newline after an end token is never supervised.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from ..constants import IGNORE_ID, IMAGE_TOKEN, IMAGE_TOKEN_ID
+from ..constants import IGNORE_ID, IMAGE_TOKEN, IMAGE_TOKEN_ID, VIDEO_TOKEN, VIDEO_TOKEN_ID
 
-ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "system": "system"}
+ROLE_ALIASES = {
+    "human": "human",
+    "user": "human",
+    "gpt": "gpt",
+    "assistant": "gpt",
+    "system": "system",
+    # Qwen3: formatted as an assistant turn, never supervised
+    "ignored_gpt": "ignored_gpt",
+}
+ASSISTANT_ROLES = ("gpt", "ignored_gpt")
 
 
 @dataclass(frozen=True)
@@ -25,6 +36,11 @@ class ChatFormat:
     default_system: str | None
     allows_system: bool
     strip_messages: bool
+    # Qwen3 thinking: prepended (unsupervised) to an assistant message that has no <think>...</think> block
+    empty_think: str | None = None
+    # Qwen3: a conversation that ends with an assistant turn ends at its end token (the last "\n" is dropped)
+    drop_final_newline: bool = False
+    video: bool = False  # `<video>` marks a video (VIDEO_TOKEN_ID)
 
 
 CHAT_FORMATS = {
@@ -71,9 +87,35 @@ CHAT_FORMATS = {
             allows_system=True,
             strip_messages=True,
         ),
+        ChatFormat(
+            name="qwen3",
+            formatter_class="Qwen3ConversationFormatter",
+            bos="",
+            role_prefix={
+                "system": "<|im_start|>system\n",
+                "human": "<|im_start|>user\n",
+                "gpt": "<|im_start|>assistant\n",
+                "ignored_gpt": "<|im_start|>assistant\n",
+            },
+            turn_end="<|im_end|>\n",
+            supervised_end="<|im_end|>",
+            default_system=None,
+            allows_system=True,
+            strip_messages=False,
+            empty_think="<think>\n\n</think>\n\n",
+            drop_final_newline=True,
+            video=True,
+        ),
     )
 }
+# Qwen3's generation preface with thinking switched off (with thinking on the preface is empty)
+NO_THINKING_PREFACE = "<think>\n\n</think>\n\n"
 FORMAT_BY_CLASS = {f.formatter_class: f for f in CHAT_FORMATS.values()}
+
+
+def _has_thinking(message: str) -> bool:
+    start = message.find("<think>")
+    return start >= 0 and message.find("</think>", start) >= 0
 
 
 @dataclass
@@ -97,15 +139,21 @@ class ConversationFormatter:
 
     # --------------------------------------------------------------------------------------------- tokenising
     def tokenize(self, text: str) -> tuple[list[int], list[int]]:
-        """Token ids (IMAGE_TOKEN_ID for each `<image>`) and each token's start offset in `text`."""
+        """Token ids (IMAGE_TOKEN_ID for each `<image>`, VIDEO_TOKEN_ID for each `<video>` in formats with videos)
+        and each token's start offset in `text`."""
+        markers = {IMAGE_TOKEN: IMAGE_TOKEN_ID}
+        if self.format_spec.video:
+            markers[VIDEO_TOKEN] = VIDEO_TOKEN_ID
         ids: list[int] = []
         starts: list[int] = []
         offset = 0
-        for k, chunk in enumerate(text.split(IMAGE_TOKEN)):
-            if k:
-                ids.append(IMAGE_TOKEN_ID)
+        pieces = re.split("(" + "|".join(map(re.escape, markers)) + ")", text)
+        for chunk in pieces:
+            if chunk in markers:
+                ids.append(markers[chunk])
                 starts.append(offset)
-                offset += len(IMAGE_TOKEN)
+                offset += len(chunk)
+                continue
             if chunk:
                 enc = self.tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)
                 ids.extend(enc["input_ids"])
@@ -137,24 +185,33 @@ class ConversationFormatter:
                 raise ValueError("a system turn may only come first")
             if spec.strip_messages:
                 message = message.strip()
+            if role not in spec.role_prefix:
+                raise ValueError(f"the {spec.name} format has no {role!r} turn")
             is_open = generation_preface is not None and i == len(turns) - 1
             head = (spec.bos if i == 0 else "") + spec.role_prefix[role]
+            if role == "gpt" and not is_open and spec.empty_think and not _has_thinking(message):
+                head += spec.empty_think  # an answer without thinking: the empty block is context, not a target
             text = head + message + ("" if is_open else spec.turn_end)
             ids, starts = self.tokenize(text)
             if role == "gpt" and generation_preface is None:
                 lo, hi = len(head), len(head) + len(message) + len(spec.supervised_end)
-                labels.extend(t if lo <= s < hi and t != IMAGE_TOKEN_ID else IGNORE_ID for t, s in zip(ids, starts))
+                labels.extend(t if lo <= s < hi and t >= 0 else IGNORE_ID for t, s in zip(ids, starts))
             else:
                 labels.extend([IGNORE_ID] * len(ids))
             prompt += text
             input_ids.extend(ids)
+        if spec.drop_final_newline and generation_preface is None and turns[-1][0] in ASSISTANT_ROLES:
+            # the original trains on "...<|im_end|>" without the newline after it (the prompt string keeps it)
+            newline = self.tokenizer("\n", add_special_tokens=False)["input_ids"]
+            if input_ids[-len(newline):] == newline:
+                del input_ids[-len(newline):], labels[-len(newline):]
         return FormattedText(prompt, input_ids, labels)
 
     @staticmethod
     def _role(turn: dict) -> str:
         role = turn.get("from", turn.get("role"))
         if role not in ROLE_ALIASES:
-            raise ValueError(f"unknown conversation role {role!r}; use human/gpt/system")
+            raise ValueError(f"unknown conversation role {role!r}; use human/gpt/system (or ignored_gpt in qwen3)")
         return ROLE_ALIASES[role]
 
     # ----------------------------------------------------------------------------------------------- captions

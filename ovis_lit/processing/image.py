@@ -44,7 +44,12 @@ class ImageRejected(ValueError):
 def open_image(data: bytes | str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
     """Encoded image bytes (or a file) -> a fully decoded RGB image, or ImageRejected: `too_many_pixels` when the
     header claims more than `max_pixels` (checked before decoding), `decode_error` for anything that does not
-    decode completely (corrupt or truncated files, unknown formats, modes that do not convert)."""
+    decode completely (corrupt or truncated files, unknown formats, modes that do not convert).
+
+    The EXIF orientation tag is NOT applied: pixels come in stored order, as the original Ovis code loaded them
+    (`Image.open(...).convert("RGB")`) for the released models' training. A phone photo tagged "rotate 90" is
+    therefore seen sideways; the converters count such images (`exif_rotated` in their report, see
+    `exif_orientation`) so that a corpus full of them is noticed."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size ourselves
@@ -62,6 +67,20 @@ def open_image(data: bytes | str | Path, max_pixels: int | None = MAX_IMAGE_PIXE
         raise ImageRejected("decode_error", "not an image format PIL reads") from exn
     except Exception as exn:  # PIL raises OSError, SyntaxError, ValueError, struct.error, EOFError, ...
         raise ImageRejected("decode_error", f"{type(exn).__name__}: {exn}") from exn
+
+
+# EXIF tag 0x0112: 1 is "as stored"; 2-8 are mirrorings and rotations a viewer would apply
+EXIF_ORIENTATION_TAG = 0x0112
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation an opened image declares (1, "as stored", when it has none or it is unreadable).
+    Reported only: `open_image` does not rotate (see there)."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
+    except Exception:  # a malformed EXIF block: PIL raises many types; the pixels are what matter
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -164,20 +164,25 @@ def save_image_preprocessor(pp: ImagePreprocessor, directory: Path, image_proces
 
 def load_image_preprocessor(directory: str | Path) -> ImagePreprocessor:
     """The crop side is `crop_size` where the config has one (CLIP, as the original reads it), else `size`."""
+    from ..interop.local_files import read_json_file
+
     path = Path(directory) / PREPROCESSOR_FILE
-    config = json.loads(path.read_text())
+    config = read_json_file(path)
     if config.get("do_center_crop"):
         raise ValueError(f"{path} centre-crops (do_center_crop: true); Ovis pads each crop to a square instead")
-    size = config.get("crop_size") or config["size"]
-    side = size.get("height", size.get("shortest_edge"))
-    if side is None or size.get("width", side) != side:
-        raise ValueError(f"expected a square crop size in {path}, got {size}")
-    return ImagePreprocessor(
-        side=int(side),
-        image_mean=tuple(config["image_mean"]),
-        image_std=tuple(config["image_std"]),
-        resample=int(config.get("resample", 3)),
-    )
+    try:
+        size = config.get("crop_size") or config["size"]
+        side = size.get("height", size.get("shortest_edge"))
+        if side is None or size.get("width", side) != side:
+            raise ValueError(f"expected a square crop size, got {size}")
+        return ImagePreprocessor(
+            side=int(side),
+            image_mean=tuple(config["image_mean"]),
+            image_std=tuple(config["image_std"]),
+            resample=int(config.get("resample", 3)),
+        )
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise ValueError(f"{path}: not a usable image-processor config ({type(e).__name__}: {e})") from None
 
 
 __all__ = ["CHAT_FORMATS", "OvisProcessor", "Sample", "load_image_preprocessor"]

@@ -23,8 +23,11 @@ def load_tokenizer(directory: str | Path):
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"tokenizer directory not found: {directory}")
-    if (directory / "tokenizer.json").is_file():
-        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+    if (directory / "tokenizer.json").is_file():  # a concrete class: the directory's auto_map is never followed
+        return PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+    from ..interop.local_files import refuse_custom_code
+
+    refuse_custom_code(directory, "tokenizer_config.json")  # a tokenizer class shipped as code in the directory
     return AutoTokenizer.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
 
 

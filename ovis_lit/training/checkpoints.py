@@ -16,8 +16,35 @@ MODEL_PREFIX = "model."  # OvisLitModule keeps the OvisModel at `.model`
 
 
 def read_lightning_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint file, memory-mapped (no pickle code runs: weights_only)."""
-    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    """A Lightning checkpoint file, memory-mapped (no pickle code runs: weights_only; a refusal names the file)."""
+    from ..interop.safe_dcp import read_torch_file
+
+    checkpoint = read_torch_file(path, mmap=True)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+        raise ValueError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    return checkpoint
+
+
+def check_resumable(path: str | Path) -> None:
+    """Refuse, naming the file, a `ckpt_path` that would run code or cannot be read, before any training starts
+    (Lightning's own refusal of a crafted pickle does not say which file it was)."""
+    path = Path(path)
+    if path.is_dir():  # trainer=fsdp's sharded checkpoint: the shard index is checked, meta.pt read weights-only
+        from ..interop.consolidate import read_sharded_meta
+
+        read_sharded_meta(path)
+    else:
+        read_lightning_checkpoint(path)
+
+
+def check_resume_strategy(path: str | Path, strategy: Any) -> None:
+    """A sharded checkpoint resumes only under FSDP2Strategy (trainer=fsdp): Lightning's other strategies read
+    one with torch.distributed.checkpoint's own reader, which unpickles it."""
+    from .strategies import FSDP2Strategy
+
+    if Path(path).is_dir() and not isinstance(strategy, FSDP2Strategy):
+        raise ValueError(f"{path} is a sharded checkpoint: resume it with trainer=fsdp (ovis-lit's FSDP2Strategy "
+                         f"reads it without running code), not {type(strategy).__name__}")
 
 
 def lightning_model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -50,7 +77,10 @@ def load_model_state(model: OvisModel, state: dict[str, torch.Tensor], source: s
     tied = getattr(model.llm.config, "tie_word_embeddings", False)
     if tied:
         state.pop("llm.lm_head.weight", None)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches: torch's message lists them, but not where they came from
+        raise ValueError(f"{source} does not fit the model: {e}") from None
     missing = [k for k in missing if not (tied and k == "llm.lm_head.weight")]
     if missing or unexpected:
         raise ValueError(f"{source} does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

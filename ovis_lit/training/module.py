@@ -92,7 +92,8 @@ class OvisLitModule(L.LightningModule):
 
     # --------------------------------------------------------------------------------------------------- steps
     def forward(self, batch: dict[str, torch.Tensor]):
-        return self.model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixel_values"])
+        return self.model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixel_values"],
+                          grid_thws=batch.get("grid_thws"))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         datamodule = getattr(self.trainer, "datamodule", None)

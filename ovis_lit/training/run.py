@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..model.build import build_ovis
 from ..processing.image import ImagePreprocessor
 from ..processing.processor import OvisProcessor
+from .checkpoints import check_resumable, check_resume_strategy
 from .module import OvisLitModule
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 
 def build_processor(model_cfg: DictConfig) -> OvisProcessor:
     """Tokenizer + chat format + image preprocessing, from the model config (or the pretrained Ovis directory)."""
+    if model_cfg.processor.get("native"):  # Ovis2.5: native-resolution images
+        from ..processing.native_processor import build_native_processor
+
+        return build_native_processor(model_cfg)
     if model_cfg.get("pretrained"):
         return OvisProcessor.from_pretrained(model_cfg.pretrained, model_cfg.processor.chat_format)
     p = model_cfg.processor
@@ -47,6 +52,8 @@ def model_dict(model_cfg: DictConfig) -> dict[str, Any]:
 
 def tokens_per_crop(model_cfg: DictConfig) -> int:
     """From a weightless (meta-device) build, so it is right whatever the backbone family."""
+    if model_cfg.processor.get("native"):
+        return 1  # one -300 per visual token
     if model_cfg.get("pretrained"):
         from ..interop.original import read_original_config
 
@@ -70,6 +77,9 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = _resolve_ckpt(cfg.get("ckpt_path"), output_dir)
+    if ckpt_path is not None:  # before anything is built: a bad checkpoint is refused at once, with its name
+        check_resumable(ckpt_path)
 
     processor = build_processor(cfg.model)
     check_vocab(processor, cfg.model)
@@ -87,12 +97,14 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     if not loggers:  # these only log; Lightning refuses them without a logger
         callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
     trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    if ckpt_path is not None:
+        check_resume_strategy(ckpt_path, trainer.strategy)
     for logger in loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     started = time.perf_counter()
-    # resuming unpickles nothing but tensors and plain containers (weights_only)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=_resolve_ckpt(cfg.get("ckpt_path"), output_dir), weights_only=True)
+    # resuming unpickles nothing but tensors and plain containers (weights_only; FSDP2Strategy reads shards safely)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - started
     # ModelCheckpoint saves every `checkpoint_every` steps; the final step is saved here, unless it just did, so
     # that last.ckpt (what the next stage starts from and evals/run.py reads) holds the final weights. Every rank
@@ -155,11 +167,12 @@ def _metric(trainer: L.Trainer, name: str) -> float | None:
 
 
 def _resolve_ckpt(ckpt_path: str | None, output_dir: Path) -> str | None:
-    """`ckpt_path=last`: the newest last.ckpt of this run directory (None, with a note, when there is none yet)."""
+    """`ckpt_path=last`: the newest last.ckpt of this run directory (None, with a note, when there is none yet).
+    Under trainer=fsdp last.ckpt is a directory of shards."""
     if ckpt_path != "last":
         return ckpt_path
     last = output_dir / "checkpoints" / "last.ckpt"
-    if last.is_file():
+    if last.exists():
         return str(last)
     log.warning("ckpt_path=last but %s does not exist: starting fresh", last)
     return None

@@ -3,6 +3,8 @@
 Each row names an image (relative to `--images`) and its caption; by default the columns are found by name
 (image: file_name, image, image_path, file, filename, path; caption: caption, text, description). Without
 `--captions`, the folder's `metadata.jsonl` / `metadata.csv` is used (the Hugging Face image-folder layout).
+Files may start with a UTF-8 BOM (as spreadsheets save CSV); a row holding bytes that are not UTF-8 is rejected
+(`bad_encoding`, with its line); a missing caption (an empty cell, None, NaN) is rejected as `empty_caption`.
 
     python data/convert_captions.py --images photos/ --captions photos/captions.csv --output shards/photos \\
         [--caption-template "<image>\\nDescription:\\n"]
@@ -11,14 +13,15 @@ Each row names an image (relative to `--images`) and its caption; by default the
 from __future__ import annotations
 
 import argparse
-import csv
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...constants import IMAGE_TOKEN
 from ..samples import IMAGE_EXTENSIONS
+from ..validation import is_missing
 from .common import (
     Converted,
     Limits,
@@ -30,9 +33,10 @@ from .common import (
     limits_from,
     options_from,
     print_summary,
-    read_image_file,
     run,
 )
+from .files import read_image_file
+from .text import Unparsable, csv_rows, load_json_entries
 
 IMAGE_COLUMNS = ("file_name", "image", "image_path", "file", "filename", "path")
 CAPTION_COLUMNS = ("caption", "text", "description")
@@ -57,27 +61,29 @@ class CaptionConverter:
         return next((row[c] for c in candidates if row.get(c) is not None), None)
 
     def __call__(self, index: int, row: Any) -> Converted:
+        if isinstance(row, Unparsable):
+            raise Reject(row.reason, f"{row.where}: {row.error}")
         if not isinstance(row, dict):
             raise Reject("bad_json", f"row {index} is not an object")
         key = entry_id(row, index)
         image = self._get(row, self.image_column, IMAGE_COLUMNS)
-        caption, template = check_caption(
-            self._get(row, self.caption_column, CAPTION_COLUMNS), row.get("caption_template") or self.template,
-            self.limits, key,
-        )
+        own_template = row.get("caption_template")  # a parquet/pandas column has None or NaN where a row has none
+        template = self.template if is_missing(own_template) or own_template == "" else own_template
+        caption, template = check_caption(self._get(row, self.caption_column, CAPTION_COLUMNS), template,
+                                          self.limits, key)
         if isinstance(image, dict):  # a Hugging Face datasets Image: {"bytes": ..., "path": ...}
             image = image.get("bytes") or image.get("path")
         if isinstance(image, (bytes, bytearray)):
             data, what = bytes(image), f"{key} (embedded image)"
-        elif image in (None, ""):
+        elif is_missing(image) or image == "":
             raise Reject("missing_image", f"{key}: no image named")
         else:
-            data, what = read_image_file(self.image_root, image)
-        member = image_member(data, 0, self.limits, what)
-        meta: dict[str, Any] = {"id": key, "caption": caption, "images": [member[0]]}
+            data, what = read_image_file(self.image_root, image, self.limits.max_image_bytes)
+        suffix, data, rotated = image_member(data, 0, self.limits, what)
+        meta: dict[str, Any] = {"id": key, "caption": caption, "images": [suffix]}
         if template:
             meta["caption_template"] = template
-        return Converted(index, meta, [member])
+        return Converted(index, meta, [(suffix, data)], exif_rotated=int(rotated))
 
 
 def check_template(template: str | None) -> None:
@@ -89,11 +95,8 @@ def load_rows(path: str | Path) -> list[Any]:
     """Rows of a CSV/TSV (header line), JSON Lines, or JSON list file."""
     path = Path(path)
     if path.suffix.lower() in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
-    from .llava import load_entries
-
-    return load_entries(path)
+        return csv_rows(path, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    return load_json_entries(path)
 
 
 def find_captions(images: Path) -> Path:
@@ -111,8 +114,14 @@ def unlisted_images(images: Path, rows: list[Any], column: str | None) -> int:
             value = row.get(column) if column else next((row[c] for c in IMAGE_COLUMNS if row.get(c)), None)
             if isinstance(value, str):
                 named.add(str(Path(value)))
-    files = (p for p in images.rglob("*") if p.suffix.lower().lstrip(".") in IMAGE_EXTENSIONS + ("jpe", "jfif"))
-    return sum(1 for p in files if str(p.relative_to(images)) not in named)
+    extensions = IMAGE_EXTENSIONS + ("jpe", "jfif")
+    count = 0
+    for folder, _, files in os.walk(images):  # symlinked folders are not followed (a loop would never end)
+        for name in files:
+            path = Path(folder, name)
+            if path.suffix.lower().lstrip(".") in extensions and str(path.relative_to(images)) not in named:
+                count += 1
+    return count
 
 
 def convert(images: str | Path, captions: str | Path | None, options, limits: Limits | None = None,
@@ -140,7 +149,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     template = args.caption_template.replace("\\n", "\n") if args.caption_template else None
-    report = convert(args.images, args.captions, options_from(args, args.name or Path(args.images).resolve().name),
-                     limits_from(args), template, args.image_column, args.caption_column)
+    try:
+        report = convert(args.images, args.captions,
+                         options_from(args, args.name or Path(args.images).resolve().name),
+                         limits_from(args), template, args.image_column, args.caption_column)
+    except (ValueError, OSError) as exn:  # an unreadable captions file, shards already there: a message
+        parser.exit(2, f"error: {exn}\n")
     print_summary([report])
     return report

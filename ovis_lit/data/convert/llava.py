@@ -2,7 +2,8 @@
 
 Input: a JSON list (or JSON Lines) of {"id", "image": "rel/path" | ["p1", "p2", ...] (optional; also "images"),
 "conversations": [{"from": "human"|"gpt"|"system", "value": "...<image>..."}]}; image paths are relative to
-`--image-root`. An entry without images is a text-only sample.
+`--image-root` and must stay inside it (see `files`). An entry without images is a text-only sample. The file
+may start with a UTF-8 BOM; an entry holding bytes that are not UTF-8 is rejected (`bad_encoding`, with its line).
 
     python data/convert_llava.py --json llava_v1_5_mix665k.json --image-root /data/llava --output shards/llava
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,37 +28,15 @@ from .common import (
     limits_from,
     options_from,
     print_summary,
-    read_image_file,
     run,
 )
-
-
-@dataclass(frozen=True)
-class Unparsable:
-    """A JSON Lines line that is not JSON (kept so that it is counted, not lost)."""
-
-    where: str
-    error: str
+from .files import read_image_file
+from .text import Unparsable, load_json_entries
 
 
 def load_entries(path: str | Path) -> list[Any]:
-    """The entries of a JSON list or a JSON Lines file (lines that do not parse become Unparsable)."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix in (".jsonl", ".ndjson"):
-        entries: list[Any] = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                entries.append(json.loads(line))
-            except ValueError as exn:
-                entries.append(Unparsable(f"{path.name}:{n}", str(exn)))
-        return entries
-    data = json.loads(text)
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of samples, got {type(data).__name__}")
-    return data
+    """The entries of a JSON list or a JSON Lines file (records that do not parse become Unparsable)."""
+    return load_json_entries(path)
 
 
 def image_list(entry: dict, key: str) -> list[Any]:
@@ -81,7 +59,7 @@ class ConversationConverter:
 
     def __call__(self, index: int, entry: Any) -> Converted:
         if isinstance(entry, Unparsable):
-            raise Reject("bad_json", f"{entry.where}: {entry.error}")
+            raise Reject(entry.reason, f"{entry.where}: {entry.error}")
         if not isinstance(entry, dict):
             raise Reject("bad_json", f"entry {index} is not a JSON object")
         key = entry_id(entry, index)
@@ -89,14 +67,16 @@ class ConversationConverter:
         if len(names) > self.limits.max_images:
             raise Reject("too_many_images", f"{key}: {len(names)} > {self.limits.max_images}")
         turns = check_turns(entry.get("conversations"), len(names), self.limits, key)
-        members = []
+        members, rotated = [], 0
         for position, name in enumerate(names):
-            data, what = read_image_file(self.image_root, name)
-            members.append(image_member(data, position, self.limits, what))
+            data, what = read_image_file(self.image_root, name, self.limits.max_image_bytes)
+            suffix, data, exif_rotated = image_member(data, position, self.limits, what)
+            members.append((suffix, data))
+            rotated += exif_rotated
         meta: dict[str, Any] = {"id": key, "conversations": turns}
         if members:
             meta["images"] = [suffix for suffix, _ in members]
-        return Converted(index, meta, members)
+        return Converted(index, meta, members, exif_rotated=rotated)
 
 
 def convert(json_files: list[str | Path], image_root: str | Path, options, limits: Limits | None = None) -> dict:
@@ -118,7 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
     add_common_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    report = convert(args.json, args.image_root, options_from(args, args.name or Path(args.json[0]).stem),
-                     limits_from(args))
+    try:
+        report = convert(args.json, args.image_root, options_from(args, args.name or Path(args.json[0]).stem),
+                         limits_from(args))
+    except (ValueError, OSError) as exn:  # an unreadable input file, shards already there: a message, no traceback
+        parser.exit(2, f"error: {exn}\n")
     print_summary([report])
     return report

@@ -30,7 +30,12 @@ CAPTION_FIELDS = ("image_path", "image", "caption", "caption_template", "id")
 
 
 def read_dataset_info(path: str | Path) -> dict[str, dict[str, Any]]:
-    info = json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        info = json.loads(Path(path).read_bytes().decode("utf-8-sig"))  # a BOM (Windows editors) is dropped
+    except UnicodeDecodeError as exn:
+        raise ValueError(f"{path}: not UTF-8 text ({exn})") from None
+    except json.JSONDecodeError as exn:
+        raise ValueError(f"{path}:{exn.lineno}:{exn.colno}: not JSON: {exn.msg}") from None
     if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
         raise ValueError(f"{path}: expected {{name: {{meta_file, image_dir, data_format}}}}")
     for name, entry in info.items():
@@ -117,7 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = [n.strip() for n in args.datasets.replace("|", ",").split(",") if n.strip()] if args.datasets else None
-    summary = convert(args.dataset_info, args.output, options_from(args, "unused"), limits_from(args), names, args.root)
+    try:
+        summary = convert(args.dataset_info, args.output, options_from(args, "unused"), limits_from(args), names,
+                          args.root)
+    except (ValueError, OSError) as exn:  # an unreadable dataset-info or meta file: a message, no traceback
+        parser.exit(2, f"error: {exn}\n")
     print_summary(list(summary["reports"].values()))
     print(f"summary: {Path(args.output) / 'report.json'}")
     return summary

@@ -1,0 +1,197 @@
+"""The Ovis2.5 processor: tokenizer + Qwen3 chat format + native-resolution images and videos -> samples, batches.
+
+A sample holds images or one video, not both (as in the original). Each `<image>` (or the `<video>`) becomes its
+indicator ids around one -300 per visual token; the patches of all images are concatenated with one grid_thw row
+per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from ..constants import IGNORE_ID, IMAGE_TOKEN, IMAGE_TOKEN_ID, VIDEO_TOKEN, VIDEO_TOKEN_ID
+from .conversation import NO_THINKING_PREFACE, ConversationFormatter
+from .native_resolution import (
+    NATIVE_IMAGE_END_ID,
+    NATIVE_IMAGE_START_ID,
+    NATIVE_VIDEO_END_ID,
+    NATIVE_VIDEO_START_ID,
+    NativeResolutionPreprocessor,
+)
+from .processor import PREPROCESSOR_FILE
+from .tokenizer import load_tokenizer
+
+
+@dataclass
+class NativeSample:
+    input_ids: list[int]  # text ids with each image / video expanded into -301/-303, -300 x tokens, -302/-304
+    labels: list[int]
+    pixel_values: torch.Tensor  # [patches, 3 * tp * p * p]; may have 0 rows
+    grid_thws: torch.Tensor  # [images, 3] long; may have 0 rows
+    prompt: str = ""
+    meta: dict = field(default_factory=dict)
+
+
+class NativeOvisProcessor:
+    def __init__(self, tokenizer, chat_format: str, preprocessor: NativeResolutionPreprocessor):
+        self.tokenizer = tokenizer
+        self.formatter = ConversationFormatter(tokenizer, chat_format)
+        self.image_preprocessor = preprocessor
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
+        self.pad_token_id = pad
+        self.tokenizer_source: Path | None = None
+
+    @property
+    def chat_format(self) -> str:
+        return self.formatter.format_spec.name
+
+    # ------------------------------------------------------------------------------------------------ samples
+    def conversation(
+        self,
+        conversations: list[dict],
+        images: list[Image.Image] | None = None,
+        video: list[Image.Image] | None = None,
+        min_pixels: int | None = None,
+        max_pixels: int | None = None,
+        generation_preface: str | None = None,
+    ) -> NativeSample:
+        """Training sample (`generation_preface` None) or inference prompt (an open assistant turn starting with
+        the preface: "" with thinking, `NO_THINKING_PREFACE` without)."""
+        text = self.formatter.format(conversations, generation_preface)
+        images = images or []
+        n_images, n_videos = text.input_ids.count(IMAGE_TOKEN_ID), text.input_ids.count(VIDEO_TOKEN_ID)
+        if n_images != len(images):
+            raise ValueError(f"the text has {n_images} {IMAGE_TOKEN} marks but {len(images)} images were given")
+        if n_videos != (1 if video else 0):
+            raise ValueError(f"the text has {n_videos} {VIDEO_TOKEN} marks; a sample holds at most one video")
+        if images and video:
+            raise ValueError("a sample holds images or one video, not both")
+        pp = self.image_preprocessor
+        input_ids, labels, patches, grids = [], [], [], []
+        image_iter = iter(images)
+        for token, label in zip(text.input_ids, text.labels):
+            if token in (IMAGE_TOKEN_ID, VIDEO_TOKEN_ID):
+                if token == IMAGE_TOKEN_ID:
+                    pixel_values, grid, placeholders = pp.image(next(image_iter), min_pixels, max_pixels)
+                else:
+                    pixel_values, grid, placeholders = pp.video(video, min_pixels, max_pixels)
+                patches.append(pixel_values)
+                grids.append(grid)
+                input_ids.extend(placeholders)
+                labels.extend([IGNORE_ID] * len(placeholders))
+            else:
+                input_ids.append(token)
+                labels.append(label)
+        pixel_values = torch.cat(patches) if patches else torch.zeros(0, pp.patch_dim)
+        grid_thws = torch.tensor(grids, dtype=torch.long).reshape(-1, 3)
+        return NativeSample(input_ids, labels, pixel_values, grid_thws, text.prompt)
+
+    def caption(self, caption: str, image: Image.Image, template: str = f"{IMAGE_TOKEN}\n") -> NativeSample:
+        """Caption sample: template (with one `<image>`) + caption; labels on the caption only."""
+        text = self.formatter.format_caption(caption, template)
+        patches, grid, placeholders = self.image_preprocessor.image(image)
+        at = text.input_ids.index(IMAGE_TOKEN_ID)
+        input_ids = text.input_ids[:at] + placeholders + text.input_ids[at + 1:]
+        labels = text.labels[:at] + [IGNORE_ID] * len(placeholders) + text.labels[at + 1:]
+        return NativeSample(input_ids, labels, patches, torch.tensor([grid]), text.prompt)
+
+    def query(
+        self, question: str, images: list[Image.Image] | None = None, thinking: bool = False,
+        min_pixels: int | None = None, max_pixels: int | None = None,
+    ) -> NativeSample:
+        """An inference prompt for one user turn (`<image>` is prepended per image when the text has none)."""
+        images = images or []
+        if images and IMAGE_TOKEN not in question:
+            question = "".join(f"{IMAGE_TOKEN}\n" for _ in images) + question
+        preface = "" if thinking else NO_THINKING_PREFACE
+        return self.conversation([{"from": "human", "value": question}], images, None, min_pixels, max_pixels, preface)
+
+    # ------------------------------------------------------------------------------------------------ batches
+    def collate(self, samples: list[NativeSample], padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """Pad to the longest sample; patches and grids are concatenated in sample order."""
+        longest = max(len(s.input_ids) for s in samples)
+        batch = len(samples)
+        input_ids = torch.full((batch, longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((batch, longest), IGNORE_ID, dtype=torch.long)
+        attention_mask = torch.zeros((batch, longest), dtype=torch.long)
+        for i, s in enumerate(samples):
+            n = len(s.input_ids)
+            span = slice(0, n) if padding_side == "right" else slice(longest - n, longest)
+            input_ids[i, span] = torch.tensor(s.input_ids, dtype=torch.long)
+            labels[i, span] = torch.tensor(s.labels, dtype=torch.long)
+            attention_mask[i, span] = 1
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "pixel_values": torch.cat([s.pixel_values for s in samples]),
+            "grid_thws": torch.cat([s.grid_thws for s in samples]),
+        }
+
+    # ----------------------------------------------------------------------------------------------------- I/O
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, chat_format: str, vit_config: dict, **preprocessor_kwargs
+    ) -> "NativeOvisProcessor":
+        """Tokenizer files + preprocessor_config.json (normalisation, resample) of a directory; patch sizes come
+        from the ViT's config (the image processor's `size` is not used at native resolution)."""
+        directory = Path(directory)
+        from ..interop.local_files import read_json_file
+
+        config = read_json_file(directory / PREPROCESSOR_FILE)
+        pp = NativeResolutionPreprocessor(
+            patch_size=vit_config["patch_size"],
+            hidden_stride=vit_config.get("hidden_stride", 2),
+            temporal_patch_size=vit_config.get("temporal_patch_size", 1),
+            image_mean=tuple(config["image_mean"]),
+            image_std=tuple(config["image_std"]),
+            resample=int(config.get("resample", 3)),
+            **preprocessor_kwargs,
+        )
+        processor = cls(load_tokenizer(directory), chat_format, pp)
+        processor.tokenizer_source = directory
+        processor.preprocessor_config = config  # written back unchanged by an export
+        return processor
+
+
+def fit_native_length(sample: NativeSample, max_length: int) -> NativeSample:
+    """Keep the head of a sample longer than `max_length`, never cutting an image or video in half (a cut inside
+    one moves to just before it); the patches and grids of the dropped images go too."""
+    if len(sample.input_ids) <= max_length:
+        return sample
+    cut, image_start, kept = max_length, None, 0
+    for i, token in enumerate(sample.input_ids[:max_length]):
+        if token in (NATIVE_IMAGE_START_ID, NATIVE_VIDEO_START_ID):
+            image_start = i
+        elif token in (NATIVE_IMAGE_END_ID, NATIVE_VIDEO_END_ID):
+            image_start, kept = None, kept + 1
+    if image_start is not None:
+        cut = image_start
+    grids = sample.grid_thws[:kept]
+    n_patches = int(grids.prod(dim=1).sum()) if kept else 0
+    return NativeSample(sample.input_ids[:cut], sample.labels[:cut], sample.pixel_values[:n_patches], grids,
+                        sample.prompt, {**sample.meta, "truncated": True})
+
+
+def build_native_processor(model_cfg) -> NativeOvisProcessor:
+    """From a Hydra model config: the pretrained Ovis2.5 directory's tokenizer and normalisation (with the config's
+    min/max pixels), or the config's own tokenizer and `image` fields."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    p = model_cfg.processor
+    image = OmegaConf.to_container(p.image, resolve=True)
+    if model_cfg.get("pretrained"):
+        from ..interop.local_files import read_json_file
+
+        vit_config = read_json_file(Path(model_cfg.pretrained) / "config.json")["vit_config"]
+        limits = {k: image[k] for k in ("min_pixels", "max_pixels") if k in image}
+        return NativeOvisProcessor.from_pretrained(model_cfg.pretrained, p.chat_format, vit_config, **limits)
+    image["image_mean"], image["image_std"] = tuple(image["image_mean"]), tuple(image["image_std"])
+    return NativeOvisProcessor(instantiate(p.tokenizer), p.chat_format, NativeResolutionPreprocessor(**image))
