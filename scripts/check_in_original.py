@@ -132,7 +132,9 @@ def load(modeling_ovis, export: Path, report: Report):
     import torch
 
     print(f"== load {export} with {modeling_ovis.__file__}")
-    model, info = modeling_ovis.Ovis.from_pretrained(str(export), torch_dtype=torch.float32, output_loading_info=True)
+    model, info = modeling_ovis.Ovis.from_pretrained(
+        str(export), torch_dtype=torch.float32, output_loading_info=True, trust_remote_code=False
+    )
     llm_cfg = model.llm.config
     tied = getattr(llm_cfg, "tie_word_embeddings", False)
     missing = [k for k in info["missing_keys"] if not (tied and k == "llm.lm_head.weight")]
