@@ -53,8 +53,26 @@ def test_fresh_export_has_the_original_layout(tmp_path):
     assert any(k.startswith("visual_tokenizer.backbone.vision_model.") for k in keys)
     assert {"visual_tokenizer.head.0.weight", "visual_tokenizer.head.1.weight", "visual_tokenizer.head.1.bias", "vte.weight"} <= keys
     tok_cfg = json.loads((out / "tokenizer_config.json").read_text())
-    assert tok_cfg["tokenizer_class"] == "PreTrainedTokenizerFast" and "backend" not in tok_cfg
+    assert tok_cfg["tokenizer_class"] == "GemmaTokenizerFast" and "backend" not in tok_cfg
     assert (out / "special_tokens_map.json").is_file()
+
+
+@pytest.mark.parametrize("llm,fmt,tokenizer_class", [("gemma2", "gemma", "GemmaTokenizerFast"),
+                                                     ("qwen2", "qwen", "Qwen2TokenizerFast"),
+                                                     ("llama", "llama3", "PreTrainedTokenizerFast")])
+def test_fresh_export_names_a_tokenizer_class_the_original_formatter_accepts(tmp_path, llm, fmt, tokenizer_class):
+    # The original's Gemma/Qwen formatters assert the tokenizer's class name (GemmaTokenizer(Fast), QWenTokenizer /
+    # Qwen2TokenizerFast): a generic PreTrainedTokenizerFast made the original refuse every fresh Gemma/Qwen export
+    # (found by scripts/check_in_original.py). The named class must still read the same tokenizer.json here.
+    processor = _processor(fmt)
+    out = export_original(tiny_model(llm=llm), processor, tmp_path)
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == tokenizer_class
+    again = load_original(out)[1].tokenizer
+    for text in ["<|im_start|>user\nHello <image> world!<|im_end|>\n", "<bos><start_of_turn>model\nA bus.<end_of_turn>",
+                 "  two  spaces\tand é ü"]:
+        assert again(text, add_special_tokens=False).input_ids == processor.tokenizer(text, add_special_tokens=False).input_ids
+    assert (again.bos_token, again.eos_token, again.pad_token) == (
+        processor.tokenizer.bos_token, processor.tokenizer.eos_token, processor.tokenizer.pad_token)
 
 
 def test_sharded_export_reimports(tmp_path):

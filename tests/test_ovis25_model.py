@@ -225,3 +225,21 @@ def test_evaluation_loads_and_answers_with_an_ovis25_export(ovis25, tmp_path):
     answers = generate_answers(loaded, found, [("Describe.", [image]), ("Hi", [])], batch_size=2, max_new_tokens=3,
                                progress=False)
     assert len(answers) == 2
+
+
+def test_export_of_a_new_tokenizer_names_a_class_the_original_formatter_accepts(ovis25, tmp_path):
+    """A tokenizer saved by transformers 5 (not copied from a checkpoint) must name a class the original's
+    Qwen3ConversationFormatter accepts (QWenTokenizer / Qwen2TokenizerFast, checked by class name), and read back
+    the same here."""
+    import copy
+
+    from ovis_lit.interop.ovis25 import export_ovis25, load_ovis25
+
+    model, processor = ovis25
+    fresh = copy.copy(processor)
+    fresh.tokenizer_source = None
+    out = export_ovis25(model, fresh, tmp_path / "export")
+    assert json.loads((out / "tokenizer_config.json").read_text())["tokenizer_class"] == "Qwen2TokenizerFast"
+    again = load_ovis25(out)[1].tokenizer
+    for text in ["<|im_start|>user\n<image>\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n", "é ü  x"]:
+        assert again(text, add_special_tokens=False).input_ids == processor.tokenizer(text, add_special_tokens=False).input_ids

@@ -48,6 +48,15 @@ TOKENIZER_FILES = (
     "merges.txt",
 )
 
+# The original's conversation formatters accept only these tokenizer classes (checked by class name): a generic
+# PreTrainedTokenizerFast passes the Llama 3 formatter alone.
+ORIGINAL_TOKENIZER_CLASS = {
+    "GemmaConversationFormatter": "GemmaTokenizerFast",
+    "QwenConversationFormatter": "Qwen2TokenizerFast",
+    "Qwen3ConversationFormatter": "Qwen2TokenizerFast",
+    "Llama3ConversationFormatter": "PreTrainedTokenizerFast",
+}
+
 OURS_BACKBONE_PREFIX = "visual_tokenizer.backbone."  # also the original's prefix of every backbone tensor
 
 
@@ -437,8 +446,8 @@ def _write_tokenizer(processor: OvisProcessor, directory: Path) -> None:
     """Tokenizer files the original (transformers 4.4x) loader reads.
 
     A tokenizer read from a checkpoint directory is copied file for file. A new one is saved by transformers 5 and
-    its config translated: 4.x knows no "TokenizersBackend" class (PreTrainedTokenizerFast reads the same
-    tokenizer.json) and expects `additional_special_tokens` and a special_tokens_map.json.
+    its config translated: 4.x knows no "TokenizersBackend" class, the original's formatter refuses a generic
+    class (ORIGINAL_TOKENIZER_CLASS), and 4.x expects `additional_special_tokens` and a special_tokens_map.json.
     """
     source = processor.tokenizer_source
     if source is not None and source.resolve() != directory.resolve():
@@ -455,8 +464,10 @@ def _write_tokenizer(processor: OvisProcessor, directory: Path) -> None:
     extra = cfg.pop("extra_special_tokens", None)
     if extra:
         cfg["additional_special_tokens"] = list(extra)
-    if cfg.get("tokenizer_class") in (None, "TokenizersBackend"):
-        cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    if cfg.get("tokenizer_class") in (None, "TokenizersBackend", "PreTrainedTokenizerFast"):
+        # 4.x's fast class of that name reads the same tokenizer.json
+        formatter = CHAT_FORMATS[processor.chat_format].formatter_class
+        cfg["tokenizer_class"] = ORIGINAL_TOKENIZER_CLASS.get(formatter, "PreTrainedTokenizerFast")
     cfg.setdefault("add_bos_token", False)
     cfg.setdefault("add_eos_token", False)
     path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
