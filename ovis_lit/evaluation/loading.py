@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..interop.consolidate import is_sharded_checkpoint, load_sharded_model, read_sharded_meta
-from ..interop.original import load_original, read_original_config
+from ..interop.original import load_original, original_tokens_per_crop, read_original_config
 from ..model.build import as_dtype
 from ..model.ovis import OvisModel
 from ..processing.conversation import FORMAT_BY_CLASS
@@ -55,7 +55,7 @@ def processor_from_ovis_dir(directory: str | Path) -> OvisProcessor:
         raise ValueError(f"{directory}: unknown conversation_formatter_class {formatter!r}")
     if not has_tokenizer(directory):
         raise FileNotFoundError(f"{directory} has no tokenizer files")
-    return OvisProcessor.from_pretrained(directory, FORMAT_BY_CLASS[formatter].name)
+    return OvisProcessor.from_pretrained(directory, FORMAT_BY_CLASS[formatter].name, original_tokens_per_crop(config))
 
 
 def _hydra_config(checkpoint: Path) -> Path | None:

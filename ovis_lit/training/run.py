@@ -32,12 +32,15 @@ def build_processor(model_cfg: DictConfig) -> OvisProcessor:
 
         return build_native_processor(model_cfg)
     if model_cfg.get("pretrained"):
-        return OvisProcessor.from_pretrained(model_cfg.pretrained, model_cfg.processor.chat_format)
+        return OvisProcessor.from_pretrained(
+            model_cfg.pretrained, model_cfg.processor.chat_format, tokens_per_crop(model_cfg)
+        )
     p = model_cfg.processor
     return OvisProcessor(
         instantiate(p.tokenizer),
         p.chat_format,
         ImagePreprocessor(**OmegaConf.to_container(p.image, resolve=True)),
+        tokens_per_crop(model_cfg),
         max_partition=p.max_partition,
         multi_image_max_partition=p.multi_image_max_partition,
     )
@@ -55,12 +58,9 @@ def tokens_per_crop(model_cfg: DictConfig) -> int:
     if model_cfg.processor.get("native"):
         return 1  # one -300 per visual token
     if model_cfg.get("pretrained"):
-        from ..interop.original import read_original_config
+        from ..interop.original import original_tokens_per_crop, read_original_config
 
-        vt = read_original_config(model_cfg.pretrained)["visual_tokenizer_config"]
-        grid = vt["backbone_config"]["image_size"] // vt["backbone_config"]["patch_size"]
-        merged = -(-grid // vt.get("hidden_stride", 1))
-        return merged * merged
+        return original_tokens_per_crop(read_original_config(model_cfg.pretrained))
     return build_ovis(OmegaConf.to_container(model_cfg.spec, resolve=True), device="meta").visual_tokenizer.tokens_per_crop()
 
 
@@ -84,7 +84,7 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     processor = build_processor(cfg.model)
     check_vocab(processor, cfg.model)
     datamodule = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
-    datamodule.attach(processor, tokens_per_crop(cfg.model))
+    datamodule.attach(processor)
     module = OvisLitModule(
         model=model_dict(cfg.model),
         stage=OmegaConf.to_container(cfg.stage, resolve=True),
