@@ -12,10 +12,10 @@ from .tiny import tiny_model
 S = 42  # crop side of the tiny backbones
 
 
-def _batch(model, crops_per_sample=(2, 0, 1), text_len=6, pad_extra=(0, 3, 1), padding_side="right"):
-    """Padded ids with one -300 per visual token (tokens_per_crop per crop), indicators around each crop, labels on
-    the text tail."""
-    per_crop = model.visual_tokenizer.tokens_per_crop()
+def _batch(model, crops_per_sample=(2, 0, 1), text_len=6, pad_extra=(0, 3, 1), padding_side="right", per_crop=None):
+    """Padded ids with one -300 per visual token (`per_crop`, the model's tokens per crop, for each crop),
+    indicators around each crop, labels on the text tail."""
+    per_crop = per_crop or model.visual_tokenizer.tokens_per_crop()
     rows, labels = [], []
     for n, extra in zip(crops_per_sample, pad_extra):
         ids = [5, 6]

@@ -105,7 +105,7 @@ def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit
     config_path = _hydra_config(checkpoint)
     tried.append(f".hydra/config.yaml in the {HYDRA_SEARCH_DEPTH} directories above {checkpoint.name}")
     if config_path is not None:
-        from ..training.run import build_processor
+        from ..training.run import build_processor, tokens_per_crop
 
         try:  # resolved first, so that what is checked is what is instantiated (no node hidden behind ${...})
             model_cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.load(config_path).model, resolve=True))
@@ -113,7 +113,12 @@ def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit
             raise ValueError(f"{config_path}: no usable model config ({type(e).__name__}: {e})") from None
         _check_targets(OmegaConf.to_container(model_cfg), config_path)
         log.info("processor rebuilt from %s", config_path)
-        return build_processor(model_cfg)
+        # the crops' visual tokens are the checkpoint's model's (what its weights were built as)
+        model = hparams.get("model") or {}
+        per_crop = None
+        if not model_cfg.processor.get("native") and (model.get("spec") or model.get("pretrained")):
+            per_crop = tokens_per_crop(OmegaConf.create({**model, "processor": {"native": False}}))
+        return build_processor(model_cfg, per_crop)
     raise FileNotFoundError(
         f"no processor (tokenizer) found for {checkpoint}; tried: " + "; ".join(tried)
         + ". Pass processor=<an ovis-lit export or original Ovis directory>."

@@ -25,22 +25,23 @@ from .module import OvisLitModule
 log = logging.getLogger(__name__)
 
 
-def build_processor(model_cfg: DictConfig) -> OvisProcessor:
-    """Tokenizer + chat format + image preprocessing, from the model config (or the pretrained Ovis directory)."""
+def build_processor(model_cfg: DictConfig, per_crop: int | None = None) -> OvisProcessor:
+    """Tokenizer + chat format + image preprocessing, from the model config (or the pretrained Ovis directory).
+    `per_crop`: the model's visual tokens per crop, if the caller knows them (else from the model config)."""
     if model_cfg.processor.get("native"):  # Ovis2.5: native-resolution images
         from ..processing.native_processor import build_native_processor
 
         return build_native_processor(model_cfg)
     if model_cfg.get("pretrained"):
         return OvisProcessor.from_pretrained(
-            model_cfg.pretrained, model_cfg.processor.chat_format, tokens_per_crop(model_cfg)
+            model_cfg.pretrained, model_cfg.processor.chat_format, per_crop or tokens_per_crop(model_cfg)
         )
     p = model_cfg.processor
     return OvisProcessor(
         instantiate(p.tokenizer),
         p.chat_format,
         ImagePreprocessor(**OmegaConf.to_container(p.image, resolve=True)),
-        tokens_per_crop(model_cfg),
+        per_crop or tokens_per_crop(model_cfg),
         max_partition=p.max_partition,
         multi_image_max_partition=p.multi_image_max_partition,
     )
