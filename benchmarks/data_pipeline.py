@@ -82,7 +82,7 @@ def pipeline_rate(cfg, urls: str, workers: int, batches: int) -> dict:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from ovis_lit.training.run import build_processor, tokens_per_crop
+    from ovis_lit.training.run import build_processor
 
     stage = OmegaConf.to_container(cfg.stage.data, resolve=True)
     stage["use"] = ["photos"]
@@ -90,7 +90,7 @@ def pipeline_rate(cfg, urls: str, workers: int, batches: int) -> dict:
         wait_for_cpu()
         dm = instantiate(cfg.data, **stage, sources={"photos": {"train": urls}}, prepare=None, heldout=None,
                          num_workers=workers, shuffle_buffer=64)
-        dm.attach(build_processor(cfg.model), tokens_per_crop(cfg.model))
+        dm.attach(build_processor(cfg.model))
         it = iter(dm.train_dataloader())
         started = time.perf_counter()
         first = next(it)
@@ -108,7 +108,7 @@ def pipeline_rate(cfg, urls: str, workers: int, batches: int) -> dict:
             break
     return {"workers": workers, "samples_per_s": round(n / seconds, 1), "first_batch_s": round(startup, 2),
             "crops_per_sample": round(first["pixel_values"].shape[0] / first["input_ids"].shape[0], 2),
-            # ids before visual expansion (each crop is one placeholder here, tokens_per_crop in the model)
+            # ids per sample: every visual token is one id (the LLM's length)
             "ids_per_sample": round(float(first["attention_mask"].sum()) / first["input_ids"].shape[0], 1),
             "paused_by_hold": held}
 
@@ -173,13 +173,13 @@ def main() -> None:
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
-        from ovis_lit.training.run import build_processor, tokens_per_crop
+        from ovis_lit.training.run import build_processor
 
         stage = OmegaConf.to_container(cfg.stage.data, resolve=True)
         stage["use"] = ["photos"]
         dm = instantiate(cfg.data, **stage, sources={"photos": {"train": report["urls"]["train"]}}, prepare=None,
                          heldout=None, num_workers=0, shuffle_buffer=1)
-        dm.attach(build_processor(cfg.model), tokens_per_crop(cfg.model))
+        dm.attach(build_processor(cfg.model))
         batch = next(iter(dm.train_dataloader()))
         results["model_step"] = model_step(cfg, batch)
         m = results["model_step"]

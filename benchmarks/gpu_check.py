@@ -37,10 +37,10 @@ SPEC = {
 }
 
 
-def batch(b: int, crops: int, text: int, side: int, device):
+def batch(b: int, crops: int, text: int, side: int, per_crop: int, device):
     ids = []
     for _ in range(crops):
-        ids += [INDICATOR_IDS[0], IMAGE_ATOM_ID, INDICATOR_IDS[-1]]
+        ids += [INDICATOR_IDS[0], *[IMAGE_ATOM_ID] * per_crop, INDICATOR_IDS[-1]]  # one -300 per visual token
     ids += list(range(100, 100 + text))
     input_ids = torch.tensor([ids] * b, device=device)
     labels = input_ids.clone()
@@ -70,7 +70,7 @@ def main() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     side = SPEC["backbone"]["config"]["image_size"]
-    inputs = batch(args.batch, args.crops, args.text, side, device)
+    inputs = batch(args.batch, args.crops, args.text, side, model.visual_tokenizer.tokens_per_crop(), device)
     tokens_per_sample = args.text + args.crops * (model.visual_tokenizer.tokens_per_crop() + 2)
 
     def step():

@@ -81,8 +81,11 @@ def _peak_heap_in_use(one, in_use) -> float:
     return Sample.peak
 
 
+PER_CROP = ((SIDE // PATCH + HS - 1) // HS) ** 2  # visual tokens per crop: one image id each, in both models' ids
+
+
 def _image_placeholders(n_crops: int, atom: int, indicators: list[int], per_crop: int) -> list[int]:
-    """Ovis 1.6 layout for a 1 x (n-1) grid plus global view (or a single crop), atoms expanded by `per_crop`."""
+    """Ovis 1.6 layout for a 1 x (n-1) grid plus global view (or a single crop), one `atom` per visual token."""
     start, part, col, _row, end = indicators
     ids = [start] + [atom] * per_crop + [part]
     for k in range(n_crops - 1):
@@ -123,7 +126,7 @@ def _ovis_lit(vocab: int, vision: str = "none", llm: str = "none"):
         "hidden_stride": HS,
     })
     model.set_activation_checkpointing(vision=vision, llm=llm)
-    input_ids, mask, labels, pixel_values = _batch(IMAGE_ATOM_ID, list(INDICATOR_IDS), per_crop=1)
+    input_ids, mask, labels, pixel_values = _batch(IMAGE_ATOM_ID, list(INDICATOR_IDS), PER_CROP)
     return model, lambda: model(input_ids, mask, labels, pixel_values).loss
 
 
@@ -147,8 +150,7 @@ def _port(vocab: int, vision: str = "none", llm: str = "none"):
     model = transformers.Ovis2ForConditionalGeneration(config)
     if (vision, llm) == ("full", "full"):
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    per_crop = ((SIDE // PATCH + HS - 1) // HS) ** 2
-    input_ids, mask, labels, pixel_values = _batch(image_token, indicator_ids, per_crop)
+    input_ids, mask, labels, pixel_values = _batch(image_token, indicator_ids, PER_CROP)
     return model, lambda: model(input_ids=input_ids, attention_mask=mask, labels=labels, pixel_values=pixel_values).loss
 
 

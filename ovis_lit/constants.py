@@ -7,8 +7,9 @@ IMAGE_TOKEN_ID = -200  # one whole image, before its placeholders are expanded
 VIDEO_TOKEN = "<video>"  # Ovis2.5: the marker of a video (its frames)
 VIDEO_TOKEN_ID = -201
 
-# After expansion each image is a run of placeholders: one atom per crop plus indicator tokens.
-IMAGE_ATOM_ID = -300  # stands for one crop's whole run of visual tokens
+# After expansion each image is a run of placeholders: one -300 per visual token plus indicator tokens. (The
+# original Ovis 1.6/2 code writes one -300 per crop; processing/placeholders.py converts at the boundary.)
+IMAGE_ATOM_ID = -300  # one visual token
 IMAGE_START_ID = -301
 PARTITION_START_ID = -302
 COLUMN_SEPARATOR_ID = -303

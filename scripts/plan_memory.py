@@ -49,8 +49,9 @@ def measure(spec: dict, trainable: list[str], work: Workload, checkpointing: dic
     model.set_activation_checkpointing(**checkpointing)
     side = model.visual_tokenizer.backbone.config.image_size
     ids = []
+    per_crop = model.visual_tokenizer.tokens_per_crop()
     for _ in range(work.crops):
-        ids += [INDICATOR_IDS[0], IMAGE_ATOM_ID, INDICATOR_IDS[-1]]
+        ids += [INDICATOR_IDS[0], *[IMAGE_ATOM_ID] * per_crop, INDICATOR_IDS[-1]]  # one -300 per visual token
     ids += [5] * work.text_tokens
     input_ids = torch.tensor([ids] * work.batch_size)
     labels = input_ids.clone()

@@ -20,6 +20,8 @@ import torch
 from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
+from ovis_lit.interop.original import original_tokens_per_crop, read_original_config
+from ovis_lit.model.build import build_ovis
 from ovis_lit.training.entry import close_process_group
 from ovis_lit.training.module import OvisLitModule
 from ovis_lit.training.run import full_state_dict
@@ -89,8 +91,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     batches = []
+    if args.pretrained:
+        per_crop = original_tokens_per_crop(read_original_config(args.pretrained))
+    else:
+        per_crop = build_ovis(spec(args.tied), device="meta").visual_tokenizer.tokens_per_crop()
     for _ in range(args.steps):
-        ids, mask, labels, pixels = _batch(None, crops_per_sample=(2, 0, 1, 3), pad_extra=(0, 3, 1, 0))
+        ids, mask, labels, pixels = _batch(None, crops_per_sample=(2, 0, 1, 3), pad_extra=(0, 3, 1, 0),
+                                           per_crop=per_crop)
         batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixels})
     L.seed_everything(0)
     model = {"pretrained": args.pretrained, "spec": {"dtype": "float32"}} if args.pretrained else {"spec": spec(args.tied)}

@@ -22,6 +22,7 @@ from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID
 from ovis_lit.interop.original import export_original, load_original, original_state_dict
 from ovis_lit.model.vision import keep_residual_stream_contiguous, residual_stream_is_contiguous
 from ovis_lit.processing.conversation import FORMAT_BY_CLASS
+from ovis_lit.processing.placeholders import from_original_ids, to_original_ids
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -56,13 +57,39 @@ def load_reference(name: str) -> Reference:
 
 
 def forward_inputs(ref: Reference) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """The fixture's forward batch and the crops of the samples that have image atoms (a text-only sample carries a
-    zero image in the original's batch but no atom: it contributes no crop here)."""
+    """The fixture's forward batch in ovis-lit's layout (`expand_original_batch`) and the crops of the samples that
+    have image atoms (a text-only sample carries a zero image in the original's batch but no atom: it contributes no
+    crop here)."""
     t = ref.tensors
-    batch = {k.rsplit(".", 1)[-1]: v for k, v in t.items() if k.startswith("forward.batch.")}
-    with_images = [i for i, row in enumerate(batch["input_ids"]) if bool((row == IMAGE_ATOM_ID).any())]
+    original = {k.rsplit(".", 1)[-1]: v for k, v in t.items() if k.startswith("forward.batch.")}
+    with_images = [i for i, row in enumerate(original["input_ids"]) if bool((row == IMAGE_ATOM_ID).any())]
     crops = torch.cat([t[f"forward.sample{i}.pixel_values"] for i in with_images])
-    return batch, crops
+    return expand_original_batch(original, ref.processor.tokens_per_crop, ref.processor.pad_token_id), crops
+
+
+def expand_original_batch(original: dict[str, torch.Tensor], tokens_per_crop: int, pad_id: int = 0):
+    """An original-layout batch (one atom per crop) -> ovis-lit's (one -300 per visual token, `from_original_ids`
+    on each row's real positions), right-padded again."""
+    rows = []
+    for ids, labels, mask in zip(original["input_ids"], original["labels"], original["attention_mask"]):
+        real = mask.bool()
+        rows.append(from_original_ids(ids[real].tolist(), tokens_per_crop, labels[real].tolist()))
+    longest = max(len(ids) for ids, _ in rows)
+    batch = {
+        "input_ids": torch.full((len(rows), longest), pad_id),
+        "attention_mask": torch.zeros(len(rows), longest, dtype=torch.long),
+        "labels": torch.full((len(rows), longest), IGNORE_ID),
+    }
+    for i, (ids, labels) in enumerate(rows):
+        batch["input_ids"][i, : len(ids)] = torch.tensor(ids)
+        batch["labels"][i, : len(ids)] = torch.tensor(labels)
+        batch["attention_mask"][i, : len(ids)] = 1
+    return batch
+
+
+def original_ids(ref: Reference, sample) -> tuple[list[int], list[int]]:
+    """A sample's ids and labels in the original layout (one atom per crop), as the fixtures record them."""
+    return to_original_ids(sample.input_ids, ref.processor.tokens_per_crop, sample.labels)
 
 
 def embed_scale(model) -> float:
@@ -105,8 +132,7 @@ def check_conversations(ref: Reference, default_max_partition: bool = False) -> 
         max_partition = None if default_max_partition else case["max_partition"]
         sample = ref.processor.conversation(case["conversations"], images, max_partition)
         assert sample.prompt == case["prompt"]
-        assert sample.input_ids == case["input_ids"]
-        assert sample.labels == case["labels"]
+        assert original_ids(ref, sample) == (case["input_ids"], case["labels"])
 
 
 # ------------------------------------------------------------------------------------------------------ forward
@@ -180,13 +206,13 @@ def generation_cases(ref: Reference) -> list[tuple[object, list[int]]]:
             continue  # a batched entry (Ovis2: batched_left_padded), checked by check_generation_batched
         images = [ref.image(p) for p in case["images"]]
         sample = ref.processor.conversation(case["conversations"], images, case["max_partition"], generation_preface="")
-        assert sample.prompt == case["prompt"] and sample.input_ids == case["input_ids"]
+        assert sample.prompt == case["prompt"] and original_ids(ref, sample)[0] == case["input_ids"]
         pairs.append((sample, case["new_token_ids"]))
     return pairs
 
 
-def _greedy(ref: Reference, samples, n_new: int, padding_side: str = "right") -> list[list[int]]:
-    batch = ref.processor.collate(samples, padding_side=padding_side)
+def _greedy(ref: Reference, samples, n_new: int) -> list[list[int]]:
+    batch = ref.processor.collate(samples, padding_side="left")
     new = ref.model.generate(
         batch["input_ids"], batch["attention_mask"], batch["pixel_values"], max_new_tokens=n_new, do_sample=False
     )
@@ -198,14 +224,14 @@ def check_generation_alone(ref: Reference) -> None:
         assert _greedy(ref, [sample], len(want)) == [want]
 
 
-def check_generation_batched(ref: Reference, padding_side: str) -> None:
+def check_generation_batched(ref: Reference) -> None:
     pairs = generation_cases(ref)
-    assert len({s.n_crops for s, _ in pairs}) > 1  # different expanded lengths: the batch really is padded
+    assert len({len(s.input_ids) for s, _ in pairs}) > 1  # different lengths: the batch really is padded
     wants = [want for _, want in pairs]
     batched = ref.expected["generate"].get("batched_left_padded")
     if batched is not None:  # what the original decoded as one left-padded batch: each sample's own tokens
         assert batched["new_token_ids"] == wants
-    assert _greedy(ref, [s for s, _ in pairs], len(wants[0]), padding_side) == wants
+    assert _greedy(ref, [s for s, _ in pairs], len(wants[0])) == wants
 
 
 # ------------------------------------------------------------------------------------------------------- export

@@ -26,7 +26,7 @@ from ovis_lit.data.samples import SampleBuilder
 from ovis_lit.data.stream import SkipSample, read_shards
 from ovis_lit.processing.image import open_image
 from ovis_lit.training.module import OvisLitModule
-from ovis_lit.training.run import build_processor, model_dict, tokens_per_crop
+from ovis_lit.training.run import build_processor, model_dict
 
 from .helpers import compose_train
 
@@ -200,7 +200,7 @@ def _datamodule(root: Path, urls: list[str], batch_size: int, workers: int, shuf
     stage["use"] = ["bad"]
     dm = instantiate(cfg.data, **stage, sources={"bad": {"train": urls}}, prepare=None, heldout=None,
                      num_workers=workers, shuffle_buffer=shuffle_buffer)
-    dm.attach(processor, tokens_per_crop(cfg.model))
+    dm.attach(processor)
     return cfg, dm
 
 
@@ -322,13 +322,13 @@ def test_pixel_limit_is_configurable_and_checked_before_decoding(tmp_path, corpu
     record = {"__key__": "k", "json": _js({"conversations": _chat("Q", "A")}),
               "png": _encode(_photo(100, 80, 1), "PNG")}
     assert dm._builder()(record).labels  # fine under the default limit
-    strict = SampleBuilder(dm.processor, max_length=256, tokens_per_crop=4, max_image_pixels=100 * 79)
+    strict = SampleBuilder(dm.processor, max_length=256, max_image_pixels=100 * 79)
     with pytest.raises(SkipSample) as info:
         strict(record)
     assert info.value.reason == "too_many_pixels"
     configured = instantiate(cfg.data, sources={"bad": {"train": corpus["urls"]}}, use=["bad"], prepare=None,
                              max_image_pixels=100 * 79)  # as `data.max_image_pixels=...` sets it
-    configured.attach(dm.processor, 4)
+    configured.attach(dm.processor)
     with pytest.raises(SkipSample):
         configured._builder()(record)
     with pytest.raises(Exception) as info:
@@ -338,7 +338,7 @@ def test_pixel_limit_is_configurable_and_checked_before_decoding(tmp_path, corpu
 
 def test_over_long_samples_are_skipped_when_truncation_is_off(corpus):
     _, dm = _datamodule(corpus["root"], corpus["urls"], batch_size=1, workers=0, shuffle_buffer=1, keyed=False)
-    builder = SampleBuilder(dm.processor, max_length=256, tokens_per_crop=4, truncate=False)
+    builder = SampleBuilder(dm.processor, max_length=256, truncate=False)
     with pytest.raises(SkipSample) as info:
         builder({"__key__": "k", "json": _js({"conversations": _chat("Short?", "Kept.", 0) + _chat(LONG, "x", 0)})})
     assert info.value.reason == "too_long"

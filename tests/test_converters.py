@@ -22,7 +22,7 @@ from ovis_lit.data.convert import ovis as ovis_converter
 from ovis_lit.data.convert.common import Limits, Options
 from ovis_lit.data.stream import read_shards
 from ovis_lit.training.module import OvisLitModule
-from ovis_lit.training.run import build_processor, model_dict, tokens_per_crop
+from ovis_lit.training.run import build_processor, model_dict
 
 from .helpers import compose_train
 
@@ -93,7 +93,7 @@ def datamodule(cfg, sources: dict, use, workers: int = 0):
     stage["use"] = use
     dm = instantiate(cfg.data, **stage, sources=sources, prepare=None, heldout=None, num_workers=workers,
                      shuffle_buffer=50)
-    dm.attach(build_processor(cfg.model), tokens_per_crop(cfg.model))
+    dm.attach(build_processor(cfg.model))
     return dm
 
 
@@ -342,7 +342,7 @@ def test_mixture_example_config_draws_sources_by_weight(tmp_path):
         sources[name] = {"train": report["urls"]["train"]}
     stage = OmegaConf.to_container(cfg.stage.data, resolve=True)
     dm = instantiate(cfg.data, **stage, sources=sources, prepare=None, num_workers=2)
-    dm.attach(build_processor(cfg.model), tokens_per_crop(cfg.model))
+    dm.attach(build_processor(cfg.model))
     drawn = Counter()
     it = iter(dm.train_dataloader())
     for _ in range(40):  # 640 samples, 320 per worker

@@ -11,9 +11,9 @@ from PIL import Image
 
 from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, IMAGE_END_ID, IMAGE_START_ID
 from ovis_lit.data import shapes
-from ovis_lit.data.samples import SampleBuilder, expanded_length, fit_length
+from ovis_lit.data.samples import SampleBuilder, fit_length
 from ovis_lit.data.shapes import ensure_shapes_dataset
-from ovis_lit.training.run import build_processor, tokens_per_crop
+from ovis_lit.training.run import build_processor
 
 from .helpers import SMALL_DATA, compose_train
 
@@ -29,7 +29,7 @@ def _datamodule(tmp_path, data_dir, overrides=(), workers=2):
     cfg = compose_train(["stage='3'", f"data.num_workers={workers}", *overrides], tmp_path, data_dir)
     processor = build_processor(cfg.model)
     dm = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
-    dm.attach(processor, tokens_per_crop(cfg.model))
+    dm.attach(processor)
     dm.prepare_data()
     return dm, processor
 
@@ -46,8 +46,8 @@ def test_two_workers_yield_expected_batches(tmp_path, data_dir):
     for b in batches:
         assert b["input_ids"].shape == b["labels"].shape == b["attention_mask"].shape
         assert b["input_ids"].shape[0] == 8
-        n_atoms = int((b["input_ids"] == IMAGE_ATOM_ID).sum())
-        assert b["pixel_values"].shape == (n_atoms, 3, 64, 64)
+        n_atoms = int((b["input_ids"] == IMAGE_ATOM_ID).sum())  # one per visual token
+        assert b["pixel_values"].shape == (n_atoms // processor.tokens_per_crop, 3, 64, 64)
         # no batch, and no sample, has all labels masked
         assert ((b["labels"] != IGNORE_ID).sum(dim=1) > 0).all()
         assert set(b["stream"]["sources"]) <= {"chat", "caption"}
@@ -111,7 +111,7 @@ def _record(conversations=None, caption=None, n_images=1, key="k"):
 
 
 def _builder(processor, **kw):
-    return SampleBuilder(processor, max_length=kw.pop("max_length", 256), tokens_per_crop=4, **kw)
+    return SampleBuilder(processor, max_length=kw.pop("max_length", 256), **kw)
 
 
 def test_sample_builder_formats_captions_two_ways(tmp_path, data_dir):
@@ -128,15 +128,17 @@ def test_length_control_never_cuts_an_image_run(tmp_path, data_dir):
     conv = [{"from": "human", "value": "<image>\nfirst"}, {"from": "gpt", "value": long_text},
             {"from": "human", "value": "<image>\nsecond"}, {"from": "gpt", "value": "square"}]
     sample = _builder(processor, max_length=10_000)(_record(conv, n_images=2))
-    full = expanded_length(sample.input_ids, 4)
-    start2 = [i for i, t in enumerate(sample.input_ids) if t == IMAGE_START_ID][1]
-    for max_length in range(full - 40, full):
-        cut = fit_length(sample, max_length, 4)
-        assert expanded_length(cut.input_ids, 4) <= max_length
+    full, per_crop = len(sample.input_ids), processor.tokens_per_crop  # every visual token is in the ids
+    assert per_crop > 1  # crops are runs of -300s: a cut could land inside one
+    start2, end2 = [i for i, t in enumerate(sample.input_ids) if t in (IMAGE_START_ID, IMAGE_END_ID)][2:]
+    for max_length in range(start2 - 3, full):  # cuts before, inside and after the second image
+        cut = fit_length(sample, max_length)
+        assert len(cut.input_ids) <= max_length
         assert cut.input_ids.count(IMAGE_START_ID) == cut.input_ids.count(IMAGE_END_ID)  # whole images only
-        assert cut.pixel_values.shape[0] == cut.input_ids.count(IMAGE_ATOM_ID)
-        if len(cut.input_ids) <= start2:
-            assert cut.input_ids.count(IMAGE_START_ID) == 1
+        assert cut.pixel_values.shape[0] * per_crop == cut.input_ids.count(IMAGE_ATOM_ID)
+        # a cut inside the second image drops it whole; one after it keeps it
+        assert cut.input_ids.count(IMAGE_START_ID) == (2 if max_length > end2 else 1)
+        assert cut.input_ids == sample.input_ids[: len(cut.input_ids)]
 
 
 def test_bad_records_are_counted_skips(tmp_path, data_dir):

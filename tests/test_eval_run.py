@@ -31,7 +31,7 @@ SIZES = [(16, 16), (90, 30), (30, 90), (42, 42), (100, 100), (8, 60), (70, 20), 
 def tiny():
     torch.manual_seed(0)
     model = tiny_model(llm="qwen2").eval()
-    processor = OvisProcessor(byte_level_tokenizer("qwen"), "qwen", ImagePreprocessor(side=42))
+    processor = OvisProcessor(byte_level_tokenizer("qwen"), "qwen", ImagePreprocessor(side=42), tokens_per_crop=4)
     return model, processor
 
 

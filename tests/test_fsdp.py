@@ -68,7 +68,7 @@ def test_sharded_checkpoint_consolidates_to_an_original_layout_export(runs, tmp_
     root, _, _ = runs
     ckpt = root / "fsdp" / "ckpt"
     assert is_sharded_checkpoint(ckpt)
-    processor = OvisProcessor(shapes.tokenizer(), "qwen", ImagePreprocessor(side=42))
+    processor = OvisProcessor(shapes.tokenizer(), "qwen", ImagePreprocessor(side=42), tokens_per_crop=4)
     export = export_sharded_checkpoint(ckpt, processor, tmp_path / "export")
     model, _ = load_original(export)
     full = load_file(root / "fsdp" / "full.safetensors")

@@ -1,5 +1,6 @@
 """Batched generation: EOS per sample, sampling, only new tokens."""
 
+import pytest
 import torch
 from PIL import Image
 
@@ -12,7 +13,8 @@ def _batch(reference, expected):
         processor.conversation(c["conversations"], [Image.open(FIXTURE / p) for p in c["images"]], generation_preface="")
         for c in expected["generate"].values()
     ]
-    return model, processor.collate(samples), [c["new_token_ids"] for c in expected["generate"].values()]
+    batch = processor.collate(samples, padding_side="left")
+    return model, batch, [c["new_token_ids"] for c in expected["generate"].values()]
 
 
 def test_eos_stops_each_sample_on_its_own(reference, expected):
@@ -45,3 +47,17 @@ def test_text_only_prompt_generates(reference):
     assert batch["pixel_values"].shape[0] == 0
     new = model.generate(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], max_new_tokens=3, do_sample=False)
     assert new.shape == (1, 3)
+
+
+def test_a_right_padded_batch_is_refused(reference, expected):
+    # the model does not re-pad: a prompt that does not end at the last column would generate after its padding
+    model, processor = reference
+    samples = [
+        processor.conversation(c["conversations"], [Image.open(FIXTURE / p) for p in c["images"]],
+                               generation_preface="")
+        for c in expected["generate"].values()
+    ]
+    batch = processor.collate(samples)  # right-padded, the training layout
+    assert not batch["attention_mask"][:, -1].all()
+    with pytest.raises(ValueError, match="left-padded"):
+        model.generate(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], max_new_tokens=2)

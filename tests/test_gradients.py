@@ -15,6 +15,7 @@ from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
 from ovis_lit.interop.original import load_original, original_state_dict
 
 from .conftest import FIXTURE
+from .parity import expand_original_batch
 from .tiny import tiny_model
 
 GRAD_ATOL = 1e-5  # the issue's bound on the largest absolute difference from the original's gradients
@@ -44,14 +45,15 @@ class GradientFixture:
 
     directory: Path
     load: Callable[[Path], torch.nn.Module]
-    batch: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+    batch: Callable[[dict[str, torch.Tensor], torch.nn.Module], dict[str, torch.Tensor]]
     to_original_names: Callable[[torch.nn.Module], Callable[[dict], dict]]
 
 
-def _ovis16_batch(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _ovis16_batch(t: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     # The text-only sample (2) carries a zero image in the original's batch but no atom: it contributes no crop here.
     crops = torch.cat([t[f"forward.sample{i}.pixel_values"] for i in (0, 1, 3)])
-    batch = {k.rsplit(".", 1)[-1]: v for k, v in t.items() if k.startswith("forward.batch.")}
+    original = {k.rsplit(".", 1)[-1]: v for k, v in t.items() if k.startswith("forward.batch.")}
+    batch = expand_original_batch(original, model.visual_tokenizer.tokens_per_crop())  # one -300 per visual token
     return {**batch, "pixel_values": crops}
 
 
@@ -72,7 +74,7 @@ def test_training_gradients_equal_the_originals(name, fast_path):
     case = GRADIENT_FIXTURES[name]
     model = case.load(case.directory)
     model.fast_path = fast_path
-    batch = case.batch(load_file(case.directory / "expected.safetensors"))
+    batch = case.batch(load_file(case.directory / "expected.safetensors"), model)
     assert_gradients_match(model, batch, case.directory / "expected_grads.safetensors", case.to_original_names(model))
 
 
@@ -80,14 +82,14 @@ def test_training_gradients_equal_the_originals(name, fast_path):
 S = 42  # crop side of the tiny backbones
 
 
-def _mixed_batch(crops_per_sample=(2, 0, 1, 3), pad_extra=(0, 3, 1, 0), text_len=6):
-    """Right-padded ids with indicators around one atom per crop, samples of different sizes (0 to 3 crops) and
-    labels on each text tail; crops [N, 3, S, S]."""
+def _mixed_batch(crops_per_sample=(2, 0, 1, 3), pad_extra=(0, 3, 1, 0), text_len=6, per_crop=4):
+    """Right-padded ids with indicators around each crop's `per_crop` -300s (the tiny models' tokens per crop),
+    samples of different sizes (0 to 3 crops) and labels on each text tail; crops [N, 3, S, S]."""
     rows, labels = [], []
     for n, extra in zip(crops_per_sample, pad_extra):
         ids = [5, 6]
         for _ in range(n):
-            ids += [INDICATOR_IDS[0], IMAGE_ATOM_ID, INDICATOR_IDS[-1]]
+            ids += [INDICATOR_IDS[0], *[IMAGE_ATOM_ID] * per_crop, INDICATOR_IDS[-1]]
         ids += list(range(10, 10 + text_len + extra))
         rows.append(ids)
         labels.append([IGNORE_ID] * (len(ids) - 3) + ids[-3:])
@@ -141,7 +143,7 @@ def test_plain_path_equals_fast_path(llm, tokenize_function):
 def test_plain_path_equals_fast_path_on_the_fixture_model():
     case = GRADIENT_FIXTURES["ovis16"]
     model = case.load(case.directory)
-    assert_paths_equal(model, case.batch(load_file(case.directory / "expected.safetensors")))
+    assert_paths_equal(model, case.batch(load_file(case.directory / "expected.safetensors"), model))
 
 
 def test_fast_path_is_the_default_and_selects_the_fused_softmax():

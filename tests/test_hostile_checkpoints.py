@@ -77,7 +77,7 @@ def good(tmp_path_factory):
     dcp.save({"state_dict": state}, checkpoint_id=root / "sharded", no_dist=True)
     torch.save({"hyper_parameters": hparams, "global_step": 3}, root / "sharded" / "meta.pt")
     torch.save({"state_dict": state, "hyper_parameters": hparams, "global_step": 3}, root / "last.ckpt")
-    processor = OvisProcessor(byte_level_tokenizer("qwen"), "qwen", ImagePreprocessor(side=42))
+    processor = OvisProcessor(byte_level_tokenizer("qwen"), "qwen", ImagePreprocessor(side=42), tokens_per_crop=4)
     export_original(model, processor, root / "export", multimodal_max_length=256)
     return {"root": root, "model": model, "sharded": root / "sharded", "ckpt": root / "last.ckpt",
             "export": root / "export"}

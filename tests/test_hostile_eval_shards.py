@@ -571,7 +571,7 @@ def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_
     _tar(tmp_path / "val.tar", records)
     dm = DataModule({"t": {"train": train, "val": [str(tmp_path / "val.tar")]}}, ["t"], batch_size=1,
                     num_workers=2, shuffle_buffer=1)
-    dm.processor, dm.tokens_per_crop = SimpleNamespace(collate=_collate_with_ids), 1
+    dm.processor = SimpleNamespace(collate=_collate_with_ids)
     module = Tiny()
     trainer = L.Trainer(accelerator="cpu", max_steps=5, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, val_check_interval=5,

@@ -12,11 +12,12 @@ from ovis_lit.processing.processor import OvisProcessor
 from ovis_lit.processing.tokenizer import byte_level_tokenizer
 
 from .conftest import FIXTURE
+from .parity import expand_original_batch
 from .tiny import tiny_model
 
 
 def _processor(fmt="qwen"):
-    return OvisProcessor(byte_level_tokenizer(fmt), fmt, ImagePreprocessor(side=42))
+    return OvisProcessor(byte_level_tokenizer(fmt), fmt, ImagePreprocessor(side=42), tokens_per_crop=4)
 
 
 def _assert_bitwise(a, b):
@@ -107,7 +108,8 @@ def test_imported_model_equals_reexport_forward(reference, tmp_path, expected_te
     """Forward of a re-imported export equals the original import (fp32, bitwise)."""
     model, processor = reference
     again, _ = load_original(export_original(model, processor, tmp_path))
-    batch = {k.rsplit(".", 1)[-1]: v for k, v in expected_tensors.items() if k.startswith("forward.batch.")}
+    original = {k.rsplit(".", 1)[-1]: v for k, v in expected_tensors.items() if k.startswith("forward.batch.")}
+    batch = expand_original_batch(original, processor.tokens_per_crop)
     crops = torch.cat([expected_tensors[f"forward.sample{i}.pixel_values"] for i in (0, 1, 3)])
     with torch.no_grad():
         a = model(batch["input_ids"], batch["attention_mask"], batch["labels"], crops, return_logits=True).logits

@@ -12,13 +12,15 @@ from .tiny import tiny_model
 S = 42  # crop side of the tiny backbones
 
 
-def _batch(model, crops_per_sample=(2, 0, 1), text_len=6, pad_extra=(0, 3, 1)):
-    """Right-padded ids with one atom per crop, indicators around them, labels on the text tail."""
+def _batch(model, crops_per_sample=(2, 0, 1), text_len=6, pad_extra=(0, 3, 1), padding_side="right", per_crop=None):
+    """Padded ids with one -300 per visual token (`per_crop`, the model's tokens per crop, for each crop),
+    indicators around each crop, labels on the text tail."""
+    per_crop = per_crop or model.visual_tokenizer.tokens_per_crop()
     rows, labels = [], []
     for n, extra in zip(crops_per_sample, pad_extra):
         ids = [5, 6]
         for _ in range(n):
-            ids += [INDICATOR_IDS[0], IMAGE_ATOM_ID, INDICATOR_IDS[-1]]
+            ids += [INDICATOR_IDS[0], *[IMAGE_ATOM_ID] * per_crop, INDICATOR_IDS[-1]]
         ids += list(range(10, 10 + text_len))
         rows.append(ids)
         labels.append([IGNORE_ID] * (len(ids) - 3) + ids[-3:])
@@ -27,9 +29,10 @@ def _batch(model, crops_per_sample=(2, 0, 1), text_len=6, pad_extra=(0, 3, 1)):
     label_t = torch.full_like(input_ids, IGNORE_ID)
     mask = torch.zeros_like(input_ids)
     for i, (r, lab) in enumerate(zip(rows, labels)):
-        input_ids[i, : len(r)] = torch.tensor(r)
-        label_t[i, : len(r)] = torch.tensor(lab)
-        mask[i, : len(r)] = 1
+        span = slice(0, len(r)) if padding_side == "right" else slice(longest - len(r), longest)
+        input_ids[i, span] = torch.tensor(r)
+        label_t[i, span] = torch.tensor(lab)
+        mask[i, span] = 1
     pixel_values = torch.randn(sum(crops_per_sample), 3, S, S)
     return input_ids, mask, label_t, pixel_values
 
@@ -136,47 +139,45 @@ def test_vte_reinit_from_text_table_statistics():
 
 
 # ---------------------------------------------------------------------------------------------------------- merge
-def _naive_merge(model, input_ids, mask, labels, pixel_values):
-    """Per-sample Python splice: the obvious (slow) definition the vectorised merge must equal."""
+def _naive_merge(model, input_ids, pixel_values):
+    """Position by position: the text embedding, or at the k-th -300 of the batch (row-major) the k-th visual
+    token's embedding (crops in order, each crop's tokens in order). The definition the masked assignment must equal."""
     _, visual = model.embed_visual(pixel_values)
+    visual = visual.reshape(-1, visual.shape[-1])
     text = model.embed_text(input_ids)
-    rows, row_labels, k = [], [], 0
+    out, k = text.clone(), 0
     for b in range(input_ids.shape[0]):
-        parts, labs = [], []
         for p in range(input_ids.shape[1]):
-            if not mask[b, p]:
-                continue
             if input_ids[b, p] == IMAGE_ATOM_ID:
-                parts.append(visual[k])
-                labs += [IGNORE_ID] * visual.shape[1]
+                out[b, p] = visual[k]
                 k += 1
-            else:
-                parts.append(text[b, p : p + 1])
-                labs.append(int(labels[b, p]))
-        rows.append(torch.cat(parts))
-        row_labels.append(labs)
-    return rows, row_labels
+    assert k == visual.shape[0]
+    return out
 
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
-def test_vectorised_merge_equals_per_sample_splice(padding_side):
+def test_merge_is_a_masked_assignment_of_the_visual_tokens(padding_side):
     model = tiny_model().eval()
-    input_ids, mask, labels, pixel_values = _batch(model)
+    input_ids, mask, labels, pixel_values = _batch(model, padding_side=padding_side)
     with torch.no_grad():
-        merged = model.merge(input_ids, mask, labels, pixel_values, padding_side=padding_side)
-        rows, row_labels = _naive_merge(model, input_ids, mask, labels, pixel_values)
-    for b, (row, labs) in enumerate(zip(rows, row_labels)):
-        real = merged.attention_mask[b].bool()
-        assert real.sum() == len(row)
-        positions = real.nonzero().flatten()
-        assert positions.max() - positions.min() + 1 == len(row)  # contiguous
-        if padding_side == "right":
-            assert positions.min() == 0
-        else:
-            assert positions.max() == merged.attention_mask.shape[1] - 1
-        assert torch.allclose(merged.inputs_embeds[b, real], row, atol=1e-6)
-        assert merged.labels[b, real].tolist() == labs
-        assert (merged.labels[b, ~real] == IGNORE_ID).all() and (merged.inputs_embeds[b, ~real] == 0).all()
+        merged = model.merge(input_ids, mask, labels, pixel_values)
+        want = _naive_merge(model, input_ids, pixel_values)
+    assert merged.inputs_embeds.shape == (*input_ids.shape, want.shape[-1])  # no re-padding: the caller's layout
+    assert torch.equal(merged.attention_mask, mask)
+    assert torch.allclose(merged.inputs_embeds, want, atol=1e-6)
+    assert torch.equal(merged.labels, labels.masked_fill(input_ids < 0, IGNORE_ID))
+
+
+def test_merge_is_the_same_for_either_padding_side():
+    model = tiny_model().eval()
+    right, left = _batch(model), _batch(model, padding_side="left")
+    with torch.no_grad():
+        a = model.merge(*right)
+        b = model.merge(*left[:3], right[3])  # the same crops
+    for i in range(right[0].shape[0]):
+        ra, rb = right[1][i].bool(), left[1][i].bool()
+        assert torch.allclose(a.inputs_embeds[i, ra], b.inputs_embeds[i, rb], atol=1e-6)
+        assert torch.equal(a.labels[i, ra], b.labels[i, rb])
 
 
 def test_visual_positions_are_never_supervised():
@@ -193,7 +194,8 @@ def test_visual_positions_are_never_supervised():
 def test_crop_count_mismatch_is_an_error():
     model = tiny_model()
     input_ids, mask, labels, pixel_values = _batch(model)
-    with pytest.raises(ValueError, match="3 image atoms"):
+    per_crop = model.visual_tokenizer.tokens_per_crop()
+    with pytest.raises(ValueError, match=f"{3 * per_crop} image placeholders .* but {2 * per_crop} visual tokens"):
         model.merge(input_ids, mask, labels, pixel_values[:2])
 
 

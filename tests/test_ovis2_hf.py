@@ -108,26 +108,19 @@ def imported(ref, hf_dir):
 
 
 def _hf_logits(ref, hf_dir, final_norm: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """`Ovis2ForConditionalGeneration`'s logits on the fixture batch (images written as its own image and indicator
-    ids, one image id per visual token), right-padded as ours; the final vision norm kept or bypassed."""
+    """`Ovis2ForConditionalGeneration`'s logits on the fixture batch (our batch with its own image and indicator
+    ids: both layouts hold one image id per visual token), right-padded as ours; the final vision norm kept or
+    bypassed."""
     hf = Ovis2ForConditionalGeneration.from_pretrained(hf_dir).eval()
     if not final_norm:
         hf.model.vision_tower.transformer.rms_norm = torch.nn.Identity()
     batch, crops = parity.forward_inputs(ref)
-    per_crop = hf.config.vision_config.hidden_stride ** -2 * (hf.config.vision_config.image_size // 14) ** 2
-    indicator = dict(zip(INDICATOR_IDS, hf.config.visual_indicator_token_ids))
-    rows = []
-    for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
-        row = []
-        for t in ids[mask.bool()].tolist():
-            row += [hf.config.image_token_id] * int(per_crop) if t == IMAGE_ATOM_ID else [indicator.get(t, t)]
-        rows.append(row)
-    length = max(map(len, rows))
-    input_ids = torch.zeros(len(rows), length, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        attention_mask[i, : len(row)] = 1
+    ours_to_hf = dict(zip(INDICATOR_IDS, hf.config.visual_indicator_token_ids))
+    ours_to_hf[IMAGE_ATOM_ID] = hf.config.image_token_id
+    input_ids = batch["input_ids"].clone()
+    for ours, theirs in ours_to_hf.items():
+        input_ids[batch["input_ids"] == ours] = theirs
+    attention_mask = batch["attention_mask"]
     with torch.no_grad():
         logits = hf(input_ids=input_ids, pixel_values=crops, attention_mask=attention_mask).logits
     return logits, attention_mask.bool()

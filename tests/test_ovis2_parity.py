@@ -30,7 +30,7 @@ def test_video_is_a_list_of_frames_each_its_own_image(ref):
     case = ref.expected["generate"]["sample3"]
     frames = [ref.image(p) for p in case["images"]]
     sample = ref.processor.query("What happens in the video?", frames)
-    assert sample.prompt == case["prompt"] and sample.input_ids == case["input_ids"]
+    assert sample.prompt == case["prompt"] and parity.original_ids(ref, sample)[0] == case["input_ids"]
     assert sample.n_crops == len(frames)
 
 

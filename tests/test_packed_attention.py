@@ -116,7 +116,8 @@ def test_export_reports_sdpa(tmp_path):
     from ovis_lit.processing.tokenizer import byte_level_tokenizer
 
     model = tiny_model(llm="qwen2")
-    out = export_original(model, OvisProcessor(byte_level_tokenizer("qwen"), "qwen", ImagePreprocessor(side=42)), tmp_path)
+    out = export_original(model, OvisProcessor(byte_level_tokenizer("qwen"), "qwen", ImagePreprocessor(side=42),
+                                               tokens_per_crop=4), tmp_path)
     assert json.loads((out / "config.json").read_text())["llm_attn_implementation"] == "sdpa"
     again, _ = load_original(out)
     assert packed_attention.is_enabled(again.llm)

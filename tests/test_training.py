@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 from ovis_lit.data.shapes import ensure_shapes_dataset
 from ovis_lit.training.module import OvisLitModule
 from ovis_lit.training.optim import param_groups, warmup_cosine
-from ovis_lit.training.run import build_processor, model_dict, tokens_per_crop
+from ovis_lit.training.run import build_processor, model_dict
 
 from .helpers import SMALL_DATA, compose_train
 
@@ -24,7 +24,7 @@ def data_dir(tmp_path_factory):
 def _fit(cfg, steps):
     processor = build_processor(cfg.model)
     datamodule = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
-    datamodule.attach(processor, tokens_per_crop(cfg.model))
+    datamodule.attach(processor)
     module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
@@ -93,7 +93,7 @@ def test_loss_decreases_on_the_synthetic_data(tmp_path, data_dir):
     cfg = compose_train(["stage='3'", "model.recipe.s3.batch_size=16"], tmp_path, data_dir)
     processor = build_processor(cfg.model)
     datamodule = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
-    datamodule.attach(processor, tokens_per_crop(cfg.model))
+    datamodule.attach(processor)
     module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
     losses = []
 

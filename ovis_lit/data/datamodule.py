@@ -54,7 +54,6 @@ class OvisDataModule(L.LightningDataModule):
         heldout: str | None = None,
         heldout_instruction: str | None = None,
         processor: OvisProcessor | None = None,
-        tokens_per_crop: int | None = None,
     ):
         super().__init__()
         unknown = set(use) - set(sources)
@@ -77,7 +76,6 @@ class OvisDataModule(L.LightningDataModule):
         self.heldout = heldout  # a held-out benchmark file scored after training (train.py's `evaluate`)
         self.heldout_instruction = heldout_instruction  # the answer instruction its prompts end with
         self.processor = processor
-        self.tokens_per_crop = tokens_per_crop
         self.builder_kwargs = dict(
             max_length=max_length,
             captions_as=captions_as,
@@ -91,10 +89,9 @@ class OvisDataModule(L.LightningDataModule):
         self.skipped: Counter = Counter()  # training, over the whole run (saved in checkpoints)
         self.val_skipped: Counter = Counter()  # validation, in the latest validation pass
 
-    def attach(self, processor: OvisProcessor, tokens_per_crop: int) -> None:
-        """What comes from the model: the processor and how many visual tokens one crop becomes."""
+    def attach(self, processor: OvisProcessor) -> None:
+        """What comes from the model: its processor (which expands each image into the model's visual tokens)."""
         self.processor = processor
-        self.tokens_per_crop = tokens_per_crop
 
     # ------------------------------------------------------------------------------------------------ set-up
     def prepare_data(self) -> None:
@@ -108,9 +105,9 @@ class OvisDataModule(L.LightningDataModule):
         ]
 
     def _builder(self) -> SampleBuilder:
-        if self.processor is None or self.tokens_per_crop is None:
-            raise RuntimeError("OvisDataModule.attach(processor, tokens_per_crop) must be called before loading")
-        return SampleBuilder(self.processor, tokens_per_crop=self.tokens_per_crop, **self.builder_kwargs)
+        if self.processor is None:
+            raise RuntimeError("OvisDataModule.attach(processor) must be called before loading")
+        return SampleBuilder(self.processor, **self.builder_kwargs)
 
     def _loader(self, stream: BatchStream, workers: int) -> DataLoader:
         return DataLoader(

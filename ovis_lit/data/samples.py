@@ -85,33 +85,27 @@ def record_images(record: dict, meta: dict, max_pixels: int | None = MAX_IMAGE_P
     return images
 
 
-def expanded_length(input_ids: list[int], tokens_per_crop: int) -> int:
-    return len(input_ids) + input_ids.count(IMAGE_ATOM_ID) * (tokens_per_crop - 1)
-
-
-def fit_length(sample: Sample, max_length: int, tokens_per_crop: int) -> Sample:
-    """Keep the head of a sample that is too long, never cutting an image's placeholder run in half
-    (a cut inside an image moves to just before it, and that image's crops are dropped)."""
-    if expanded_length(sample.input_ids, tokens_per_crop) <= max_length:
+def fit_length(sample: Sample, max_length: int) -> Sample:
+    """Keep the head of a sample longer than `max_length` ids, never cutting an image in half (a cut inside an image
+    moves to just before it, and that image's crops are dropped): the ids hold every visual token (one -300 each), so
+    their length is the LLM's length."""
+    if len(sample.input_ids) <= max_length:
         return sample
-    if hasattr(sample, "grid_thws"):  # Ovis2.5: one placeholder per visual token, indicators of its own
+    if hasattr(sample, "grid_thws"):  # Ovis2.5: indicators of its own
         from ..processing.native_processor import fit_native_length
 
         return fit_native_length(sample, max_length)
-    length, cut, image_start, crops = 0, 0, None, 0
-    kept_crops = 0
-    for i, token in enumerate(sample.input_ids):
+    cut, image_start = max_length, None
+    for i, token in enumerate(sample.input_ids[:max_length]):
         if token == IMAGE_START_ID:
-            image_start, crops = i, 0
-        length += tokens_per_crop if token == IMAGE_ATOM_ID else 1
-        crops += token == IMAGE_ATOM_ID
-        if length > max_length:
-            break
-        if token == IMAGE_END_ID:
-            image_start, kept_crops = None, kept_crops + crops
-        cut = i + 1
+            image_start = i
+        elif token == IMAGE_END_ID:
+            image_start = None
     if image_start is not None:  # stopped inside an image: drop it whole
         cut = image_start
+    # every crop is the same run of visual tokens, so the kept crops are the kept tokens' share
+    atoms = sample.input_ids.count(IMAGE_ATOM_ID)
+    kept_crops = sample.input_ids[:cut].count(IMAGE_ATOM_ID) * sample.n_crops // atoms if atoms else 0
     return Sample(
         sample.input_ids[:cut],
         sample.labels[:cut],
@@ -126,8 +120,7 @@ class SampleBuilder:
     """Callable record -> Sample used inside dataloader workers (so it must pickle)."""
 
     processor: OvisProcessor
-    max_length: int
-    tokens_per_crop: int
+    max_length: int  # ids per sample, visual tokens included (one -300 each)
     captions_as: str = "template"  # "template": caption pretraining (stage 1); "chat": a described image (stage 2)
     caption_template: str = f"{IMAGE_TOKEN}\n"
     caption_prompts: list[str] = field(default_factory=lambda: ["Describe the image."])
@@ -148,10 +141,10 @@ class SampleBuilder:
             sample = self._format(meta, images, key)
         except ValueError as exn:  # formatter refusals: mismatched <image> count, system turn not first, ...
             raise SkipSample("invalid_sample", f"{key}: {exn}") from exn
-        if expanded_length(sample.input_ids, self.tokens_per_crop) > self.max_length:
+        if len(sample.input_ids) > self.max_length:
             if not self.truncate:
                 raise SkipSample("too_long")
-            sample = fit_length(sample, self.max_length, self.tokens_per_crop)
+            sample = fit_length(sample, self.max_length)
         if all(label == IGNORE_ID for label in sample.labels):
             raise SkipSample("no_supervised_tokens", record.get("__key__", ""))
         sample.meta["key"] = record.get("__key__")

@@ -22,7 +22,7 @@ def generate_answers(
     progress: bool = True,
     desc: str = "generating",
 ) -> list[str]:
-    """Greedy answers, in order. Batches are left-padded inside the model, so batch size never changes an answer."""
+    """Greedy answers, in order. Batches are left-padded, so batch size never changes an answer."""
     queries = list(queries)
     was_training = model.training
     model.eval()
@@ -32,7 +32,7 @@ def generate_answers(
         for start in tqdm(range(0, len(queries), batch_size), desc=desc, disable=not progress, leave=False):
             chunk = queries[start : start + batch_size]
             samples = [processor.query(question, images) for question, images in chunk]
-            batch = processor.collate(samples)
+            batch = processor.collate(samples, padding_side="left")
             device = next(model.parameters()).device
             new = model.generate(
                 batch["input_ids"].to(device),

@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ..interop.consolidate import is_sharded_checkpoint, load_sharded_model, read_sharded_meta
-from ..interop.original import load_original, read_original_config
+from ..interop.original import load_original, original_tokens_per_crop, read_original_config
 from ..model.build import as_dtype
 from ..model.ovis import OvisModel
 from ..processing.conversation import FORMAT_BY_CLASS
@@ -55,7 +55,7 @@ def processor_from_ovis_dir(directory: str | Path) -> OvisProcessor:
         raise ValueError(f"{directory}: unknown conversation_formatter_class {formatter!r}")
     if not has_tokenizer(directory):
         raise FileNotFoundError(f"{directory} has no tokenizer files")
-    return OvisProcessor.from_pretrained(directory, FORMAT_BY_CLASS[formatter].name)
+    return OvisProcessor.from_pretrained(directory, FORMAT_BY_CLASS[formatter].name, original_tokens_per_crop(config))
 
 
 def _hydra_config(checkpoint: Path) -> Path | None:
@@ -105,7 +105,7 @@ def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit
     config_path = _hydra_config(checkpoint)
     tried.append(f".hydra/config.yaml in the {HYDRA_SEARCH_DEPTH} directories above {checkpoint.name}")
     if config_path is not None:
-        from ..training.run import build_processor
+        from ..training.run import build_processor, tokens_per_crop
 
         try:  # resolved first, so that what is checked is what is instantiated (no node hidden behind ${...})
             model_cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.load(config_path).model, resolve=True))
@@ -113,7 +113,12 @@ def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit
             raise ValueError(f"{config_path}: no usable model config ({type(e).__name__}: {e})") from None
         _check_targets(OmegaConf.to_container(model_cfg), config_path)
         log.info("processor rebuilt from %s", config_path)
-        return build_processor(model_cfg)
+        # the crops' visual tokens are the checkpoint's model's (what its weights were built as)
+        model = hparams.get("model") or {}
+        per_crop = None
+        if not model_cfg.processor.get("native") and (model.get("spec") or model.get("pretrained")):
+            per_crop = tokens_per_crop(OmegaConf.create({**model, "processor": {"native": False}}))
+        return build_processor(model_cfg, per_crop)
     raise FileNotFoundError(
         f"no processor (tokenizer) found for {checkpoint}; tried: " + "; ".join(tried)
         + ". Pass processor=<an ovis-lit export or original Ovis directory>."

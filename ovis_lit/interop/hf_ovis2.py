@@ -119,7 +119,7 @@ def load_hf_ovis2(
 
     processor = None
     if (directory / "tokenizer_config.json").is_file() or (directory / "tokenizer.json").is_file():
-        processor = OvisProcessor.from_pretrained(directory, "qwen")
+        processor = OvisProcessor.from_pretrained(directory, "qwen", model.visual_tokenizer.tokens_per_crop())
     return model, processor
 
 

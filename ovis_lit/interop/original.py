@@ -189,6 +189,14 @@ def read_original_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
+def original_tokens_per_crop(config: dict[str, Any]) -> int:
+    """Visual tokens per crop of an original-layout config (what the processor expands each crop into)."""
+    vt = config["visual_tokenizer_config"]
+    grid = vt["backbone_config"]["image_size"] // vt["backbone_config"]["patch_size"]
+    merged = -(-grid // vt.get("hidden_stride", 1))
+    return merged * merged
+
+
 def _backbone_layout(config: dict[str, Any]) -> tuple[BackboneLayout, transformers.PretrainedConfig]:
     vt_config = config["visual_tokenizer_config"]
     layout = LAYOUTS[vt_config["model_type"]]
@@ -304,7 +312,9 @@ def load_original(
         formatter_class = config.get("conversation_formatter_class")
         if formatter_class not in FORMAT_BY_CLASS:
             raise ValueError(f"unknown conversation_formatter_class {formatter_class!r}")
-        processor = OvisProcessor.from_pretrained(directory, FORMAT_BY_CLASS[formatter_class].name)
+        processor = OvisProcessor.from_pretrained(
+            directory, FORMAT_BY_CLASS[formatter_class].name, model.visual_tokenizer.tokens_per_crop()
+        )
     return model, processor
 
 

@@ -1,7 +1,8 @@
 """The Ovis model: visual tokenizer + visual embedding table + any causal LLM from transformers.
 
-Text ids carry placeholders: -300 (one crop's whole run of visual tokens) and -301..-305 (indicator tokens).
-`merge` turns them into the LLM's inputs_embeds, attention mask and labels in one vectorised pass.
+Text ids carry placeholders: -300 (one per visual token) and -301..-305 (indicator tokens). `merge` turns them into
+the LLM's inputs_embeds: text embeddings, indicator rows of the visual table, and at the k-th -300 the k-th visual
+embedding.
 
 The plain path is the Ovis idea as written: ViT features -> visual head -> `tokenize` (probabilistic visual tokens)
 -> expectation over the visual embedding table -> merge into the text embeddings -> the LLM (and its loss) over the
@@ -38,8 +39,8 @@ SPARSE_LOGITS_MODEL_TYPES = frozenset(
 @dataclass
 class MergedInputs:
     inputs_embeds: torch.Tensor  # [B, L, d], already multiplied by the LLM's embedding scale (Gemma)
-    attention_mask: torch.Tensor  # [B, L] long
-    labels: torch.Tensor | None  # [B, L], IGNORE_ID at visual, indicator and pad positions
+    attention_mask: torch.Tensor  # [B, L], the caller's
+    labels: torch.Tensor | None  # [B, L], the caller's with IGNORE_ID at visual and indicator positions
     visual_tokens: torch.Tensor | None  # [N crops, T, V - n_ind] (None when the batch has no image)
 
 
@@ -261,75 +262,44 @@ class OvisModel(nn.Module):
         attention_mask: torch.Tensor,
         labels: torch.Tensor | None,
         pixel_values: torch.Tensor | None,
-        padding_side: str = "right",
         grid_thws: torch.Tensor | None = None,
     ) -> MergedInputs:
-        """Expand every -300 atom into its crop's visual embeddings and re-pad the batch.
+        """The LLM's inputs: text embeddings, with each -300 replaced by its visual token's embedding.
 
-        `input_ids` may be padded on either side (`attention_mask` says which positions are real); crops are in
-        batch order, the k-th atom of the batch (row-major) taking the k-th crop. The output is padded on
-        `padding_side`: right for training, left for batched generation. Native resolution (Ovis2.5): pixel_values
-        are the batch's packed patches, `grid_thws` their images, and each -300 is one visual token (a "crop" of
-        one token), so the same expansion is a plain assignment.
+        The ids hold one -300 per visual token (the processor expands each crop into `tokens_per_crop` of them, each
+        native-resolution image into one per merged patch), so this is a masked assignment: the k-th -300 of the
+        batch, row-major, takes the k-th visual embedding (crops in batch order, each crop's tokens in order).
+        Attention mask and padding are the caller's; labels at visual and indicator positions are never supervised.
         """
-        if padding_side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-        real = attention_mask.bool()
-        is_atom = (input_ids == IMAGE_ATOM_ID) & real
+        is_atom = input_ids == IMAGE_ATOM_ID
         n_atoms = int(is_atom.sum())
         native = self.visual_tokenizer.native_resolution
         if native and pixel_values is not None and grid_thws is None:
             raise ValueError("a native-resolution model needs grid_thws with pixel_values")
         if pixel_values is None:
-            n_crops = 0
+            n_visual = 0
         elif native:
-            n_crops = self.visual_tokenizer.backbone.tokens_of(grid_thws)
+            n_visual = self.visual_tokenizer.backbone.tokens_of(grid_thws)
         else:
-            n_crops = pixel_values.shape[0]
-        if n_atoms != n_crops:
-            what = "visual tokens in grid_thws" if native else "crops in pixel_values"
-            raise ValueError(f"the batch has {n_atoms} image atoms (-300) but {n_crops} {what}")
+            n_visual = pixel_values.shape[0] * self.visual_tokenizer.tokens_per_crop()
+        if n_atoms != n_visual:
+            n_crops = 0 if pixel_values is None else len(pixel_values)
+            what = "in grid_thws" if native else f"in pixel_values ({n_crops} crops)"
+            raise ValueError(f"the batch has {n_atoms} image placeholders (-300) but {n_visual} visual tokens {what}")
 
-        token_embeds, visual_tokens, visual_embeds = self.embed_inputs(
-            input_ids, pixel_values if n_crops else None, grid_thws if n_crops else None
+        embeds, visual_tokens, visual_embeds = self.embed_inputs(
+            input_ids, pixel_values if n_visual else None, grid_thws if n_visual else None
         )
-        batch, _, dim = token_embeds.shape
-        if not n_crops and self.training and any(p.requires_grad for p in self.visual_tokenizer.parameters()):
+        if visual_embeds is not None:
+            embeds = embeds.index_put(is_atom.nonzero(as_tuple=True), visual_embeds.reshape(-1, embeds.shape[-1]))
+        elif self.training and any(p.requires_grad for p in self.visual_tokenizer.parameters()):
             # Keep every visual parameter in the autograd graph (zero-weighted) so DDP/FSDP see no unused ones.
             dummy, dummy_grid = self._dummy_visual_input(input_ids.device)
             _, dummy_embeds = self.embed_visual(dummy, dummy_grid)
-            token_embeds = token_embeds + 0.0 * dummy_embeds.sum()
-
-        per_crop = self.visual_tokenizer.tokens_per_crop() if visual_embeds is None else visual_embeds.shape[1]
-        width = torch.where(is_atom, per_crop, 1) * real  # output positions each input position takes
-        lengths = width.sum(dim=1)
-        out_len = int(lengths.max()) if batch else 0
-        start = width.cumsum(dim=1) - width  # exclusive prefix sum: first output position of each input
-        if padding_side == "left":
-            start = start + (out_len - lengths).unsqueeze(1)
-
-        positions = torch.arange(out_len, device=input_ids.device).unsqueeze(0)
-        if padding_side == "right":
-            out_mask = positions < lengths.unsqueeze(1)
-        else:
-            out_mask = positions >= (out_len - lengths).unsqueeze(1)
-
-        text_b, text_p = (real & ~is_atom).nonzero(as_tuple=True)
-        text_dest = start[text_b, text_p]
-        embeds = token_embeds.new_zeros(batch, out_len, dim).index_put((text_b, text_dest), token_embeds[text_b, text_p])
-        if visual_embeds is not None:
-            atom_b, atom_p = is_atom.nonzero(as_tuple=True)  # row-major: the k-th atom takes the k-th crop
-            dest = start[atom_b, atom_p].unsqueeze(1) + torch.arange(per_crop, device=input_ids.device)
-            rows = atom_b.unsqueeze(1).expand_as(dest)
-            embeds = embeds.index_put((rows.reshape(-1), dest.reshape(-1)), visual_embeds.reshape(-1, dim))
-
-        out_labels = None
-        if labels is not None:
-            out_labels = labels.new_full((batch, out_len), IGNORE_ID)
-            # Indicator positions are visual too: never supervised, whatever the caller's labels say.
-            text_labels = labels[text_b, text_p]
-            out_labels[text_b, text_dest] = text_labels.masked_fill(input_ids[text_b, text_p] < 0, IGNORE_ID)
-        return MergedInputs(embeds, out_mask.long(), out_labels, visual_tokens)
+            embeds = embeds + 0.0 * dummy_embeds.sum()
+        # Visual and indicator positions are never supervised, whatever the caller's labels say.
+        labels = None if labels is None else labels.masked_fill(input_ids < 0, IGNORE_ID)
+        return MergedInputs(embeds, attention_mask, labels, visual_tokens)
 
     def _dummy_visual_input(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The smallest visual input: one crop, or one hs x hs-patch image for native resolution."""
@@ -352,7 +322,7 @@ class OvisModel(nn.Module):
         return_logits: bool = False,
         grid_thws: torch.Tensor | None = None,
     ) -> OvisOutput:
-        merged = self.merge(input_ids, attention_mask, labels, pixel_values, padding_side="right", grid_thws=grid_thws)
+        merged = self.merge(input_ids, attention_mask, labels, pixel_values, grid_thws)
         n_label = 0 if merged.labels is None else int((merged.labels[:, 1:] != IGNORE_ID).sum())
         if self.fast_path and self.sparse_logits and labels is not None and not return_logits:
             return OvisOutput(self._sparse_loss(merged), None, n_label, merged)
@@ -424,9 +394,12 @@ class OvisModel(nn.Module):
     ) -> torch.Tensor:
         """Batched generation with the LLM's own KV cache (Gemma 2's sliding-window cache included).
 
+        The batch must be left-padded (`collate(..., padding_side="left")`): every prompt ends at the last column.
         Returns only the new tokens [B, new]; samples that hit EOS early are padded with the pad id.
         """
-        merged = self.merge(input_ids, attention_mask, None, pixel_values, padding_side="left", grid_thws=grid_thws)
+        if not bool(attention_mask[:, -1].all()):
+            raise ValueError("generate needs a left-padded batch (collate(..., padding_side='left'))")
+        merged = self.merge(input_ids, attention_mask, None, pixel_values, grid_thws)
         cfg = self.llm.generation_config
         generate_kwargs.setdefault("pad_token_id", cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id)
         return self.llm.generate(

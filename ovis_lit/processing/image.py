@@ -185,7 +185,8 @@ class ImagePreprocessor:
         return square.transpose(2, 0, 1)
 
     def __call__(self, image: Image.Image, max_partition: int = 9) -> tuple[torch.Tensor, list[int]]:
-        """An image -> (pixel values [n_crops, 3, side, side], its placeholder ids)."""
+        """An image -> (pixel values [n_crops, 3, side, side], its placeholder ids in the original layout: one -300
+        per crop; the processor expands each into the crop's visual tokens, `placeholders.from_original_ids`)."""
         image = to_rgb(image)
         w, h = image.size
         rows, cols = select_grid(w, h, self.side, max_partition, self.covering_threshold)

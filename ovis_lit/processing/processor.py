@@ -12,6 +12,7 @@ from PIL import Image
 from ..constants import IGNORE_ID, IMAGE_TOKEN, IMAGE_TOKEN_ID
 from .conversation import CHAT_FORMATS, ConversationFormatter
 from .image import ImagePreprocessor
+from .placeholders import from_original_ids
 from .tokenizer import load_tokenizer
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
@@ -19,7 +20,7 @@ PREPROCESSOR_FILE = "preprocessor_config.json"
 
 @dataclass
 class Sample:
-    input_ids: list[int]  # text ids with each image expanded into its placeholders (-300..-305)
+    input_ids: list[int]  # text ids with each image expanded: indicators (-301..-305), one -300 per visual token
     labels: list[int]
     pixel_values: torch.Tensor  # [n_crops, 3, S, S]; n_crops may be 0
     prompt: str = ""
@@ -36,10 +37,14 @@ class OvisProcessor:
         tokenizer,
         chat_format: str,
         image_preprocessor: ImagePreprocessor,
+        tokens_per_crop: int,
         max_partition: int = 9,
         multi_image_max_partition: int = 1,
     ):
+        if tokens_per_crop < 1:
+            raise ValueError(f"tokens_per_crop must be positive, got {tokens_per_crop}")
         self.tokenizer = tokenizer
+        self.tokens_per_crop = tokens_per_crop  # the model's visual tokens per crop: each crop's run of -300s
         self.formatter = ConversationFormatter(tokenizer, chat_format)
         self.image_preprocessor = image_preprocessor
         self.max_partition = max_partition  # single-image samples
@@ -85,7 +90,8 @@ class OvisProcessor:
         image_iter = iter(images)
         for token, label in zip(text.input_ids, text.labels):
             if token == IMAGE_TOKEN_ID:
-                pixel_values, placeholders = self.image_preprocessor(next(image_iter), max_partition)
+                pixel_values, original = self.image_preprocessor(next(image_iter), max_partition)
+                placeholders, _ = from_original_ids(original, self.tokens_per_crop)
                 crops.append(pixel_values)
                 input_ids.extend(placeholders)
                 labels.extend([IGNORE_ID] * len(placeholders))
@@ -98,7 +104,8 @@ class OvisProcessor:
 
     # ------------------------------------------------------------------------------------------------ batches
     def collate(self, samples: list[Sample], padding_side: str = "right") -> dict[str, torch.Tensor]:
-        """Pad to the longest sample; crops are concatenated in sample order."""
+        """Pad to the longest sample; crops are concatenated in sample order. Training pads on the right;
+        generation needs `padding_side="left"` (every prompt ends at the last column)."""
         longest = max(len(s.input_ids) for s in samples)
         batch = len(samples)
         input_ids = torch.full((batch, longest), self.pad_token_id, dtype=torch.long)
@@ -125,9 +132,12 @@ class OvisProcessor:
         save_image_preprocessor(self.image_preprocessor, directory, image_processor_class)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, chat_format: str, **kwargs) -> "OvisProcessor":
+    def from_pretrained(
+        cls, directory: str | Path, chat_format: str, tokens_per_crop: int, **kwargs
+    ) -> "OvisProcessor":
         directory = Path(directory)
-        processor = cls(load_tokenizer(directory), chat_format, load_image_preprocessor(directory), **kwargs)
+        processor = cls(load_tokenizer(directory), chat_format, load_image_preprocessor(directory), tokens_per_crop,
+                        **kwargs)
         processor.tokenizer_source = directory  # exports copy the original tokenizer files from here
         return processor
 

@@ -104,7 +104,7 @@ class OvisLitModule(L.LightningModule):
                 for reason, count in self._skipped_on_all_ranks(datamodule.skipped).items():
                     self.log(f"data/skipped/{reason}", float(count), reduce_fx="max", rank_zero_only=True)
         out = self(batch)
-        # The merged (expanded) length, for ThroughputMonitor's tokens/s: it reads the batch after this step.
+        # The LLM's tokens (visual ones included), for ThroughputMonitor's tokens/s: it reads the batch after this step.
         batch["n_tokens"] = int(out.merged.attention_mask.sum())
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         if out.merged.visual_tokens is not None and self.global_step % self.hparams.visual_stats_every == 0:

@@ -25,19 +25,23 @@ from .module import OvisLitModule
 log = logging.getLogger(__name__)
 
 
-def build_processor(model_cfg: DictConfig) -> OvisProcessor:
-    """Tokenizer + chat format + image preprocessing, from the model config (or the pretrained Ovis directory)."""
+def build_processor(model_cfg: DictConfig, per_crop: int | None = None) -> OvisProcessor:
+    """Tokenizer + chat format + image preprocessing, from the model config (or the pretrained Ovis directory).
+    `per_crop`: the model's visual tokens per crop, if the caller knows them (else from the model config)."""
     if model_cfg.processor.get("native"):  # Ovis2.5: native-resolution images
         from ..processing.native_processor import build_native_processor
 
         return build_native_processor(model_cfg)
     if model_cfg.get("pretrained"):
-        return OvisProcessor.from_pretrained(model_cfg.pretrained, model_cfg.processor.chat_format)
+        return OvisProcessor.from_pretrained(
+            model_cfg.pretrained, model_cfg.processor.chat_format, per_crop or tokens_per_crop(model_cfg)
+        )
     p = model_cfg.processor
     return OvisProcessor(
         instantiate(p.tokenizer),
         p.chat_format,
         ImagePreprocessor(**OmegaConf.to_container(p.image, resolve=True)),
+        per_crop or tokens_per_crop(model_cfg),
         max_partition=p.max_partition,
         multi_image_max_partition=p.multi_image_max_partition,
     )
@@ -55,12 +59,9 @@ def tokens_per_crop(model_cfg: DictConfig) -> int:
     if model_cfg.processor.get("native"):
         return 1  # one -300 per visual token
     if model_cfg.get("pretrained"):
-        from ..interop.original import read_original_config
+        from ..interop.original import original_tokens_per_crop, read_original_config
 
-        vt = read_original_config(model_cfg.pretrained)["visual_tokenizer_config"]
-        grid = vt["backbone_config"]["image_size"] // vt["backbone_config"]["patch_size"]
-        merged = -(-grid // vt.get("hidden_stride", 1))
-        return merged * merged
+        return original_tokens_per_crop(read_original_config(model_cfg.pretrained))
     return build_ovis(OmegaConf.to_container(model_cfg.spec, resolve=True), device="meta").visual_tokenizer.tokens_per_crop()
 
 
@@ -84,7 +85,7 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     processor = build_processor(cfg.model)
     check_vocab(processor, cfg.model)
     datamodule = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
-    datamodule.attach(processor, tokens_per_crop(cfg.model))
+    datamodule.attach(processor)
     module = OvisLitModule(
         model=model_dict(cfg.model),
         stage=OmegaConf.to_container(cfg.stage, resolve=True),
