@@ -29,7 +29,7 @@ from ovis_lit.data.convert.common import Converted, Limits, Options, Reject
 from ovis_lit.data.samples import SampleBuilder
 from ovis_lit.data.stream import SkipSample, read_shards
 from ovis_lit.data.validation import check_caption, check_conversation, check_image_count, check_meta
-from ovis_lit.training.run import build_processor, tokens_per_crop
+from ovis_lit.training.run import build_processor
 
 from .helpers import compose_train
 
@@ -98,8 +98,8 @@ def builders(tmp_path_factory):
     """Training's SampleBuilder in both caption forms (stage 1 template, stages 2-3 chat)."""
     out = tmp_path_factory.mktemp("cfg")
     cfg = compose_train(["stage='3'"], out, out)
-    processor, per_crop = build_processor(cfg.model), tokens_per_crop(cfg.model)
-    return [SampleBuilder(processor, 100_000, per_crop, captions_as=form) for form in ("template", "chat")]
+    processor = build_processor(cfg.model)
+    return [SampleBuilder(processor, 100_000, captions_as=form) for form in ("template", "chat")]
 
 
 def options(tmp, prefix, **kw) -> Options:
