@@ -37,8 +37,8 @@ def test_smoke_experiment_runs_every_stage_then_evaluates_and_reports(tmp_path):
     assert [s["steps"] for s in stages] == [5, 5, 40]  # the smoke recipe's steps
     for s in stages:
         assert s["train_loss"] is not None and s["train_loss"] > 0
-        assert json.loads((run / f"stage{s['stage'][1:]}" / "summary.json").read_text()) == s
-        assert (run / f"stage{s['stage'][1:]}" / "export" / "config.json").is_file()
+        assert json.loads((run / s["stage"] / "summary.json").read_text()) == s
+        assert (run / s["stage"] / "export" / "config.json").is_file()
     # each stage starts from the previous one: stage 3 trains on, its loss ends below stage 1's
     assert stages[2]["train_loss"] < stages[0]["train_loss"]
     heldout = summary["heldout"]
@@ -58,27 +58,27 @@ def test_killed_chain_resumes_and_skips_the_finished_stages(tmp_path):
     args = [
         f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", f"+data.prepare.scale={SMALL_DATA}",
         "data.num_workers=0", "logger=csv", "evaluate=false",
-        "model.recipe.s1.max_steps=2", "model.recipe.s2.max_steps=4", "model.recipe.s3.max_steps=2",
-        "model.recipe.s1.batch_size=4", "model.recipe.s2.batch_size=4", "model.recipe.s3.batch_size=4",
-        "stage.checkpoint_every=1", "stage.val_every=1000",
+        "recipe.s1.max_steps=2", "recipe.s2.max_steps=4", "recipe.s3.max_steps=2",
+        "recipe.s1.batch_size=4", "recipe.s2.batch_size=4", "recipe.s3.batch_size=4",
+        "callbacks.checkpoint.every_n_train_steps=1",
         "+callbacks.steplog._target_=tests.helpers.StepLog", f"+callbacks.steplog.path={log}",
     ]
-    # killed at step 3 of stage 2 (stage 1 has only 2 steps, so the kill cannot fire there)
+    # killed at step 3 of stage 2 (s1 has only 2 steps, so the kill cannot fire there)
     _train(*args, "+callbacks.steplog.kill_after_step=3", expect_kill=True)
     first = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["dir"].rsplit("/", 1)[-1], r["step"]) for r in first] == [
-        ("stage1", 1), ("stage1", 2), ("stage2", 1), ("stage2", 2), ("stage2", 3)]
-    stage1_summary = (run / "stage1" / "summary.json").read_text()
-    stage1_ckpt = (run / "stage1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
-    assert not (run / "stage2" / "summary.json").exists()
+        ("s1", 1), ("s1", 2), ("s2", 1), ("s2", 2), ("s2", 3)]
+    stage1_summary = (run / "s1" / "summary.json").read_text()
+    stage1_ckpt = (run / "s1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    assert not (run / "s2" / "summary.json").exists()
 
     _train(*args, "ckpt_path=last")
     resumed = [json.loads(line) for line in log.read_text().splitlines()][len(first):]
     where = [(r["dir"].rsplit("/", 1)[-1], r["step"]) for r in resumed]
     # stage 1 is not trained again; stage 2 continues from its last checkpoint (saved after step 2: the kill came
     # before step 3's save), stage 3 starts fresh
-    assert where == [("stage2", 3), ("stage2", 4), ("stage3", 1), ("stage3", 2)]
-    assert (run / "stage1" / "summary.json").read_text() == stage1_summary
-    assert (run / "stage1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stage1_ckpt
+    assert where == [("s2", 3), ("s2", 4), ("s3", 1), ("s3", 2)]
+    assert (run / "s1" / "summary.json").read_text() == stage1_summary
+    assert (run / "s1" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == stage1_ckpt
     summary = json.loads((run / "run_summary.json").read_text())
     assert [(s["stage"], s["steps"]) for s in summary["stages"]] == [("s1", 2), ("s2", 4), ("s3", 2)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -43,7 +42,6 @@ class OvisLitModule(L.LightningModule):
         stage: dict[str, Any],
         init_from: str | None = None,
         activation_checkpointing: dict[str, bool | str] | None = None,  # per part: none/selective/full
-        visual_stats_every: int = 10,
         fsdp: dict[str, Any] | None = None,  # shard_model() options under trainer=fsdp (mixed precision, offload)
     ):
         super().__init__()
@@ -107,7 +105,7 @@ class OvisLitModule(L.LightningModule):
         # The merged (expanded) length, for ThroughputMonitor's tokens/s: it reads the batch after this step.
         batch["n_tokens"] = int(out.merged.attention_mask.sum())
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        if out.merged.visual_tokens is not None and self.global_step % self.hparams.visual_stats_every == 0:
+        if out.merged.visual_tokens is not None and self.global_step % self.trainer.log_every_n_steps == 0:
             self.log_dict(visual_token_stats(out.merged.visual_tokens.detach()), batch_size=batch["input_ids"].shape[0])
         return out.loss
 
@@ -171,7 +169,3 @@ def visual_token_stats(probs: torch.Tensor) -> dict[str, torch.Tensor]:
     used = torch.zeros(p.shape[-1], dtype=torch.bool, device=p.device)
     used[p.argmax(-1)] = True
     return {"visual/entropy": entropy, "visual/vocab_used": used.float().mean(), "visual/max_prob": p.max(-1).values.mean()}
-
-
-def export_dir(checkpoint_dir: str | Path) -> Path:
-    return Path(checkpoint_dir) / "export"
