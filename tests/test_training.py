@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from ovis_lit.data.shapes import ensure_shapes_dataset
 from ovis_lit.training.module import OvisLitModule
-from ovis_lit.training.optim import param_groups, warmup_cosine
+from ovis_lit.training.optim import param_groups
 from ovis_lit.training.run import build_stage, model_dict, stage_settings
 
 from .helpers import SMALL_DATA, compose_train
@@ -81,10 +81,26 @@ def test_unknown_module_lr_pattern_is_an_error():
 
 
 def test_warmup_then_cosine():
-    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
-    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
-    assert warmup_cosine(100, 100, 10, min_ratio=0.1) == pytest.approx(0.1)
+    """The module's schedule (transformers', as the original's HF Trainer): linear warmup from 0, then cosine to
+    min_lr_ratio; the numbers of the hand-written schedule it replaced after warmup, and step/warmup during it."""
+    import math
+    from types import SimpleNamespace
+
+    from .tiny import tiny_model
+
+    module = OvisLitModule({"spec": {}}, {"trainable": ["all"], "lr": 1.0, "warmup_ratio": 0.1, "min_lr_ratio": 0.1})
+    module.model = tiny_model()
+    module._trainer = SimpleNamespace(estimated_stepping_batches=100)
+    schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(101):
+        lrs.append(schedule.get_last_lr()[0])
+        schedule.optimizer.step()
+        schedule.step()
+    assert lrs[:11] == pytest.approx([s / 10 for s in range(11)])
+    for step in range(10, 101):
+        assert lrs[step] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - 10) / 90)))
+    assert lrs[55] == pytest.approx(0.1 + 0.9 * 0.5) and lrs[100] == pytest.approx(0.1)
 
 
 def test_loss_decreases_on_the_synthetic_data(tmp_path, data_dir):

@@ -8,12 +8,13 @@ from typing import Any
 import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from ..model.build import as_dtype, build_ovis
 from ..model.ovis import OvisModel
 from .checkpoints import load_model_weights
 from .freezing import apply_trainable, format_table, trainable_table
-from .optim import param_groups, warmup_cosine
+from .optim import param_groups
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +153,13 @@ class OvisLitModule(L.LightningModule):
     def configure_optimizers(self):
         stage = self.hparams.stage
         groups = param_groups(self.model, stage["lr"], stage.get("module_lr"), stage.get("weight_decay", 0.0))
-        optimizer = torch.optim.AdamW(groups, betas=tuple(stage.get("betas", (0.9, 0.999))), eps=stage.get("eps", 1e-8))
+        optimizer = torch.optim.AdamW(groups)  # betas (0.9, 0.999), eps 1e-8: the original's (HF Trainer's) defaults
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(round(stage.get("warmup_ratio", 0.0) * total))
         min_ratio = stage.get("min_lr_ratio", 0.0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup, min_ratio))
+        # transformers' warmup + cosine, the schedule the original Ovis trains with (HF Trainer, lr_scheduler_type
+        # cosine): LR rises linearly from 0 over `warmup` steps, then falls to `min_lr_ratio` x LR at `total`
+        schedule = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total, min_lr_rate=min_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
