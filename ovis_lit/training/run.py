@@ -240,7 +240,11 @@ def _metric(trainer: L.Trainer, name: str) -> float | None:
 
 def _resolve_ckpt(ckpt_path: str | None, output_dir: Path) -> str | None:
     """`ckpt_path=last`: the newest last.ckpt of this run directory (None, with a note, when there is none yet).
-    Under trainer=fsdp last.ckpt is a directory of shards."""
+    Under trainer=fsdp last.ckpt is a directory of shards.
+
+    Lightning resolves "last" too, but only inside `fit`, after the model is built and with its own loader: train.py
+    must name the file before building anything, so that check_resumable refuses a bad or unsafe checkpoint (a
+    pickle, a sharded directory with a hostile .metadata, see interop/safe_dcp.py) at once."""
     if ckpt_path != "last":
         return ckpt_path
     last = output_dir / "checkpoints" / "last.ckpt"
