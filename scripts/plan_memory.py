@@ -109,7 +109,8 @@ def main() -> None:
         spec.get("dtype") or "float32")
     crops = args.crops if args.crops is not None else cfg.model.processor.max_partition + 1
     tpc = tokens_per_crop(cfg.model)
-    text = args.text_tokens if args.text_tokens is not None else max(16, stage["data"]["max_length"] - crops * (tpc + 3))
+    max_length = stage["data"]["max_length"]
+    text = args.text_tokens if args.text_tokens is not None else max(16, max_length - crops * (tpc + 3))
     work = Workload(batch_size=stage["data"]["batch_size"], text_tokens=text, crops=crops)
     ac = cfg.model.activation_checkpointing
     checkpointing = {"vision": checkpoint_mode(ac.get("vision")), "llm": checkpoint_mode(ac.get("llm"))}

@@ -95,9 +95,9 @@ def stage_settings(cfg: DictConfig) -> dict[str, Any]:
     stage.setdefault("accumulate", 1)
     stage.setdefault("module_lr", {})
     stage["data"].update({k: recipe[k] for k in RECIPE_DATA_KEYS if k in recipe})
-    mixture = (cfg.data.get("mixture") or {}).get(name)
+    mixture = OmegaConf.select(cfg, f"data.mixture.{name}")
     if mixture is not None:
-        stage["data"]["use"] = OmegaConf.to_container(mixture, resolve=True) if OmegaConf.is_config(mixture) else mixture
+        stage["data"]["use"] = OmegaConf.to_container(mixture, resolve=True)
     if stage.get("val_every") is None:  # validate once, at the end of the stage
         stage["val_every"] = stage["max_steps"]
     return stage
