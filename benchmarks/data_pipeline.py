@@ -69,26 +69,24 @@ def compose_tiny_384(data_dir: Path, batch_size: int):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("train", overrides=[
-            "stage='3'", f"paths.data_dir={data_dir}", f"paths.output_dir={data_dir}", "logger=csv",
+            "stage=s3", f"paths.data_dir={data_dir}", f"paths.output_dir={data_dir}", "logger=csv",
             "model.spec.backbone.config.image_size=384", "model.processor.image.side=384",
             "model.processor.max_partition=9", "model.spec.llm.config.max_position_embeddings=8192",
-            f"model.recipe.s3.batch_size={batch_size}", "model.recipe.s3.max_length=8192",
+            f"recipe.s3.batch_size={batch_size}", "recipe.s3.max_length=8192",
         ])
 
 
 def pipeline_rate(cfg, urls: str, workers: int, batches: int) -> dict:
     """Samples/s of the training loader in steady state (the first batch, which includes worker start-up and
     filling the shuffle buffer, is not timed)."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
 
-    from ovis_lit.training.run import build_processor
+    from ovis_lit.training.run import build_processor, instantiate_datamodule, stage_settings
 
-    stage = OmegaConf.to_container(cfg.stage.data, resolve=True)
+    stage = stage_settings(cfg)["data"]
     stage["use"] = ["photos"]
     for attempt in range(3):
         wait_for_cpu()
-        dm = instantiate(cfg.data, **stage, sources={"photos": {"train": urls}}, prepare=None, heldout=None,
+        dm = instantiate_datamodule(cfg, None, **stage, sources={"photos": {"train": urls}}, prepare=None, heldout=None,
                          num_workers=workers, shuffle_buffer=64)
         dm.attach(build_processor(cfg.model))
         it = iter(dm.train_dataloader())
@@ -115,12 +113,11 @@ def pipeline_rate(cfg, urls: str, workers: int, batches: int) -> dict:
 
 def model_step(cfg, batch, repeats: int = 3) -> dict:
     import torch
-    from omegaconf import OmegaConf
 
     from ovis_lit.training.module import OvisLitModule
-    from ovis_lit.training.run import model_dict
+    from ovis_lit.training.run import model_dict, stage_settings
 
-    module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
+    module = OvisLitModule(model_dict(cfg.model), stage_settings(cfg))
     module.configure_model()
     model = module.model.train()
     times = []
@@ -170,14 +167,12 @@ def main() -> None:
                   + "  ".join(f"{p['workers']} worker(s): {p['samples_per_s']:>6} samples/s" for p in row["pipeline"])
                   + f"  ({row['pipeline'][0]['crops_per_sample']} crops/sample, {row['jpeg_kb']} KB/JPEG)", flush=True)
         # the model step on a batch of the largest photos
-        from hydra.utils import instantiate
-        from omegaconf import OmegaConf
 
-        from ovis_lit.training.run import build_processor
+        from ovis_lit.training.run import build_processor, instantiate_datamodule, stage_settings
 
-        stage = OmegaConf.to_container(cfg.stage.data, resolve=True)
+        stage = stage_settings(cfg)["data"]
         stage["use"] = ["photos"]
-        dm = instantiate(cfg.data, **stage, sources={"photos": {"train": report["urls"]["train"]}}, prepare=None,
+        dm = instantiate_datamodule(cfg, None, **stage, sources={"photos": {"train": report["urls"]["train"]}}, prepare=None,
                          heldout=None, num_workers=0, shuffle_buffer=1)
         dm.attach(build_processor(cfg.model))
         batch = next(iter(dm.train_dataloader()))

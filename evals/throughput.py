@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def newest_checkpoint() -> Path:
-    found = sorted(REPO.glob("outputs/runs/*/stage3/checkpoints/last.ckpt"))
+    found = sorted(REPO.glob("outputs/runs/*/s3/checkpoints/last.ckpt"))
     if not found:
-        raise FileNotFoundError("no outputs/runs/*/stage3/checkpoints/last.ckpt: train first or pass --checkpoint")
+        raise FileNotFoundError("no outputs/runs/*/s3/checkpoints/last.ckpt: train first or pass --checkpoint")
     return found[-1]
 
 

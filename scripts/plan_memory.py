@@ -1,7 +1,7 @@
 """Estimate per-GPU memory of a training config, and say whether it fits.
 
-    python scripts/plan_memory.py model=ovis_9b stage=3 trainer=fsdp trainer.devices=8 --gpu-gib 80
-    python scripts/plan_memory.py model=ovis_tiny stage=3 --crops 1 --text-tokens 60 --measure   # check on the CPU
+    python scripts/plan_memory.py model=ovis_9b stage=s3 trainer=fsdp trainer.devices=8 --gpu-gib 80
+    python scripts/plan_memory.py model=ovis_tiny stage=s3 --crops 1 --text-tokens 60 --measure   # check on the CPU
 
 Overrides are the same as train.py's. The workload per sample (text tokens, crops) defaults to the stage's
 max length with `--crops` crops. `--measure` runs one real forward+backward+AdamW step of the config on the CPU
@@ -32,10 +32,8 @@ from ovis_lit.training.memory import GiB, Workload, plan  # noqa: E402
 
 
 def _compose(overrides: list[str]):
-    quoted = [f"stage='{o.split('=', 1)[1]}'" if o.startswith("stage=") and o.split("=", 1)[1].isdigit() else o
-              for o in overrides]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("train", overrides=["paths.output_dir=/tmp/plan", *quoted])
+        return compose("train", overrides=["paths.output_dir=/tmp/plan", *overrides])
 
 
 def measure(spec: dict, trainable: list[str], work: Workload, checkpointing: dict[str, str]) -> float:
@@ -98,9 +96,11 @@ def main() -> None:
 
     cfg = _compose(args.overrides)
     spec = OmegaConf.to_container(cfg.model.spec, resolve=True)
-    stage = cfg.stage
-    if stage.get("chain"):
-        sys.exit("pick one stage (stage=1, 2 or 3): the stages train different parts")
+    if cfg.stage.get("chain"):
+        sys.exit("pick one stage (stage=s1, s2 or s3): the stages train different parts")
+    from ovis_lit.training.run import stage_settings, tokens_per_crop
+
+    stage = stage_settings(cfg)
     strategy = str(OmegaConf.select(cfg, "trainer.strategy._target_", default="") or "")
     sharded = strategy.endswith("FSDP2Strategy")
     world = int(cfg.trainer.get("devices", 1) if str(cfg.trainer.get("devices")).isdigit() else 1) * int(
@@ -109,16 +109,15 @@ def main() -> None:
     compute = "bfloat16" if (sharded and cfg.fsdp.param_dtype == "bfloat16") or precision.startswith("bf16") else (
         spec.get("dtype") or "float32")
     crops = args.crops if args.crops is not None else cfg.model.processor.max_partition + 1
-    from ovis_lit.training.run import tokens_per_crop
-
     tpc = tokens_per_crop(cfg.model)
-    text = args.text_tokens if args.text_tokens is not None else max(16, stage.data.max_length - crops * (tpc + 3))
-    work = Workload(batch_size=stage.data.batch_size, text_tokens=text, crops=crops)
+    max_length = stage["data"]["max_length"]
+    text = args.text_tokens if args.text_tokens is not None else max(16, max_length - crops * (tpc + 3))
+    work = Workload(batch_size=stage["data"]["batch_size"], text_tokens=text, crops=crops)
     ac = cfg.model.activation_checkpointing
     checkpointing = {"vision": checkpoint_mode(ac.get("vision")), "llm": checkpoint_mode(ac.get("llm"))}
     master = "float32" if sharded else None
-    p = plan(spec, list(stage.trainable), work, world, sharded, compute, master, checkpointing)
-    print(f"{cfg.model.name} {stage.name}: {p.details['parameters'] / 1e9:.3f} B parameters "
+    p = plan(spec, list(stage["trainable"]), work, world, sharded, compute, master, checkpointing)
+    print(f"{cfg.model.name} {stage['name']}: {p.details['parameters'] / 1e9:.3f} B parameters "
           f"({p.details['trainable'] / 1e9:.3f} B trainable), {'FSDP' if sharded else 'replicated'} over {world} "
           f"device(s), micro-batch {work.batch_size} x ({work.text_tokens} text + {work.crops} crops x {tpc}) tokens, "
           f"compute {compute}")
@@ -126,7 +125,7 @@ def main() -> None:
     if args.measure:
         if sharded or world > 1:
             sys.exit("--measure runs one process: use a single-device config")
-        measured = measure(spec, list(stage.trainable), work, p.checkpointing)
+        measured = measure(spec, list(stage["trainable"]), work, p.checkpointing)
         estimate = p.gradients + p.optimizer + p.activations
         print(f"measured on the CPU, one step above the model: {measured / GiB:.3f} GiB; "
               f"estimate (gradients + optimizer + activations): {estimate / GiB:.3f} GiB "

@@ -49,7 +49,8 @@ class StepLog(L.Callback):
         self.path, self.kill_after_step = path, kill_after_step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        line = {"step": trainer.global_step, "loss": float(outputs["loss"]), "keys": batch.get("keys")}
+        line = {"step": trainer.global_step, "loss": float(outputs["loss"]), "keys": batch.get("keys"),
+                "dir": str(trainer.default_root_dir)}  # which stage of a chain (each has its own directory)
         with open(self.path, "a") as f:
             f.write(json.dumps(line) + "\n")
         if self.kill_after_step is not None and trainer.global_step == self.kill_after_step:

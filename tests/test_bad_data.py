@@ -18,7 +18,6 @@ import pytest
 import torch
 import webdataset as wds
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 from ovis_lit.constants import IGNORE_ID
@@ -26,7 +25,7 @@ from ovis_lit.data.samples import SampleBuilder
 from ovis_lit.data.stream import SkipSample, read_shards
 from ovis_lit.processing.image import open_image
 from ovis_lit.training.module import OvisLitModule
-from ovis_lit.training.run import build_processor, model_dict
+from ovis_lit.training.run import build_processor, instantiate_datamodule, model_dict, stage_settings
 
 from .helpers import compose_train
 
@@ -192,13 +191,13 @@ class EpochCollate:
 
 
 def _datamodule(root: Path, urls: list[str], batch_size: int, workers: int, shuffle_buffer: int, keyed=True):
-    cfg = compose_train(["stage='3'", f"model.recipe.s3.batch_size={batch_size}"], root, root)
+    cfg = compose_train(["stage=s3", f"recipe.s3.batch_size={batch_size}"], root, root)
     processor = build_processor(cfg.model)
     if keyed:
         processor.collate = EpochCollate(processor.collate)
-    stage = OmegaConf.to_container(cfg.stage.data, resolve=True)
+    stage = stage_settings(cfg)["data"]
     stage["use"] = ["bad"]
-    dm = instantiate(cfg.data, **stage, sources={"bad": {"train": urls}}, prepare=None, heldout=None,
+    dm = instantiate_datamodule(cfg, None, **stage, sources={"bad": {"train": urls}}, prepare=None, heldout=None,
                      num_workers=workers, shuffle_buffer=shuffle_buffer)
     dm.attach(processor)
     return cfg, dm
@@ -236,7 +235,7 @@ def test_an_epoch_of_the_training_stream_counts_every_defect_and_delivers_every_
 
 def test_training_on_the_bad_corpus_runs_and_logs_the_skips(corpus):
     cfg, dm = _datamodule(corpus["root"], corpus["urls"], batch_size=4, workers=2, shuffle_buffer=20, keyed=False)
-    module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
+    module = OvisLitModule(model_dict(cfg.model), stage_settings(cfg))
     losses = []
 
     class Record(L.Callback):

@@ -8,6 +8,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from ovis_lit.training.run import stage_settings
+
 from .conftest import REPO
 
 CONF = REPO / "conf"
@@ -25,7 +27,8 @@ def _compose(overrides: list[str]):
 
 def test_groups_are_populated():
     assert {"ovis_tiny", "ovis_9b"} <= set(_options("model"))
-    assert {"1", "2", "3", "all"} <= set(_options("stage"))
+    assert {"s1", "s2", "s3", "all"} <= set(_options("stage"))
+    assert set(_options("recipe")) == set(_options("model"))  # every model has its recipe numbers
     assert {"cpu", "gpu", "ddp"} <= set(_options("trainer"))
     assert {"wandb", "csv", "none"} <= set(_options("logger"))
     assert {"smoke", "ovis9b_finetune"} <= set(_options("experiment"))
@@ -35,21 +38,22 @@ def test_groups_are_populated():
 @pytest.mark.parametrize("stage", ["1", "2", "3"])
 @pytest.mark.parametrize("trainer", _options("trainer"))
 def test_every_model_stage_trainer_combination_composes(model, stage, trainer, tmp_path):
-    cfg = _compose([f"model={model}", f"stage='{stage}'", f"trainer={trainer}", f"paths.output_dir={tmp_path}"])
+    cfg = _compose([f"model={model}", f"stage=s{stage}", f"trainer={trainer}", f"paths.output_dir={tmp_path}"])
     OmegaConf.resolve(cfg)  # every interpolation resolves
-    assert cfg.stage.name == f"s{stage}"
-    assert cfg.trainer.max_steps == cfg.stage.max_steps
-    assert cfg.stage.trainable, "a stage must train something"
-    assert cfg.stage.data.use
+    settings = stage_settings(cfg)
+    assert settings["name"] == cfg.stage.name == f"s{stage}"
+    assert settings["max_steps"] == cfg.recipe[f"s{stage}"].max_steps and settings["lr"] > 0
+    assert settings["trainable"], "a stage must train something"
+    assert settings["data"]["use"] and settings["data"]["batch_size"] > 0
 
 
 def test_default_config_is_the_three_stage_tiny_recipe(tmp_path):
     cfg = _compose([f"paths.output_dir={tmp_path}"])
-    assert cfg.model.name == "ovis_tiny" and list(cfg.stage.chain) == ["1", "2", "3"]
+    assert cfg.model.name == "ovis_tiny" and list(cfg.stage.chain) == ["s1", "s2", "s3"]
 
 
 def test_stage_freezing_follows_the_recipe(tmp_path):
-    stages = {s: _compose([f"stage='{s}'", f"paths.output_dir={tmp_path}"]).stage for s in ("1", "2", "3")}
+    stages = {s: _compose([f"stage=s{s}", f"paths.output_dir={tmp_path}"]).stage for s in ("1", "2", "3")}
     assert set(stages["1"].trainable) == {"visual_tokenizer.head", "vte", "visual_tokenizer.backbone.layers.-1"}
     assert set(stages["2"].trainable) == {"visual_tokenizer", "vte"}
     assert list(stages["3"].trainable) == ["all"]
@@ -60,7 +64,7 @@ def test_stage_freezing_follows_the_recipe(tmp_path):
 def test_9b_stage3_on_8_devices_prints_without_loading_weights(trainer):
     """The design card's command, as `--cfg job`: composes and prints, touches no weights."""
     out = subprocess.run(
-        [sys.executable, "train.py", "model=ovis_9b", "stage=3", *trainer, "trainer.devices=8", "--cfg", "job"],
+        [sys.executable, "train.py", "model=ovis_9b", "stage=s3", *trainer, "trainer.devices=8", "--cfg", "job"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -71,12 +75,17 @@ def test_9b_stage3_on_8_devices_prints_without_loading_weights(trainer):
     assert cfg.model.spec.visual_vocab_size == 65536 and cfg.model.spec.hidden_stride == 2
 
 
-def test_numeric_stage_override_is_quoted_for_hydra():
-    sys.path.insert(0, str(REPO))
-    from train import quote_numeric_stage
-
-    assert quote_numeric_stage(["train.py", "stage=3", "stage.lr=1", "stage=1,2"]) == [
-        "train.py", "stage='3'", "stage.lr=1", "stage='1','2'"]
+def test_stage_recipe_and_mixture_are_merged_by_stage_settings(tmp_path):
+    """The stage file, recipe/<model>.yaml's numbers for that stage and the data config's mixture for it."""
+    cfg = _compose(["model=ovis_9b", "stage=s2", "data=mixture_example", "recipe.s2.batch_size=3",
+                    f"paths.output_dir={tmp_path}"])
+    settings = stage_settings(cfg)
+    assert (settings["lr"], settings["max_steps"], settings["accumulate"]) == (5.0e-5, 2000, 32)
+    assert settings["data"] == {"use": {"pixelprose": 0.5, "captions": 0.5}, "captions_as": "chat",
+                                "batch_size": 3, "max_length": 2048}
+    assert settings["val_every"] == 2000  # null: at the end of the stage
+    with pytest.raises(ValueError, match="chain"):
+        stage_settings(_compose(["stage=all", f"paths.output_dir={tmp_path}"]))
 
 
 def test_heldout_prompt_matches_what_the_shapes_data_teaches(tmp_path):
@@ -120,8 +129,8 @@ def test_ovis2_configs_are_the_released_parts(model, llm, vit, tmp_path):
 
 def test_memory_plan_matches_a_measured_cpu_step():
     out = subprocess.run(
-        [sys.executable, "scripts/plan_memory.py", "stage=3", "--crops", "1", "--text-tokens", "60", "--measure",
-         "model.recipe.s3.batch_size=16"],
+        [sys.executable, "scripts/plan_memory.py", "stage=s3", "--crops", "1", "--text-tokens", "60", "--measure",
+         "recipe.s3.batch_size=16"],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -132,7 +141,7 @@ def test_memory_plan_matches_a_measured_cpu_step():
 def test_memory_plan_says_whether_9b_fits():
     from ovis_lit.training.memory import Workload, plan
 
-    cfg = _compose(["model=ovis_9b", "stage='3'", "paths.output_dir=/tmp/x"])
+    cfg = _compose(["model=ovis_9b", "stage=s3", "paths.output_dir=/tmp/x"])
     spec = OmegaConf.to_container(cfg.model.spec, resolve=True)
     work = Workload(batch_size=1, text_tokens=512, crops=10)
     sharded = plan(spec, ["all"], work, world=8, sharded=True, master_dtype="float32", checkpointing=True)
@@ -158,4 +167,4 @@ def test_every_experiment_composes(experiment, tmp_path):
 def test_finetune_experiment_turns_the_caption_source_off(tmp_path):
     cfg = _compose(["experiment=ovis9b_finetune", f"paths.output_dir={tmp_path}"])
     assert cfg.model.name == "ovis_9b" and cfg.trainer.strategy._target_.endswith("FSDP2Strategy")
-    assert dict(cfg.stage.data.use) == {"llava_instruct": 0.9, "captions": 0, "text_instruct": 0.1}
+    assert stage_settings(cfg)["data"]["use"] == {"llava_instruct": 0.9, "captions": 0, "text_instruct": 0.1}

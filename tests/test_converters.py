@@ -12,8 +12,6 @@ from collections import Counter
 import lightning as L
 import numpy as np
 import pytest
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 from ovis_lit.data.convert import captions as captions_converter
@@ -22,7 +20,7 @@ from ovis_lit.data.convert import ovis as ovis_converter
 from ovis_lit.data.convert.common import Limits, Options
 from ovis_lit.data.stream import read_shards
 from ovis_lit.training.module import OvisLitModule
-from ovis_lit.training.run import build_processor, model_dict
+from ovis_lit.training.run import build_processor, instantiate_datamodule, model_dict, stage_settings
 
 from .helpers import compose_train
 
@@ -85,13 +83,13 @@ def write_images(root, names_to_bytes: dict[str, bytes]) -> None:
 @pytest.fixture(scope="module")
 def cfgs(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    return {s: compose_train([f"stage='{s}'", f"model.recipe.s{s}.batch_size=4"], out, out) for s in "123"}
+    return {s: compose_train([f"stage=s{s}", f"recipe.s{s}.batch_size=4"], out, out) for s in "123"}
 
 
 def datamodule(cfg, sources: dict, use, workers: int = 0):
-    stage = OmegaConf.to_container(cfg.stage.data, resolve=True)
+    stage = stage_settings(cfg)["data"]
     stage["use"] = use
-    dm = instantiate(cfg.data, **stage, sources=sources, prepare=None, heldout=None, num_workers=workers,
+    dm = instantiate_datamodule(cfg, None, **stage, sources=sources, prepare=None, heldout=None, num_workers=workers,
                      shuffle_buffer=50)
     dm.attach(build_processor(cfg.model))
     return dm
@@ -110,7 +108,7 @@ def stream_all(cfg, urls: dict[str, str]) -> tuple[int, Counter]:
 
 def train_steps(cfg, sources: dict, use, steps: int = 3) -> L.Trainer:
     dm = datamodule(cfg, sources, use)
-    module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
+    module = OvisLitModule(model_dict(cfg.model), stage_settings(cfg))
     losses = []
 
     class Record(L.Callback):
@@ -324,11 +322,11 @@ def test_bad_template_fails_before_converting(tmp_path):
 def test_mixture_example_config_draws_sources_by_weight(tmp_path):
     """conf/data/mixture_example.yaml composes, gives each stage its own mixture, and the stream's samples come
     from the sources in the configured proportions (converted text-only sets, so that sampling is cheap)."""
-    cfg = compose_train(["data=mixture_example", "stage='3'", "model.recipe.s3.batch_size=16"], tmp_path, tmp_path)
-    weights = OmegaConf.to_container(cfg.stage.data, resolve=True)["use"]
+    cfg = compose_train(["data=mixture_example", "stage=s3", "recipe.s3.batch_size=16"], tmp_path, tmp_path)
+    weights = stage_settings(cfg)["data"]["use"]
     assert weights == {"llava_instruct": 0.6, "captions": 0.3, "text_instruct": 0.1}
-    stage1 = compose_train(["data=mixture_example", "stage='1'"], tmp_path, tmp_path)
-    assert OmegaConf.to_container(stage1.stage.data, resolve=True)["use"] == {"pixelprose": 0.7, "captions": 0.3}
+    stage1 = compose_train(["data=mixture_example", "stage=s1"], tmp_path, tmp_path)
+    assert stage_settings(stage1)["data"]["use"] == {"pixelprose": 0.7, "captions": 0.3}
     assert set(weights) <= set(cfg.data.sources)
 
     sources = {}
@@ -340,8 +338,8 @@ def test_mixture_example_config_draws_sources_by_weight(tmp_path):
                                          Options(output=tmp_path / name, prefix=name, workers=1, progress=False,
                                                  maxcount=100))
         sources[name] = {"train": report["urls"]["train"]}
-    stage = OmegaConf.to_container(cfg.stage.data, resolve=True)
-    dm = instantiate(cfg.data, **stage, sources=sources, prepare=None, num_workers=2)
+    stage = stage_settings(cfg)["data"]
+    dm = instantiate_datamodule(cfg, None, **stage, sources=sources, prepare=None, num_workers=2)
     dm.attach(build_processor(cfg.model))
     drawn = Counter()
     it = iter(dm.train_dataloader())

@@ -5,15 +5,13 @@ from collections import Counter
 
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image
 
 from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, IMAGE_END_ID, IMAGE_START_ID
 from ovis_lit.data import shapes
 from ovis_lit.data.samples import SampleBuilder, fit_length
 from ovis_lit.data.shapes import ensure_shapes_dataset
-from ovis_lit.training.run import build_processor
+from ovis_lit.training.run import build_processor, instantiate_datamodule
 
 from .helpers import SMALL_DATA, compose_train
 
@@ -26,9 +24,9 @@ def data_dir(tmp_path_factory):
 
 
 def _datamodule(tmp_path, data_dir, overrides=(), workers=2):
-    cfg = compose_train(["stage='3'", f"data.num_workers={workers}", *overrides], tmp_path, data_dir)
+    cfg = compose_train(["stage=s3", f"data.num_workers={workers}", *overrides], tmp_path, data_dir)
     processor = build_processor(cfg.model)
-    dm = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
+    dm = instantiate_datamodule(cfg)
     dm.attach(processor)
     dm.prepare_data()
     return dm, processor
@@ -40,7 +38,7 @@ def _take(loader, n):
 
 
 def test_two_workers_yield_expected_batches(tmp_path, data_dir):
-    dm, processor = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=8"])
+    dm, processor = _datamodule(tmp_path, data_dir, ["recipe.s3.batch_size=8"])
     batches = _take(dm.train_dataloader(), 8)
     assert [b["stream"]["worker"] for b in batches] == [0, 1] * 4  # in-order round robin over the workers
     for b in batches:
@@ -58,7 +56,7 @@ def test_two_workers_yield_expected_batches(tmp_path, data_dir):
 
 
 def test_stream_is_deterministic_and_distinct_within_an_epoch(tmp_path, data_dir):
-    dm, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=16", "stage.data.use={chat:1.0,caption:0.0}"], workers=2)
+    dm, _ = _datamodule(tmp_path, data_dir, ["recipe.s3.batch_size=16", "stage.data.use={chat:1.0,caption:0.0}"], workers=2)
     first = _take(dm.train_dataloader(), 6)
     again = _take(dm.train_dataloader(), 6)
     for a, b in zip(first, again):
@@ -71,11 +69,11 @@ def test_stream_is_deterministic_and_distinct_within_an_epoch(tmp_path, data_dir
 
 
 def test_resume_from_a_stream_state_continues_exactly(tmp_path, data_dir):
-    dm, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=8"], workers=2)
+    dm, _ = _datamodule(tmp_path, data_dir, ["recipe.s3.batch_size=8"], workers=2)
     straight = _take(dm.train_dataloader(), 7)
     for b in straight[:3]:
         dm.observe(b)
-    resumed_dm, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=8"], workers=2)
+    resumed_dm, _ = _datamodule(tmp_path, data_dir, ["recipe.s3.batch_size=8"], workers=2)
     resumed_dm.load_state_dict(json.loads(json.dumps(dm.state_dict())))  # as it travels in a checkpoint
     assert resumed_dm.stream_state.next_worker == 1
     resumed = _take(resumed_dm.train_dataloader(), 4)
@@ -84,18 +82,18 @@ def test_resume_from_a_stream_state_continues_exactly(tmp_path, data_dir):
 
 
 def test_resume_refuses_a_changed_stream_layout(tmp_path, data_dir):
-    dm, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=8"], workers=2)
+    dm, _ = _datamodule(tmp_path, data_dir, ["recipe.s3.batch_size=8"], workers=2)
     state = json.loads(json.dumps(dm.state_dict()))
-    other, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=8"], workers=1)
+    other, _ = _datamodule(tmp_path, data_dir, ["recipe.s3.batch_size=8"], workers=1)
     with pytest.raises(ValueError, match="num_workers changed"):
         other.load_state_dict(state)
-    reweighted, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=8", "stage.data.use={chat:1.0}"])
+    reweighted, _ = _datamodule(tmp_path, data_dir, ["recipe.s3.batch_size=8", "stage.data.use={chat:1.0}"])
     with pytest.raises(ValueError, match="use changed"):
         reweighted.load_state_dict(state)
 
 
 def test_validation_is_a_single_ordered_pass(tmp_path, data_dir):
-    dm, _ = _datamodule(tmp_path, data_dir, ["model.recipe.s3.batch_size=8"], workers=1)
+    dm, _ = _datamodule(tmp_path, data_dir, ["recipe.s3.batch_size=8"], workers=1)
     batches = list(dm.val_dataloader())
     n = sum(b["input_ids"].shape[0] for b in batches)
     expected = sum(int(SMALL_DATA * 256) if int(SMALL_DATA * 256) >= 1 else 1 for _ in ("chat", "caption"))

@@ -26,7 +26,7 @@ def _train(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 def _small(data_dir) -> list[str]:
     return [
         f"paths.data_dir={data_dir}", f"+data.prepare.scale={SMALL_DATA}", "data.num_workers=0", "logger=csv",
-        "evaluate=false", "model.recipe.s3.batch_size=4",
+        "evaluate=false", "recipe.s3.batch_size=4",
     ]
 
 
@@ -43,8 +43,8 @@ def data_dir(tmp_path_factory):
 def test_two_process_cpu_fit(trainer, tmp_path, data_dir):
     run_dir = tmp_path / trainer
     proc = _train([
-        "stage=3", f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-        "trainer.max_steps=4", f"hydra.run.dir={run_dir}", *_small(data_dir),
+        "stage=s3", f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+        "recipe.s3.max_steps=4", f"hydra.run.dir={run_dir}", *_small(data_dir),
     ])
     assert proc.stdout.count("ovis-lit run finished") == 1  # rank 0 reports, once
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -67,8 +67,8 @@ def test_two_process_cpu_fit(trainer, tmp_path, data_dir):
             assert torch.equal(a, b), name
         # ckpt_path=last finds the sharded last.ckpt (a directory) and resumes from it through FSDP2Strategy
         resumed = _train([
-            "stage=3", f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2",
-            "trainer.precision=32-true", "trainer.max_steps=6", f"hydra.run.dir={run_dir}", "ckpt_path=last",
+            "stage=s3", f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2",
+            "trainer.precision=32-true", "recipe.s3.max_steps=6", f"hydra.run.dir={run_dir}", "ckpt_path=last",
             *_small(data_dir),
         ])
         assert "Restored all states from the checkpoint" in resumed.stdout + resumed.stderr
@@ -81,7 +81,7 @@ def test_two_process_cpu_fit(trainer, tmp_path, data_dir):
 def test_hydra_multirun_of_two_jobs(tmp_path, data_dir):
     sweep_dir = tmp_path / "sweep"
     _train([
-        "-m", "stage=3", "trainer.max_steps=2", "model.recipe.s3.lr=1e-3,2e-3", f"hydra.sweep.dir={sweep_dir}",
+        "-m", "stage=s3", "recipe.s3.max_steps=2", "recipe.s3.lr=1e-3,2e-3", f"hydra.sweep.dir={sweep_dir}",
         *_small(data_dir),
     ])
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
@@ -89,7 +89,7 @@ def test_hydra_multirun_of_two_jobs(tmp_path, data_dir):
     for job, lr in zip(jobs, ["0.001", "0.002"]):
         assert json.loads((job / "summary.json").read_text())["steps"] == 2
         overrides = (job / ".hydra" / "overrides.yaml").read_text()
-        assert f"model.recipe.s3.lr={lr}" in overrides
+        assert f"recipe.s3.lr={lr}" in overrides
 
 
 def test_a_finished_run_closes_its_process_group(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from ovis_lit.interop.original import export_original, load_original
+from ovis_lit.interop.original import export_original, load_original, original_state_dict
 from ovis_lit.processing.image import ImagePreprocessor
 from ovis_lit.processing.processor import OvisProcessor
 from ovis_lit.processing.tokenizer import byte_level_tokenizer
@@ -82,6 +82,12 @@ def test_sharded_export_reimports(tmp_path):
     index = json.loads((out / "model.safetensors.index.json").read_text())
     assert len(set(index["weight_map"].values())) > 1
     assert not (out / "model.safetensors").exists()
+    state = original_state_dict(model)
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in state.values())
+    for shard in set(index["weight_map"].values()):  # at most 20 kB, or one larger tensor alone
+        names = [k for k, f in index["weight_map"].items() if f == shard]
+        size = sum(state[k].numel() * state[k].element_size() for k in names)
+        assert size <= 20_000 or len(names) == 1, (shard, size, names)
     _assert_bitwise(model, load_original(out)[0])
 
 

@@ -115,8 +115,8 @@ def test_train_py_runs_ovis25_tiny(tmp_path):
     import sys
 
     out = subprocess.run(
-        [sys.executable, "train.py", "model=ovis25_tiny", "stage=3", "trainer.max_steps=2",
-         "model.recipe.s3.batch_size=4", "logger=csv", f"paths.output_dir={tmp_path}", "+data.prepare.scale=0.03",
+        [sys.executable, "train.py", "model=ovis25_tiny", "stage=s3", "recipe.s3.max_steps=2",
+         "recipe.s3.batch_size=4", "logger=csv", f"paths.output_dir={tmp_path}", "+data.prepare.scale=0.03",
          "data.num_workers=0", "evaluate=false"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )

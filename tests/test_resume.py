@@ -19,9 +19,9 @@ STEPS, EVERY, KILL_AFTER = 10, 4, 6
 def _train(run_dir, log, *extra, expect_kill=False):
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     args = [
-        "stage=3", f"paths.data_dir={run_dir.parent / 'data'}", f"+data.prepare.scale={SMALL_DATA}",
-        "data.num_workers=2", "evaluate=false", "model.recipe.s3.batch_size=4", f"trainer.max_steps={STEPS}",
-        f"stage.checkpoint_every={EVERY}", "stage.val_every=1000", f"hydra.run.dir={run_dir}",
+        "stage=s3", f"paths.data_dir={run_dir.parent / 'data'}", f"+data.prepare.scale={SMALL_DATA}",
+        "data.num_workers=2", "evaluate=false", "recipe.s3.batch_size=4", f"recipe.s3.max_steps={STEPS}",
+        f"callbacks.checkpoint.every_n_train_steps={EVERY}", "stage.val_every=1000", f"hydra.run.dir={run_dir}",
         "+callbacks.steplog._target_=tests.helpers.StepLog", f"+callbacks.steplog.path={log}", *extra,
     ]
     proc = subprocess.run([sys.executable, "train.py", *args], cwd=REPO, env=env, capture_output=True, text=True,

@@ -3,13 +3,11 @@
 import lightning as L
 import pytest
 import torch
-from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from ovis_lit.data.shapes import ensure_shapes_dataset
 from ovis_lit.training.module import OvisLitModule
-from ovis_lit.training.optim import param_groups, warmup_cosine
-from ovis_lit.training.run import build_processor, model_dict
+from ovis_lit.training.optim import param_groups
+from ovis_lit.training.run import build_stage, model_dict, stage_settings
 
 from .helpers import SMALL_DATA, compose_train
 
@@ -22,10 +20,8 @@ def data_dir(tmp_path_factory):
 
 
 def _fit(cfg, steps):
-    processor = build_processor(cfg.model)
-    datamodule = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
-    datamodule.attach(processor)
-    module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
+    built = build_stage(cfg)  # train.py's processor, DataModule and module; a quiet Trainer of our own
+    datamodule, module = built.datamodule, built.module
     module.configure_model()
     before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
     trainer = L.Trainer(
@@ -38,7 +34,7 @@ def _fit(cfg, steps):
 
 @pytest.mark.parametrize("stage", ["1", "2", "3"])
 def test_frozen_parameters_stay_bitwise_and_trainable_ones_move(stage, tmp_path, data_dir):
-    cfg = compose_train([f"stage='{stage}'", "model.recipe.s1.lr=1e-3", "model.recipe.s2.lr=1e-3"], tmp_path, data_dir)
+    cfg = compose_train([f"stage=s{stage}", "recipe.s1.lr=1e-3", "recipe.s2.lr=1e-3"], tmp_path, data_dir)
     module, before, trainer = _fit(cfg, steps=3)
     assert trainer.global_step == 3
     trainable = {n for n, p in module.model.named_parameters() if p.requires_grad}
@@ -60,13 +56,13 @@ def test_frozen_parameters_stay_bitwise_and_trainable_ones_move(stage, tmp_path,
 
 def test_each_module_learning_rate_reaches_the_optimizer(tmp_path, data_dir):
     cfg = compose_train(
-        ["stage='3'", "model.recipe.s3.lr=2e-3",
-         "++model.recipe.s3.module_lr={vte:5e-4,visual_tokenizer:1e-4,visual_tokenizer.head:3e-4}"],
+        ["stage=s3", "recipe.s3.lr=2e-3",
+         "++recipe.s3.module_lr={vte:5e-4,visual_tokenizer:1e-4,visual_tokenizer.head:3e-4}"],
         tmp_path, data_dir,
     )
-    module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
+    module = OvisLitModule(model_dict(cfg.model), stage_settings(cfg))
     module.configure_model()
-    groups = {g["name"]: g for g in param_groups(module.model, 2e-3, dict(cfg.stage.module_lr))}
+    groups = {g["name"]: g for g in param_groups(module.model, 2e-3, stage_settings(cfg)["module_lr"])}
     assert {k: g["lr"] for k, g in groups.items()} == {
         "default": 2e-3, "vte": 5e-4, "visual_tokenizer": 1e-4, "visual_tokenizer.head": 3e-4}
     head = module.model.visual_tokenizer.head[0].weight
@@ -83,18 +79,32 @@ def test_unknown_module_lr_pattern_is_an_error():
 
 
 def test_warmup_then_cosine():
-    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
-    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
-    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
-    assert warmup_cosine(100, 100, 10, min_ratio=0.1) == pytest.approx(0.1)
+    """The module's schedule (transformers', as the original's HF Trainer): linear warmup from 0, then cosine to
+    min_lr_ratio; the numbers of the hand-written schedule it replaced after warmup, and step/warmup during it."""
+    import math
+    from types import SimpleNamespace
+
+    from .tiny import tiny_model
+
+    module = OvisLitModule({"spec": {}}, {"trainable": ["all"], "lr": 1.0, "warmup_ratio": 0.1, "min_lr_ratio": 0.1})
+    module.model = tiny_model()
+    module._trainer = SimpleNamespace(estimated_stepping_batches=100)
+    schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(101):
+        lrs.append(schedule.get_last_lr()[0])
+        schedule.optimizer.step()
+        schedule.step()
+    assert lrs[:11] == pytest.approx([s / 10 for s in range(11)])
+    for step in range(10, 101):
+        assert lrs[step] == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - 10) / 90)))
+    assert lrs[55] == pytest.approx(0.1 + 0.9 * 0.5) and lrs[100] == pytest.approx(0.1)
 
 
 def test_loss_decreases_on_the_synthetic_data(tmp_path, data_dir):
-    cfg = compose_train(["stage='3'", "model.recipe.s3.batch_size=16"], tmp_path, data_dir)
-    processor = build_processor(cfg.model)
-    datamodule = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
-    datamodule.attach(processor)
-    module = OvisLitModule(model_dict(cfg.model), OmegaConf.to_container(cfg.stage, resolve=True))
+    cfg = compose_train(["stage=s3", "recipe.s3.batch_size=16"], tmp_path, data_dir)
+    built = build_stage(cfg)
+    datamodule, module = built.datamodule, built.module
     losses = []
 
     class Record(L.Callback):

@@ -138,7 +138,8 @@ def model_from_lightning(checkpoint: Path) -> tuple[OvisModel, dict[str, Any]]:
 
 
 def _warn_if_stale(checkpoint: Path, step: int | None) -> None:
-    """A stage's last.ckpt is written every `checkpoint_every` steps, so it can predate the end of the stage."""
+    """A stage's last.ckpt is written every `callbacks.checkpoint.every_n_train_steps` steps, so it can predate the
+    end of the stage."""
     summary = checkpoint.parent.parent / "summary.json"
     if step is None or not summary.is_file():
         return

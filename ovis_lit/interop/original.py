@@ -488,26 +488,18 @@ def _write_tokenizer(processor: OvisProcessor, directory: Path) -> None:
 
 
 def _save_sharded(state: dict[str, torch.Tensor], directory: Path, max_shard_bytes: int) -> None:
+    """`model.safetensors`, or shards of at most `max_shard_bytes` (a larger tensor alone) and their index, as
+    transformers' save_pretrained writes them (huggingface_hub's splitter, names and index)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
     for old in list(directory.glob("model*.safetensors")) + [directory / INDEX_FILE]:
         old.unlink(missing_ok=True)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for name in sorted(state):
-        nbytes = state[name].numel() * state[name].element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][name] = state[name]
-        size += nbytes
-    metadata = {"format": "pt"}
-    if len(shards) == 1:
-        save_file(shards[0], directory / WEIGHTS_FILE, metadata=metadata)
-        return
-    weight_map = {}
-    for i, shard in enumerate(shards, start=1):
-        filename = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, directory / filename, metadata=metadata)
-        weight_map.update({name: filename for name in shard})
-    total = sum(t.numel() * t.element_size() for t in state.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (directory / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+    state = {name: state[name] for name in sorted(state)}  # shards in name order, as before
+    split = split_torch_state_dict_into_shards(state, filename_pattern=WEIGHTS_FILE.replace(".safetensors",
+                                                                                              "{suffix}.safetensors"),
+                                               max_shard_size=max_shard_bytes)
+    for filename, names in split.filename_to_tensors.items():
+        save_file({name: state[name] for name in names}, directory / filename, metadata={"format": "pt"})
+    if split.is_sharded:
+        index = {"metadata": split.metadata, "weight_map": split.tensor_to_filename}
+        (directory / INDEX_FILE).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")

@@ -95,7 +95,7 @@ class VisualTokenizer(nn.Module):
         self.n_indicators = n_indicators
         self.hidden_stride = hidden_stride
         self.tokenize_function = tokenize_function
-        self.tau = tau  # annealed by a callback when tokenize_function is gumbel_argmax
+        self.tau = tau  # gumbel_argmax: annealed during training by training.tau.TauAnnealing (callbacks.tau)
         head_dim = vocab_size - n_indicators
         in_dim = backbone.config.hidden_size * hidden_stride * hidden_stride
         self.head = nn.Sequential(nn.Linear(in_dim, head_dim, bias=False), nn.LayerNorm(head_dim))

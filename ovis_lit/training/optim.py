@@ -1,8 +1,7 @@
-"""Per-module learning rates and the warmup + cosine schedule of the Ovis recipes."""
+"""Per-module learning rates (the warmup + cosine schedule is transformers', see OvisLitModule.configure_optimizers)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from torch import nn
@@ -38,10 +37,3 @@ def param_groups(
         raise ValueError(f"module_lr patterns {sorted(unused)} match no trainable parameter in this stage")
     return list(groups.values())
 
-
-def warmup_cosine(step: int, total_steps: int, warmup_steps: int, min_ratio: float = 0.0) -> float:
-    """LR multiplier: linear warmup from ~0 to 1, then cosine decay to `min_ratio` at `total_steps`."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))

@@ -7,6 +7,7 @@ import logging
 import secrets
 import string
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..model.build import build_ovis
 from ..processing.image import ImagePreprocessor
@@ -72,8 +73,92 @@ def check_vocab(processor: OvisProcessor, model_cfg: DictConfig) -> None:
         raise ValueError(f"the tokenizer has {len(processor.tokenizer)} tokens but the LLM vocab_size is {vocab}")
 
 
-def run_stage(cfg: DictConfig) -> dict[str, Any]:
-    """Train one stage. Returns a summary (checkpoint paths, steps, time, throughput)."""
+# The stage settings a recipe gives per scale; batch_size and max_length go to the data module.
+RECIPE_STAGE_KEYS = ("lr", "module_lr", "max_steps", "accumulate")
+RECIPE_DATA_KEYS = ("batch_size", "max_length")
+
+
+def stage_settings(cfg: DictConfig) -> dict[str, Any]:
+    """One stage's full settings: the stage file (what every scale shares), the numbers `recipe.<stage>` gives for
+    this model's scale, and the data config's `mixture.<stage>` (if it has one) in place of the stage's `data.use`."""
+    stage = OmegaConf.to_container(cfg.stage, resolve=True)
+    name = stage["name"]
+    if stage.get("chain"):
+        raise ValueError(f"stage={name} is a chain of stages ({stage['chain']}): run_stage takes one of them")
+    recipe = OmegaConf.to_container(cfg.recipe, resolve=True).get(name)
+    if recipe is None:
+        raise ValueError(f"recipe has no numbers for stage {name!r} (it has {sorted(cfg.recipe)})")
+    unknown = set(recipe) - set(RECIPE_STAGE_KEYS) - set(RECIPE_DATA_KEYS)
+    if unknown:
+        raise ValueError(f"recipe.{name} has unknown keys {sorted(unknown)}: known are "
+                         f"{list(RECIPE_STAGE_KEYS + RECIPE_DATA_KEYS)}")
+    stage.update({k: recipe[k] for k in RECIPE_STAGE_KEYS if k in recipe})
+    stage.setdefault("accumulate", 1)
+    stage.setdefault("module_lr", {})
+    stage["data"].update({k: recipe[k] for k in RECIPE_DATA_KEYS if k in recipe})
+    mixture = OmegaConf.select(cfg, f"data.mixture.{name}")
+    if mixture is not None:
+        stage["data"]["use"] = OmegaConf.to_container(mixture, resolve=True)
+    if stage.get("val_every") is None:  # validate once, at the end of the stage
+        stage["val_every"] = stage["max_steps"]
+    return stage
+
+
+@dataclass
+class Stage:
+    """Everything one stage trains with, built from a composed config (before any weight is loaded: the module
+    builds its model in configure_model)."""
+
+    settings: dict[str, Any]
+    processor: OvisProcessor
+    datamodule: L.LightningDataModule
+    module: OvisLitModule
+    trainer: L.Trainer
+
+
+def instantiate_datamodule(cfg: DictConfig, settings: dict[str, Any] | None = None, **overrides: Any):
+    """The data config's DataModule with the stage's data settings (`overrides` win; tests swap sources)."""
+    settings = settings or stage_settings(cfg)
+    with open_dict(cfg):  # `mixture` is read by stage_settings, it is no DataModule argument
+        data = cfg.data.copy()
+        data.pop("mixture", None)
+    return instantiate(data, **{**settings["data"], **overrides})
+
+
+def build_stage(cfg: DictConfig) -> Stage:
+    """The processor, DataModule, LightningModule and Trainer of one stage, as train.py runs it."""
+    settings = stage_settings(cfg)
+    processor = build_processor(cfg.model)
+    check_vocab(processor, cfg.model)
+    datamodule = instantiate_datamodule(cfg, settings)
+    datamodule.attach(processor)
+    module = OvisLitModule(
+        model=model_dict(cfg.model),
+        stage=settings,
+        init_from=cfg.get("init_from"),
+        activation_checkpointing=OmegaConf.to_container(cfg.model.activation_checkpointing, resolve=True),
+        fsdp=OmegaConf.to_container(cfg.fsdp, resolve=True) if cfg.get("fsdp") else None,
+    )
+    output_dir = Path(cfg.paths.output_dir)
+    loggers = [instantiate(lg, **_logger_identity(lg, output_dir)) for lg in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    if not loggers:  # these only log; Lightning refuses them without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        max_steps=settings["max_steps"],
+        accumulate_grad_batches=settings["accumulate"],
+        val_check_interval=settings["val_every"],  # in steps: the training stream has no epoch end
+        limit_val_batches=settings["val_batches"],
+        callbacks=callbacks,
+        logger=loggers or False,
+    )
+    return Stage(settings, processor, datamodule, module, trainer)
+
+
+def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
+    """Train one stage. Returns its summary (checkpoint paths, steps, time, throughput; plain values, as written
+    to summary.json) and what it trained with."""
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
     output_dir = Path(cfg.paths.output_dir)
@@ -82,43 +167,30 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path is not None:  # before anything is built: a bad checkpoint is refused at once, with its name
         check_resumable(ckpt_path)
 
-    processor = build_processor(cfg.model)
-    check_vocab(processor, cfg.model)
-    datamodule = instantiate(cfg.data, **OmegaConf.to_container(cfg.stage.data, resolve=True))
-    datamodule.attach(processor)
-    module = OvisLitModule(
-        model=model_dict(cfg.model),
-        stage=OmegaConf.to_container(cfg.stage, resolve=True),
-        init_from=cfg.get("init_from"),
-        activation_checkpointing=OmegaConf.to_container(cfg.model.activation_checkpointing, resolve=True),
-        fsdp=OmegaConf.to_container(cfg.fsdp, resolve=True) if cfg.get("fsdp") else None,
-    )
-    loggers = [instantiate(lg, **_logger_identity(lg, output_dir)) for lg in (cfg.get("logger") or {}).values()]
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    if not loggers:  # these only log; Lightning refuses them without a logger
-        callbacks = [c for c in callbacks if not isinstance(c, (LearningRateMonitor, ThroughputMonitor))]
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    stage = build_stage(cfg)
+    trainer, module, datamodule = stage.trainer, stage.module, stage.datamodule
     if ckpt_path is not None:
         check_resume_strategy(ckpt_path, trainer.strategy)
-    for logger in loggers:
+    for logger in trainer.loggers:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     started = time.perf_counter()
     # resuming unpickles nothing but tensors and plain containers (weights_only; FSDP2Strategy reads shards safely)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     seconds = time.perf_counter() - started
-    # ModelCheckpoint saves every `checkpoint_every` steps; the final step is saved here, unless it just did, so
-    # that last.ckpt (what the next stage starts from and evals/run.py reads) holds the final weights. Every rank
-    # calls it.
-    if trainer.checkpoint_callback is None or trainer.global_step % cfg.stage.checkpoint_every:
+    # ModelCheckpoint saves every `every_n_train_steps`; the final step is saved here, unless it just did, so that
+    # last.ckpt (what the next stage starts from and evals/run.py reads) holds the final weights. Every rank calls it.
+    every = getattr(trainer.checkpoint_callback, "_every_n_train_steps", 0) or 0
+    if trainer.checkpoint_callback is None or not every or trainer.global_step % every:
         trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimiser state
 
     skips = module.skip_summary(datamodule)  # every rank's, in the data this stage consumed (a collective)
     summary = {
-        "stage": cfg.stage.name,
+        "stage": stage.settings["name"],
         "steps": trainer.global_step,
         "seconds": round(seconds, 1),
-        "samples": trainer.global_step * cfg.stage.data.batch_size * trainer.accumulate_grad_batches * trainer.world_size,
+        "samples": trainer.global_step * stage.settings["data"]["batch_size"] * trainer.accumulate_grad_batches
+        * trainer.world_size,
         "last_checkpoint": str(output_dir / "checkpoints" / "last.ckpt"),
         "skipped_samples": skips["train"],
         "val_skipped_samples": skips["val"],
@@ -132,12 +204,12 @@ def run_stage(cfg: DictConfig) -> dict[str, Any]:
         from ..interop.original import export_original
 
         export_original(
-            module.model, processor, export, multimodal_max_length=cfg.model.multimodal_max_length, state=full_state
+            module.model, stage.processor, export, multimodal_max_length=cfg.model.multimodal_max_length,
+            state=full_state,
         )
         summary["export"] = str(export)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    summary["_module"], summary["_processor"], summary["_trainer"] = module, processor, trainer
-    return summary
+    return summary, stage
 
 
 def _logger_identity(logger_cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -169,7 +241,11 @@ def _metric(trainer: L.Trainer, name: str) -> float | None:
 
 def _resolve_ckpt(ckpt_path: str | None, output_dir: Path) -> str | None:
     """`ckpt_path=last`: the newest last.ckpt of this run directory (None, with a note, when there is none yet).
-    Under trainer=fsdp last.ckpt is a directory of shards."""
+    Under trainer=fsdp last.ckpt is a directory of shards.
+
+    Lightning resolves "last" too, but only inside `fit`, after the model is built and with its own loader: train.py
+    must name the file before building anything, so that check_resumable refuses a bad or unsafe checkpoint (a
+    pickle, a sharded directory with a hostile .metadata, see interop/safe_dcp.py) at once."""
     if ckpt_path != "last":
         return ckpt_path
     last = output_dir / "checkpoints" / "last.ckpt"

@@ -1,0 +1,124 @@
+"""Every key of the composed configs is read by code: a key nothing reads is a setting that silently does nothing.
+
+Each `_target_` node may hold only its target's parameters; the nodes without a target have their readers named
+below. The groups no longer read each other, so each option is composed once over the defaults (every model,
+stage, trainer, data, logger and callbacks option) rather than in every combination; experiments, which set keys
+across groups, are composed each."""
+
+import dataclasses
+import inspect
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import get_method
+from omegaconf import OmegaConf
+
+from ovis_lit.model.build import BackboneSpec, LLMSpec, OvisSpec
+from ovis_lit.training.run import RECIPE_DATA_KEYS, RECIPE_STAGE_KEYS
+from ovis_lit.training.sharding import shard_model
+
+from .conftest import REPO
+
+CONF = REPO / "conf"
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+# readers of the nodes without a `_target_` (code that reads them by name)
+TOP = {"paths", "model", "recipe", "stage", "data", "trainer", "logger", "callbacks",  # the groups
+       "seed", "run_name", "init_from", "ckpt_path", "evaluate", "fsdp", "matmul_precision"}  # entry.py, run.py
+PATHS = {"root_dir", "data_dir", "output_dir", "log_dir"}
+MODEL = {"name", "pretrained", "spec", "processor", "activation_checkpointing", "multimodal_max_length"}  # run.py
+PROCESSOR = {"tokenizer", "chat_format", "image", "max_partition", "multi_image_max_partition", "native"}
+STAGE = {"name", "trainable", "warmup_ratio", "min_lr_ratio", "weight_decay", "val_every", "val_batches", "data"}
+CHAIN = {"name", "chain"}  # stage=all
+STAGE_DATA = {"use", "captions_as"}  # OvisDataModule arguments, handed over by build_stage
+FSDP = set(inspect.signature(shard_model).parameters) - {"model", "mesh"} | {"master_dtype"}  # module.py
+AC = {"vision", "llm"}  # OvisModel.set_activation_checkpointing
+
+
+def _params(target: str) -> tuple[set[str], bool]:
+    fn = get_method(target)
+    sig = inspect.signature(fn)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    return set(sig.parameters), takes_any
+
+
+def _unread_in_target(node: dict, where: str) -> list[str]:
+    """Keys of a `_target_` node its target does not take; nested targets are checked too."""
+    bad = []
+    params, takes_any = _params(node["_target_"])
+    for key, value in node.items():
+        if key in ("_target_", "_partial_", "_recursive_", "_convert_", "_args_"):
+            continue
+        if key not in params and not takes_any:
+            bad.append(f"{where}.{key}")
+        if isinstance(value, dict) and "_target_" in value:
+            bad += _unread_in_target(value, f"{where}.{key}")
+    return bad
+
+
+def _extra(node: dict, allowed: set[str], where: str) -> list[str]:
+    return [f"{where}.{k}" for k in node if k not in allowed]
+
+
+def unread_keys(cfg) -> list[str]:
+    c = OmegaConf.to_container(cfg, resolve=False)
+    bad = _extra(c, TOP, "")
+    bad += _extra(c["paths"], PATHS, "paths")
+    m = c["model"]
+    bad += _extra(m, MODEL, "model")
+    spec = m.get("spec") or {}
+    bad += _extra(spec, _fields(OvisSpec), "model.spec")
+    bad += _extra(spec.get("backbone") or {}, _fields(BackboneSpec), "model.spec.backbone")
+    bad += _extra(spec.get("llm") or {}, _fields(LLMSpec), "model.spec.llm")
+    bad += _extra(m["processor"], PROCESSOR, "model.processor")
+    if "_target_" in m["processor"].get("tokenizer", {}):
+        bad += _unread_in_target(m["processor"]["tokenizer"], "model.processor.tokenizer")
+    bad += _extra(m["activation_checkpointing"], AC, "model.activation_checkpointing")
+    for name, numbers in c["recipe"].items():
+        bad += _extra(numbers, set(RECIPE_STAGE_KEYS) | set(RECIPE_DATA_KEYS), f"recipe.{name}")
+    s = c["stage"]
+    if "chain" in s:
+        bad += _extra(s, CHAIN, "stage")
+    else:
+        bad += _extra(s, STAGE, "stage") + _extra(s["data"], STAGE_DATA, "stage.data")
+    data = dict(c["data"])
+    data.pop("mixture", None)  # read by stage_settings
+    bad += _unread_in_target(data, "data")
+    bad += _unread_in_target(c["trainer"], "trainer")
+    for group in ("logger", "callbacks"):
+        for name, node in (c.get(group) or {}).items():
+            bad += _unread_in_target(node, f"{group}.{name}")
+    bad += _extra(c.get("fsdp") or {}, FSDP, "fsdp")
+    return bad
+
+
+def _options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def _compose(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+CASES = ([f"model={o}" for o in _options("model")] + [f"stage={o}" for o in _options("stage")]
+         + [f"trainer={o}" for o in _options("trainer")] + [f"data={o}" for o in _options("data")]
+         + [f"logger={o}" for o in _options("logger")] + [f"experiment={o}" for o in _options("experiment")])
+
+
+@pytest.mark.parametrize("override", CASES)
+def test_every_config_key_is_read_by_code(override):
+    assert unread_keys(_compose([override])) == []
+
+
+def test_an_unread_key_is_found():
+    cfg = _compose(["+stage.betas=[0.9,0.95]", "+trainer.max_step=3", "+data.shufle_buffer=1",
+                    "+model.spec.visual_vocab=3", "+callbacks.checkpoint.every=2", "+recipe.s3.warmup=0.1"])
+    assert sorted(unread_keys(cfg)) == ["callbacks.checkpoint.every", "data.shufle_buffer", "model.spec.visual_vocab",
+                                        "recipe.s3.warmup", "stage.betas", "trainer.max_step"]
