@@ -7,7 +7,8 @@
 `--config ovis25` (native resolution, 8 images of 8 sizes; shapes, batch and models in `ovis25_step.py`, which says
 how to make the original importable) measures ovis-lit against the original Ovis2.5 code run with the CPU flash-attn
 stand-in, both loading one checkpoint; its rows are the original and ovis-lit without checkpointing and with
-`{vision: full, llm: selective}`, and the ratios are to the original.
+`{vision: full, llm: selective}` (`--original-checkpointing` adds the original with its trainer's gradient
+checkpointing), and the ratios are to the original without checkpointing.
 
 Each measurement runs in a fresh subprocess so peak RSS belongs to one model only. Memory is reported twice: peak RSS
 (the process, including freed memory that glibc keeps resident) and the peak of glibc's heap in use (what the model
@@ -281,6 +282,8 @@ def main_ovis25(args) -> None:
         configs = [("ovis-lit", v, "none", "none"), ("ovis-lit", v, "full", "selective")]
         if args.original_path:
             configs.insert(0, ("original", v, "none", "none"))
+            if args.original_checkpointing:
+                configs.insert(1, ("original", v, "full", "full"))
 
         def measure(which, vocab, vision, llm):
             if which == "original":
@@ -300,6 +303,8 @@ def main() -> None:
                     help="ovis2: vs transformers' Ovis2 port; ovis25: native resolution vs the original Ovis2.5 code")
     ap.add_argument("--original-path", default=None, help="ovis25: PYTHONPATH for the original (see ovis25_step.py)")
     ap.add_argument("--original-python", default=sys.executable, help="ovis25: interpreter for the original")
+    ap.add_argument("--original-checkpointing", action="store_true",
+                    help="ovis25: also the original with its trainer's gradient checkpointing (every layer, full)")
     ap.add_argument("--worker", choices=["ovis-lit", "port", "original"])
     ap.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--vocab", type=int, default=16384)
