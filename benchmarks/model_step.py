@@ -232,7 +232,12 @@ def run(which: str, vocab: int, steps: int, vision: str = "none", llm: str = "no
 def medians(configs: list[tuple], repeats: int, measure) -> list[dict]:
     """Each configuration's figures as medians over `repeats` processes, run round-robin so that a slow spell on
     the machine does not land on one model only."""
-    runs = [[measure(*c) for c in configs] for _ in range(repeats)]
+    def one(config):
+        result = measure(*config)
+        print("# " + json.dumps(result), file=sys.stderr, flush=True)  # each process as it ends: a long run's record
+        return result
+
+    runs = [[one(c) for c in configs] for _ in range(repeats)]
     rows = []
     for i in range(len(configs)):
         samples = [rep[i] for rep in runs]
@@ -311,6 +316,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1, help="processes per configuration (round-robin)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--rows", default="all", choices=["all", "issue"],
+                    help="ovis2: all rows, or only the port and ovis-lit with none and {vision: full, llm: selective}")
     modes = ["none", "selective", "full"]
     ap.add_argument("--vision-checkpointing", choices=modes, default="none", help="worker: per ViT layer")
     ap.add_argument("--llm-checkpointing", choices=modes, default="none", help="worker: per LLM layer")
@@ -330,6 +337,9 @@ def main() -> None:
     configs += [("ovis-lit", v, *c) for c in
                 (("none", "none"), ("selective", "selective"), ("full", "selective"), ("full", "full"))]
     configs += [("ovis-lit", 65536, c, c) for c in ("none", "selective", "full")]
+    if args.rows == "issue":  # the goal's rows, for a quicker side-by-side measurement
+        configs = [c for c in configs if c in {("port", v, "none", "none"), ("ovis-lit", v, "none", "none"),
+                                               ("ovis-lit", v, "full", "selective")}]
     rows = medians(configs, args.repeats, lambda which, vocab, vision, llm: run(which, vocab, args.steps, vision, llm))
     report(rows, rows[0], f"the port without checkpointing (V={v})")
 
