@@ -2,6 +2,13 @@
 
     python benchmarks/model_step.py            # the issue's config, both models, then ovis-lit at V = 65,536
     python benchmarks/model_step.py --profile  # where ovis-lit's step time goes
+    python benchmarks/model_step.py --config ovis25 --original-path PATH  # Ovis2.5 vs the original Ovis2.5 code
+
+`--config ovis25` (native resolution, 8 images of 8 sizes; shapes, batch and models in `ovis25_step.py`, which says
+how to make the original importable) measures ovis-lit against the original Ovis2.5 code run with the CPU flash-attn
+stand-in, both loading one checkpoint; its rows are the original and ovis-lit without checkpointing and with
+`{vision: full, llm: selective}` (`--original-checkpointing` adds the original with its trainer's gradient
+checkpointing), and the ratios are to the original without checkpointing.
 
 Each measurement runs in a fresh subprocess so peak RSS belongs to one model only. Memory is reported twice: peak RSS
 (the process, including freed memory that glibc keeps resident) and the peak of glibc's heap in use (what the model
@@ -22,7 +29,9 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -154,14 +163,25 @@ def _port(vocab: int, vision: str = "none", llm: str = "none"):
     return model, lambda: model(input_ids=input_ids, attention_mask=mask, labels=labels, pixel_values=pixel_values).loss
 
 
-def worker(which: str, vocab: int, steps: int, profile: bool, vision: str = "none", llm: str = "none") -> dict:
+def _build(which: str, vocab: int, vision: str, llm: str, checkpoint: str | None):
+    """(model, step) of one row: ovis-lit or the port (Ovis2 config), ovis-lit or the original (Ovis2.5 config, from
+    the checkpoint the parent wrote)."""
+    if checkpoint is not None:
+        import ovis25_step
+
+        return (ovis25_step.ovis_lit if which == "ovis-lit" else ovis25_step.original)(checkpoint, vision, llm)
+    if which == "port" and (vision != llm or vision == "selective"):
+        raise ValueError("the port has transformers' own checkpointing only: none or full for both")
+    return (_ovis_lit if which == "ovis-lit" else _port)(vocab, vision, llm)
+
+
+def worker(which: str, vocab: int, steps: int, profile: bool, vision: str = "none", llm: str = "none",
+           checkpoint: str | None = None) -> dict:
     import torch
 
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    if which == "port" and (vision != llm or vision == "selective"):
-        raise ValueError("the port has transformers' own checkpointing only: none or full for both")
-    model, step = (_ovis_lit if which == "ovis-lit" else _port)(vocab, vision, llm)
+    model, step = _build(which, vocab, vision, llm, checkpoint)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     rss_model = _rss_mb()
@@ -197,27 +217,119 @@ def _label(vision: str, llm: str) -> str:
     return vision if vision == llm else f"vit {vision}, llm {llm}"
 
 
-def run(which: str, vocab: int, steps: int, vision: str = "none", llm: str = "none") -> dict:
-    cmd = [sys.executable, __file__, "--worker", which, "--vocab", str(vocab), "--steps", str(steps),
+def run(which: str, vocab: int, steps: int, vision: str = "none", llm: str = "none", checkpoint: str | None = None,
+        python: str = sys.executable, pythonpath: str | None = None) -> dict:
+    """One row in a fresh process (its own peak RSS); `python`/`pythonpath` let the original run in its own stack."""
+    cmd = [python, __file__, "--worker", which, "--vocab", str(vocab), "--steps", str(steps),
            "--vision-checkpointing", vision, "--llm-checkpointing", llm]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    if checkpoint is not None:
+        cmd += ["--checkpoint", checkpoint]
+    env = dict(os.environ) if pythonpath is None else {**os.environ, "PYTHONPATH": pythonpath}
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        sys.exit(f"{which} ({_label(vision, llm)}) failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def medians(configs: list[tuple], repeats: int, measure) -> list[dict]:
+    """Each configuration's figures as medians over `repeats` processes, run round-robin so that a slow spell on
+    the machine does not land on one model only."""
+    def one(config):
+        result = measure(*config)
+        print("# " + json.dumps(result), file=sys.stderr, flush=True)  # each process as it ends: a long run's record
+        return result
+
+    runs = [[one(c) for c in configs] for _ in range(repeats)]
+    rows = []
+    for i in range(len(configs)):
+        samples = [rep[i] for rep in runs]
+        row = dict(samples[0])
+        for key in ("step_s", "peak_rss_mb", "rss_after_build_mb", "peak_heap_in_use_mb"):
+            values = [s[key] for s in samples if s[key] is not None]
+            row[key] = statistics.median(values) if values else None
+        row["losses"] = sorted({s["loss"] for s in samples})
+        rows.append(row)
+    return rows
+
+
+def _mb(x) -> str:
+    return "n/a" if x is None else f"{x:.0f}"
+
+
+def report(rows: list[dict], reference: dict, against: str) -> None:
+    """The table, then each ovis-lit row's ratios to `reference` (the goal: at most 0.6x time and peak RSS)."""
+    print(f"{'model':9} {'checkpointing':22} {'V':>6} {'params':>8} {'step s':>7} {'peak RSS MB':>12} "
+          f"{'peak-build MB':>14} {'heap in use MB':>15} {'loss':>9}")
+    for r in rows:
+        print(f"{r['model']:9} {r['checkpointing']:22} {r['vocab']:>6} {r['params_M']:>7.1f}M {r['step_s']:>7.2f} "
+              f"{r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] - r['rss_after_build_mb']:>14.0f} "
+              f"{_mb(r['peak_heap_in_use_mb']):>15} {r['loss']:>9.6f}")
+    print(f"\nratios to {against} (goal: <= 0.6x time and peak RSS):")
+    ref_above = reference["peak_rss_mb"] - reference["rss_after_build_mb"]
+    for r in rows:
+        if r["model"] != "ovis-lit" or r["vocab"] != reference["vocab"]:
+            continue
+        above = (r["peak_rss_mb"] - r["rss_after_build_mb"]) / ref_above
+        heap = ""
+        if r["peak_heap_in_use_mb"] is not None and reference["peak_heap_in_use_mb"] is not None:
+            heap = f", heap in use {r['peak_heap_in_use_mb'] / reference['peak_heap_in_use_mb']:.2f}x"
+        print(f"  ovis-lit, checkpointing {r['checkpointing']:22} time {r['step_s'] / reference['step_s']:.2f}x, "
+              f"peak RSS {r['peak_rss_mb'] / reference['peak_rss_mb']:.2f}x, peak above the built model {above:.2f}x"
+              f"{heap}; loss difference {abs(r['loss'] - reference['loss']):.1e}")
+    print("(peak RSS counts freed memory that glibc keeps resident; heap in use is what the allocator has handed out,"
+          " sampled after every op of one extra step)")
+
+
+def main_ovis25(args) -> None:
+    import ovis25_step
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ovis25_step.write_checkpoint(Path(tmp))
+        v = ovis25_step.VISUAL_VOCAB
+        configs = [("ovis-lit", v, "none", "none"), ("ovis-lit", v, "full", "selective")]
+        if args.original_path:
+            configs.insert(0, ("original", v, "none", "none"))
+            if args.original_checkpointing:
+                configs.insert(1, ("original", v, "full", "full"))
+
+        def measure(which, vocab, vision, llm):
+            if which == "original":
+                return run(which, vocab, args.steps, vision, llm, tmp, args.original_python, args.original_path)
+            return run(which, vocab, args.steps, vision, llm, tmp)
+
+        rows = medians(configs, args.repeats, measure)
+    if args.original_path:
+        report(rows, rows[0], "the original Ovis2.5 code")
+    else:
+        report(rows, rows[0], "ovis-lit without checkpointing")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--worker", choices=["ovis-lit", "port"])
+    ap.add_argument("--config", choices=["ovis2", "ovis25"], default="ovis2",
+                    help="ovis2: vs transformers' Ovis2 port; ovis25: native resolution vs the original Ovis2.5 code")
+    ap.add_argument("--original-path", default=None, help="ovis25: PYTHONPATH for the original (see ovis25_step.py)")
+    ap.add_argument("--original-python", default=sys.executable, help="ovis25: interpreter for the original")
+    ap.add_argument("--original-checkpointing", action="store_true",
+                    help="ovis25: also the original with its trainer's gradient checkpointing (every layer, full)")
+    ap.add_argument("--worker", choices=["ovis-lit", "port", "original"])
+    ap.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--vocab", type=int, default=16384)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=1, help="processes per configuration (round-robin)")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--rows", default="all", choices=["all", "issue"],
+                    help="ovis2: all rows, or only the port and ovis-lit with none and {vision: full, llm: selective}")
     modes = ["none", "selective", "full"]
     ap.add_argument("--vision-checkpointing", choices=modes, default="none", help="worker: per ViT layer")
     ap.add_argument("--llm-checkpointing", choices=modes, default="none", help="worker: per LLM layer")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.vocab, args.steps, args.profile, args.vision_checkpointing,
-                                args.llm_checkpointing)))
+                                args.llm_checkpointing, args.checkpoint)))
+        return
+    if args.config == "ovis25":
+        main_ovis25(args)
         return
     if args.profile:
         worker("ovis-lit", args.vocab, 1, True, args.vision_checkpointing, args.llm_checkpointing)
@@ -227,40 +339,11 @@ def main() -> None:
     configs += [("ovis-lit", v, *c) for c in
                 (("none", "none"), ("selective", "selective"), ("full", "selective"), ("full", "full"))]
     configs += [("ovis-lit", 65536, c, c) for c in ("none", "selective", "full")]
-    # Round-robin repeats: each configuration's figures are the medians over its processes, so a slow spell on
-    # the machine does not land on one model only.
-    runs = [[run(which, vocab, args.steps, vision, llm) for which, vocab, vision, llm in configs]
-            for _ in range(args.repeats)]
-    rows = []
-    for i in range(len(configs)):
-        samples = [rep[i] for rep in runs]
-        row = dict(samples[0])
-        for key in ("step_s", "peak_rss_mb", "rss_after_build_mb", "peak_heap_in_use_mb"):
-            values = [s[key] for s in samples if s[key] is not None]
-            row[key] = statistics.median(values) if values else None
-        rows.append(row)
-    port, ours = rows[0], rows[2:6]
-
-    def mb(x):
-        return "n/a" if x is None else f"{x:.0f}"
-
-    print(f"{'model':9} {'checkpointing':22} {'V':>6} {'params':>8} {'step s':>7} {'peak RSS MB':>12} "
-          f"{'peak-build MB':>14} {'heap in use MB':>15} {'loss':>7}")
-    for r in rows:
-        print(f"{r['model']:9} {r['checkpointing']:22} {r['vocab']:>6} {r['params_M']:>7.1f}M {r['step_s']:>7.2f} "
-              f"{r['peak_rss_mb']:>12.0f} {r['peak_rss_mb'] - r['rss_after_build_mb']:>14.0f} "
-              f"{mb(r['peak_heap_in_use_mb']):>15} {r['loss']:>7.3f}")
-    print(f"\nratios to the port without checkpointing (V={v}; goal: <= 0.6x time and peak RSS):")
-    port_above = port["peak_rss_mb"] - port["rss_after_build_mb"]
-    for r in ours:
-        above = (r["peak_rss_mb"] - r["rss_after_build_mb"]) / port_above
-        heap = ""
-        if r["peak_heap_in_use_mb"] is not None and port["peak_heap_in_use_mb"] is not None:
-            heap = f", heap in use {r['peak_heap_in_use_mb'] / port['peak_heap_in_use_mb']:.2f}x"
-        print(f"  ovis-lit, checkpointing {r['checkpointing']:22} time {r['step_s'] / port['step_s']:.2f}x, "
-              f"peak RSS {r['peak_rss_mb'] / port['peak_rss_mb']:.2f}x, peak above the built model {above:.2f}x{heap}")
-    print("(peak RSS counts freed memory that glibc keeps resident; heap in use is what the allocator has handed out,"
-          " sampled after every op of one extra step)")
+    if args.rows == "issue":  # the goal's rows, for a quicker side-by-side measurement
+        configs = [c for c in configs if c in {("port", v, "none", "none"), ("ovis-lit", v, "none", "none"),
+                                               ("ovis-lit", v, "full", "selective")}]
+    rows = medians(configs, args.repeats, lambda which, vocab, vision, llm: run(which, vocab, args.steps, vision, llm))
+    report(rows, rows[0], f"the port without checkpointing (V={v})")
 
 
 if __name__ == "__main__":

@@ -1,38 +1,33 @@
-"""Ovis2.5 training step (forward + backward) at native resolution: ovis-lit vs the original Ovis2.5 code.
+"""The Ovis2.5 configuration of `benchmarks/model_step.py`: native resolution, images of mixed sizes, ovis-lit vs the
+original Ovis2.5 code. It holds the shapes, the batch and the two models; model_step.py measures them.
 
-    python benchmarks/ovis25_step.py                                  # ovis-lit only
-    python benchmarks/ovis25_step.py --original-path /src/Ovis:/stubs  # also the original, run from that PYTHONPATH
+    python benchmarks/model_step.py --config ovis25                                 # ovis-lit only
+    python benchmarks/model_step.py --config ovis25 --original-path PATH [--original-python PY]  # and the original
 
 The original needs transformers 4.51 and flash-attn; on a CPU put `benchmarks/original_stubs` (a `deepspeed` stub:
 the original imports it at module load and uses none of it without ZeRO), `../shared/reference/flash_attn_cpu` (the
 CPU stand-in of flash-attn that made the reference fixture), a transformers 4.51.3 install (`pip install --no-deps
---target DIR transformers==4.51.3 tokenizers==0.21.1 huggingface_hub==0.30.2`) and the original repository's root
-on `--original-path`, e.g. `benchmarks/original_stubs:../shared/reference/flash_attn_cpu:DIR:/src/Ovis`. Both load the same random checkpoint,
+--target DIR transformers==4.51.3 tokenizers==0.21.1 huggingface_hub==0.30.2`, or a venv's site-packages) and the
+original repository's root on `--original-path`, e.g.
+`benchmarks/original_stubs:../shared/reference/flash_attn_cpu:DIR:/src/Ovis`. Both load the same random checkpoint,
 written by ovis-lit in the original layout, and take the same batch: 8 images of 8 different native sizes (16 to
-192 visual tokens each), 40 text tokens per sample with labels on the last 10. Each side runs in its own
-subprocess: peak RSS belongs to one model. Config: NaViT 4 layers (3 windowed, 1 full), hidden 256, MLP 1024,
-4 heads, patch 16, hidden_stride 2, window 112 px; V = 16,384; Qwen3-style LLM 4 layers, hidden 512, MLP 1536,
-8 heads, 4 KV heads, vocab 32,000, untied; fp32, 2 threads.
+192 visual tokens each, 861 in all), 40 text tokens per sample with labels on the last 10. Config: NaViT 4 layers
+(3 windowed, 1 full), hidden 256, MLP 1024, 4 heads, patch 16, hidden_stride 2, window 112 px; V = 16,384;
+Qwen3-style LLM 4 layers, hidden 512, MLP 1536, 8 heads, 4 KV heads, vocab 32,000, untied; fp32, 2 threads.
 
-Measured (2 shared CPU cores, original at GitHub AIDC-AI/Ovis 4de4946; median of 3 steps): ovis-lit 16.5 s,
-peak RSS 1729 MB (the step adds 1098 MB); original 53.2 s, 2484 MB (adds 1852 MB): time 0.31x, peak RSS 0.70x,
-step memory 0.59x; the two losses are equal.
+Measured (`--repeats 3 --steps 1`, medians, original from GitHub AIDC-AI/Ovis main, 2 CPU cores shared with other
+work, load average 7-8): original 115 s, peak RSS 2344 MB, heap in use 1695 MB; ovis-lit without checkpointing
+0.31x time, 0.67x peak RSS (0.51x heap); with `{vision: full, llm: selective}` 0.42x time, 0.56x peak RSS (0.33x
+heap); equal losses. Where the memory goes (ovis-lit, no checkpointing): the NaViT's saved activations ~215 MB,
+the visual head and its softmax [861, 16384] ~110 MB, the LLM's ~300 MB; the peak is at the end of the LLM forward.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import resource
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "ovis25-reference-tiny" / "checkpoint"  # its tokenizer and image processor
 
@@ -46,7 +41,8 @@ LLM = {"model_type": "qwen3", "vocab_size": TEXT_VOCAB, "hidden_size": 512, "int
        "max_position_embeddings": 4096, "tie_word_embeddings": False, "pad_token_id": 0, "eos_token_id": 2}
 
 
-def _batch():
+def batch():
+    """(input_ids, attention_mask, labels, packed patches, grid_thws): one image per sample, right-padded."""
     import torch
 
     g = torch.Generator().manual_seed(0)
@@ -68,6 +64,7 @@ def _batch():
 
 
 def write_checkpoint(directory: Path) -> None:
+    """A random model of this config, exported by ovis-lit in the original Ovis2.5 layout."""
     import torch
 
     sys.path.insert(0, str(REPO))
@@ -85,76 +82,27 @@ def write_checkpoint(directory: Path) -> None:
     export_ovis25(model, processor, directory)
 
 
-def measure(side: str, directory: str, steps: int) -> dict:
+def ovis_lit(directory: str, vision: str = "none", llm: str = "none"):
+    """(model, step) with ovis-lit's training forward; `step()` returns the loss."""
+    sys.path.insert(0, str(REPO))
+    from ovis_lit.interop.ovis25 import load_ovis25
+
+    model, _ = load_ovis25(directory)
+    model.set_activation_checkpointing(vision=vision, llm=llm)
+    input_ids, mask, labels, pixel_values, grid_thws = batch()
+    return model, lambda: model(input_ids, mask, labels, pixel_values, grid_thws=grid_thws).loss
+
+
+def original(directory: str, vision: str = "none", llm: str = "none"):
+    """(model, step) with the original Ovis2.5 code (importable from PYTHONPATH, see the module docstring)."""
     import torch
+    from ovis.model.modeling_ovis import Ovis
 
-    torch.set_num_threads(2)
-    input_ids, mask, labels, pixel_values, grid_thws = _batch()
-    if side == "ours":
-        sys.path.insert(0, str(REPO))
-        from ovis_lit.interop.ovis25 import load_ovis25
-
-        model, _ = load_ovis25(directory)
-        model.train()
-
-        def step():
-            return model(input_ids, mask, labels, pixel_values, grid_thws=grid_thws).loss
-    else:
-        from ovis.model.modeling_ovis import Ovis
-
-        model = Ovis.from_pretrained(directory, torch_dtype=torch.float32, trust_remote_code=False).train()
-
-        def step():
-            return model(input_ids=input_ids, attention_mask=mask, pixel_values=pixel_values, grid_thws=grid_thws,
-                         labels=labels).loss
-
-    loaded_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    times, loss = [], None
-    for i in range(steps + 1):  # the first step warms up
-        model.zero_grad(set_to_none=True)
-        start = time.perf_counter()
-        loss = step()
-        loss.backward()
-        if i:
-            times.append(time.perf_counter() - start)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"side": side, "step_s": statistics.median(times), "loss": loss.item(), "peak_rss_mb": peak_mb,
-            "step_rss_mb": peak_mb - loaded_mb}
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--original-path", default=None, help="PYTHONPATH for the original code (see docstring)")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--run", nargs=2, metavar=("SIDE", "DIR"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.run:
-        print(json.dumps(measure(args.run[0], args.run[1], args.steps)))
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        write_checkpoint(Path(tmp))
-        sides = [("ours", {"PYTHONPATH": str(REPO)})]
-        if args.original_path:
-            sides.append(("original", {"PYTHONPATH": args.original_path}))
-        results = {}
-        for side, env in sides:
-            out = subprocess.run(
-                [sys.executable, __file__, "--run", side, tmp, "--steps", str(args.steps)],
-                env={**os.environ, **env}, capture_output=True, text=True, check=False,
-            )
-            if out.returncode:
-                sys.exit(f"{side} failed:\n{out.stderr[-3000:]}")
-            results[side] = json.loads(out.stdout.strip().splitlines()[-1])
-            r = results[side]
-            print(f"{side:9s} step {r['step_s']:.3f} s  peak RSS {r['peak_rss_mb']:.0f} MB "
-                  f"(step adds {r['step_rss_mb']:.0f} MB)  loss {r['loss']:.6f}")
-        if "original" in results:
-            ours, theirs = results["ours"], results["original"]
-            print(f"ratio ours/original: time {ours['step_s'] / theirs['step_s']:.2f}, "
-                  f"peak RSS {ours['peak_rss_mb'] / theirs['peak_rss_mb']:.2f}, "
-                  f"step RSS {ours['step_rss_mb'] / max(theirs['step_rss_mb'], 1e-9):.2f}; "
-                  f"loss difference {abs(ours['loss'] - theirs['loss']):.2e}")
-
-
-if __name__ == "__main__":
-    main()
+    if (vision, llm) not in (("none", "none"), ("full", "full")):
+        raise ValueError("the original has transformers' own checkpointing only: none or full for both")
+    model = Ovis.from_pretrained(directory, torch_dtype=torch.float32, trust_remote_code=False)
+    if vision == "full":  # what its trainer does with `--gradient_checkpointing` (ovis/train/arguments.py)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    input_ids, mask, labels, pixel_values, grid_thws = batch()
+    return model, lambda: model(input_ids=input_ids, attention_mask=mask, pixel_values=pixel_values,
+                                grid_thws=grid_thws, labels=labels).loss

@@ -208,6 +208,35 @@ def test_activation_checkpointing_keeps_the_gradients(tensors25, mode):
     assert max((grads[0][k] - grads[1][k]).abs().max().item() for k in grads[0]) <= 1e-6
 
 
+def test_vit_checkpointing_keeps_only_layer_inputs(tensors25):
+    """`set_activation_checkpointing(vision="full")` reaches the NaViT's layers: the forward keeps for backward only
+    what lies outside them (the gradient test above would also pass if the mode were silently ignored). The NaViT's
+    saved activations are most of the Ovis2.5 step's memory after the LLM's (`benchmarks/model_step.py --config
+    ovis25`)."""
+    from ovis_lit.interop.ovis25 import load_ovis25
+
+    model, _ = load_ovis25(FIXTURE25 / "checkpoint")
+    vit = model.train().visual_tokenizer.backbone
+    pixel_values, grids = tensors25["forward.batch.pixel_values"], tensors25["forward.batch.grid_thws"]
+
+    def saved_bytes(mode: str) -> int:
+        model.set_activation_checkpointing(vision=mode)
+        total = 0
+
+        def pack(t):
+            nonlocal total
+            total += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            vit(pixel_values.requires_grad_(), grids)
+        return total
+
+    plain, full = saved_bytes("none"), saved_bytes("full")
+    # per layer a full checkpoint keeps its input (and the shared rotary tables), not ~20 activations
+    assert full * 4 < plain, (full, plain)
+
+
 def test_evaluation_loads_and_answers_with_an_ovis25_export(ovis25, tmp_path):
     from PIL import Image
 
