@@ -22,7 +22,7 @@ from .native_resolution import (
     NATIVE_VIDEO_START_ID,
     NativeResolutionPreprocessor,
 )
-from .processor import PREPROCESSOR_FILE
+from .processor import PREPROCESSOR_FILE, pad_ids
 from .tokenizer import load_tokenizer
 
 
@@ -115,21 +115,8 @@ class NativeOvisProcessor:
     # ------------------------------------------------------------------------------------------------ batches
     def collate(self, samples: list[NativeSample], padding_side: str = "right") -> dict[str, torch.Tensor]:
         """Pad to the longest sample; patches and grids are concatenated in sample order."""
-        longest = max(len(s.input_ids) for s in samples)
-        batch = len(samples)
-        input_ids = torch.full((batch, longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch, longest), IGNORE_ID, dtype=torch.long)
-        attention_mask = torch.zeros((batch, longest), dtype=torch.long)
-        for i, s in enumerate(samples):
-            n = len(s.input_ids)
-            span = slice(0, n) if padding_side == "right" else slice(longest - n, longest)
-            input_ids[i, span] = torch.tensor(s.input_ids, dtype=torch.long)
-            labels[i, span] = torch.tensor(s.labels, dtype=torch.long)
-            attention_mask[i, span] = 1
         return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": labels,
+            **pad_ids(samples, self.pad_token_id, padding_side),
             "pixel_values": torch.cat([s.pixel_values for s in samples]),
             "grid_thws": torch.cat([s.grid_thws for s in samples]),
         }

@@ -106,23 +106,8 @@ class OvisProcessor:
     def collate(self, samples: list[Sample], padding_side: str = "right") -> dict[str, torch.Tensor]:
         """Pad to the longest sample; crops are concatenated in sample order. Training pads on the right;
         generation needs `padding_side="left"` (every prompt ends at the last column)."""
-        longest = max(len(s.input_ids) for s in samples)
-        batch = len(samples)
-        input_ids = torch.full((batch, longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((batch, longest), IGNORE_ID, dtype=torch.long)
-        attention_mask = torch.zeros((batch, longest), dtype=torch.long)
-        for i, s in enumerate(samples):
-            n = len(s.input_ids)
-            span = slice(0, n) if padding_side == "right" else slice(longest - n, longest)
-            input_ids[i, span] = torch.tensor(s.input_ids, dtype=torch.long)
-            labels[i, span] = torch.tensor(s.labels, dtype=torch.long)
-            attention_mask[i, span] = 1
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": labels,
-            "pixel_values": torch.cat([s.pixel_values for s in samples]),
-        }
+        return {**pad_ids(samples, self.pad_token_id, padding_side),
+                "pixel_values": torch.cat([s.pixel_values for s in samples])}
 
     # ----------------------------------------------------------------------------------------------------- I/O
     def save_pretrained(self, directory: str | Path, image_processor_class: str = "SiglipImageProcessor") -> None:
@@ -140,6 +125,25 @@ class OvisProcessor:
                         **kwargs)
         processor.tokenizer_source = directory  # exports copy the original tokenizer files from here
         return processor
+
+
+def pad_ids(samples: list, pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask and labels of `samples` (each with `.input_ids` and `.labels`), padded to the longest
+    on `padding_side` with the pad id, 0 and IGNORE_ID."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    longest = max(len(s.input_ids) for s in samples)
+    batch = len(samples)
+    input_ids = torch.full((batch, longest), pad_token_id, dtype=torch.long)
+    labels = torch.full((batch, longest), IGNORE_ID, dtype=torch.long)
+    attention_mask = torch.zeros((batch, longest), dtype=torch.long)
+    for i, s in enumerate(samples):
+        n = len(s.input_ids)
+        span = slice(0, n) if padding_side == "right" else slice(longest - n, longest)
+        input_ids[i, span] = torch.tensor(s.input_ids, dtype=torch.long)
+        labels[i, span] = torch.tensor(s.labels, dtype=torch.long)
+        attention_mask[i, span] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 def save_image_preprocessor(pp: ImagePreprocessor, directory: Path, image_processor_class: str) -> None:
