@@ -504,6 +504,12 @@ def check_native(model, fixture: Path, report: Report):
     model.eval()
     _disable_eos(model)
     pad = model.text_tokenizer.pad_token_id
+
+    def greedy(ids, pixels, grids, n):
+        with torch.inference_mode():
+            return model.generate(ids, pixel_values=pixels, grid_thws=grids, max_new_tokens=n, do_sample=False,
+                                  pad_token_id=pad, use_cache=True)
+
     alone = {}
     for key, sample in expected["generate"].items():
         if key == "batched_left_padded":
@@ -517,16 +523,7 @@ def check_native(model, fixture: Path, report: Report):
         report.same(f"generate {key}: prompt", prompt, sample["prompt"])
         report.same(f"generate {key}: input_ids", ids[0].tolist(), sample["input_ids"])
         n = len(sample["new_token_ids"])
-        with torch.inference_mode():
-            new = model.generate(
-                ids,
-                pixel_values=pixels,
-                grid_thws=grids,
-                max_new_tokens=n,
-                do_sample=False,
-                pad_token_id=pad,
-                use_cache=True,
-            )
+        new = greedy(ids, pixels, grids, n)
         report.same(f"generate {key}: {n} greedy tokens", new[0, -n:].tolist(), sample["new_token_ids"])
         alone[key] = (ids[0], pixels, grids)
 
@@ -541,16 +538,7 @@ def check_native(model, fixture: Path, report: Report):
         pixels = torch.cat([alone[k][1] for k in present]) if present else None
         grids = torch.cat([alone[k][2] for k in present]) if present else None
         n = len(batched["new_token_ids"][0])
-        with torch.inference_mode():
-            new = model.generate(
-                ids,
-                pixel_values=pixels,
-                grid_thws=grids,
-                max_new_tokens=n,
-                do_sample=False,
-                pad_token_id=pad,
-                use_cache=True,
-            )
+        new = greedy(ids, pixels, grids, n)
         report.same(f"generate {'+'.join(keys)} left-padded batch", new[:, -n:].tolist(), batched["new_token_ids"])
 
 

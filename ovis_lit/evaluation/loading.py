@@ -18,44 +18,42 @@ import torch
 from omegaconf import OmegaConf
 
 from ..interop.consolidate import is_sharded_checkpoint, load_sharded_model, read_sharded_meta
-from ..interop.original import load_original, original_tokens_per_crop, read_original_config
+from ..interop.original import (
+    chat_format_of,
+    has_tokenizer,
+    is_ovis25_dir,
+    load_original,
+    original_tokens_per_crop,
+    read_original_config,
+)
 from ..model.build import as_dtype
 from ..model.ovis import OvisModel
-from ..processing.conversation import FORMAT_BY_CLASS
 from ..processing.processor import OvisProcessor
 from ..training.checkpoints import lightning_model_state, load_model_state, read_lightning_checkpoint
 from ..training.module import build_model
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json")
 HYDRA_SEARCH_DEPTH = 4  # run/stageN/checkpoints/last.ckpt: the run's .hydra is up to 3 levels above the file
-
-
-def has_tokenizer(directory: Path) -> bool:
-    return any((directory / name).is_file() for name in TOKENIZER_MARKERS)
 
 
 def processor_from_ovis_dir(directory: str | Path) -> OvisProcessor:
     """The processor of an Ovis-layout directory (export or original): tokenizer files + config.json's format."""
     directory = Path(directory)
-    config_path = directory / "config.json"
-    if config_path.is_file() and "vit_config" in json.loads(config_path.read_text()):  # Ovis2.5 layout
+    native = is_ovis25_dir(directory)  # native resolution
+    if native:
         from ..interop.ovis25 import read_ovis25_config
         from ..processing.native_processor import NativeOvisProcessor
 
         config = read_ovis25_config(directory)
-        if not has_tokenizer(directory):
-            raise FileNotFoundError(f"{directory} has no tokenizer files")
-        formatter = FORMAT_BY_CLASS[config["conversation_formatter_class"]].name
-        return NativeOvisProcessor.from_pretrained(directory, formatter, config["vit_config"])
-    config = read_original_config(directory)
-    formatter = config.get("conversation_formatter_class")
-    if formatter not in FORMAT_BY_CLASS:
-        raise ValueError(f"{directory}: unknown conversation_formatter_class {formatter!r}")
+    else:
+        config = read_original_config(directory)
+    chat_format = chat_format_of(config, directory)
     if not has_tokenizer(directory):
         raise FileNotFoundError(f"{directory} has no tokenizer files")
-    return OvisProcessor.from_pretrained(directory, FORMAT_BY_CLASS[formatter].name, original_tokens_per_crop(config))
+    if native:
+        return NativeOvisProcessor.from_pretrained(directory, chat_format, config["vit_config"])
+    return OvisProcessor.from_pretrained(directory, chat_format, original_tokens_per_crop(config))
 
 
 def _hydra_config(checkpoint: Path) -> Path | None:

@@ -31,7 +31,7 @@ from ..model.ovis import OvisModel
 from ..model.vision import FAMILIES
 from ..processing.processor import PREPROCESSOR_FILE, OvisProcessor
 from .local_files import read_json_file
-from .original import load_llm, _load_tensors, _quiet_transformers, _visual_parts, _weight_files, _write_tokenizer
+from .original import has_tokenizer, load_llm, _load_tensors, _quiet_transformers, _visual_parts, _weight_files, _write_tokenizer
 
 MODEL_TYPE = "ovis2"
 VISION = "model.vision_tower."
@@ -118,7 +118,7 @@ def load_hf_ovis2(
     model = OvisModel(visual_tokenizer, vte, llm)
 
     processor = None
-    if (directory / "tokenizer_config.json").is_file() or (directory / "tokenizer.json").is_file():
+    if has_tokenizer(directory):
         processor = OvisProcessor.from_pretrained(directory, "qwen", model.visual_tokenizer.tokens_per_crop())
     return model, processor
 

@@ -247,7 +247,7 @@ def original_skeleton(
     """The model an original Ovis checkpoint directory describes, on the meta device (no weights read): what the
     ranks other than 0 build under FSDP before rank 0's weights reach their shards."""
     directory = Path(directory)
-    if _is_ovis25(directory):
+    if is_ovis25_dir(directory):
         from .ovis25 import ovis25_skeleton
 
         return ovis25_skeleton(directory, dtype, attn_implementation)
@@ -273,7 +273,7 @@ def load_original(
 ) -> tuple[OvisModel, OvisProcessor | None]:
     """An original Ovis checkpoint directory -> (OvisModel, OvisProcessor or None when it has no tokenizer)."""
     directory = Path(directory)
-    if _is_ovis25(directory):  # the Ovis2.5 layout has its own module
+    if is_ovis25_dir(directory):  # the Ovis2.5 layout has its own module
         from .ovis25 import load_ovis25
 
         return load_ovis25(directory, dtype, attn_implementation)
@@ -308,19 +308,29 @@ def load_original(
     model.original_config = config  # kept so an export writes the same config fields back
 
     processor = None
-    if (directory / "tokenizer_config.json").is_file() or (directory / "tokenizer.json").is_file():
-        formatter_class = config.get("conversation_formatter_class")
-        if formatter_class not in FORMAT_BY_CLASS:
-            raise ValueError(f"unknown conversation_formatter_class {formatter_class!r}")
+    if has_tokenizer(directory):
         processor = OvisProcessor.from_pretrained(
-            directory, FORMAT_BY_CLASS[formatter_class].name, model.visual_tokenizer.tokens_per_crop()
+            directory, chat_format_of(config, directory), model.visual_tokenizer.tokens_per_crop()
         )
     return model, processor
 
 
-def _is_ovis25(directory: Path) -> bool:
-    config_path = directory / "config.json"
+def is_ovis25_dir(directory: Path) -> bool:
+    """An Ovis2.5 checkpoint (its config has `vit_config`), which `interop.ovis25` reads."""
+    config_path = Path(directory) / "config.json"
     return config_path.is_file() and "vit_config" in read_json_file(config_path)
+
+
+def has_tokenizer(directory: Path) -> bool:
+    return any((Path(directory) / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
+
+
+def chat_format_of(config: dict[str, Any], directory: Path) -> str:
+    """The chat format named by an original config's `conversation_formatter_class`."""
+    formatter_class = config.get("conversation_formatter_class")
+    if formatter_class not in FORMAT_BY_CLASS:
+        raise ValueError(f"{directory}: unknown conversation_formatter_class {formatter_class!r}")
+    return FORMAT_BY_CLASS[formatter_class].name
 
 
 # --------------------------------------------------------------------------------------------------------- export

@@ -24,13 +24,13 @@ from ..model.embedding import VisualEmbedding
 from ..model.navit import Siglip2NavitConfig, Siglip2NavitModel
 from ..model.ovis import OvisModel
 from ..model.visual_tokenizer import VisualTokenizer
-from ..processing.conversation import CHAT_FORMATS, FORMAT_BY_CLASS
+from ..processing.conversation import CHAT_FORMATS
 from ..processing.image import ImagePreprocessor
 from ..processing.native_processor import NativeOvisProcessor
 from ..processing.native_resolution import NATIVE_N_INDICATORS
 from ..processing.processor import PREPROCESSOR_FILE, save_image_preprocessor
 from .local_files import read_json_file
-from .original import load_llm, _load_tensors, _quiet_transformers, _save_sharded, _weight_files, _write_tokenizer
+from .original import chat_format_of, has_tokenizer, load_llm, _load_tensors, _quiet_transformers, _save_sharded, _weight_files, _write_tokenizer
 
 VIT_KEY_PREFIX = "visual_tokenizer.vit.vision_model."
 OURS_VIT_PREFIX = "visual_tokenizer.backbone."
@@ -152,13 +152,8 @@ def load_ovis25(
         module.load_state_dict(state, assign=True)
 
     processor = None
-    if (directory / "tokenizer_config.json").is_file() or (directory / "tokenizer.json").is_file():
-        formatter_class = config.get("conversation_formatter_class")
-        if formatter_class not in FORMAT_BY_CLASS:
-            raise ValueError(f"unknown conversation_formatter_class {formatter_class!r}")
-        processor = NativeOvisProcessor.from_pretrained(
-            directory, FORMAT_BY_CLASS[formatter_class].name, config["vit_config"]
-        )
+    if has_tokenizer(directory):
+        processor = NativeOvisProcessor.from_pretrained(directory, chat_format_of(config, directory), config["vit_config"])
     return model, processor
 
 

@@ -22,7 +22,7 @@ from .native_resolution import (
     NATIVE_VIDEO_START_ID,
     NativeResolutionPreprocessor,
 )
-from .processor import PREPROCESSOR_FILE, pad_ids
+from .processor import PREPROCESSOR_FILE, pad_ids, pad_token_id_of
 from .tokenizer import load_tokenizer
 
 
@@ -41,10 +41,7 @@ class NativeOvisProcessor:
         self.tokenizer = tokenizer
         self.formatter = ConversationFormatter(tokenizer, chat_format)
         self.image_preprocessor = preprocessor
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad is None:
-            raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
-        self.pad_token_id = pad
+        self.pad_token_id = pad_token_id_of(tokenizer)
         self.tokenizer_source: Path | None = None
 
     @property

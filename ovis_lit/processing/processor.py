@@ -49,10 +49,7 @@ class OvisProcessor:
         self.image_preprocessor = image_preprocessor
         self.max_partition = max_partition  # single-image samples
         self.multi_image_max_partition = multi_image_max_partition  # each image of a several-image sample
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad is None:
-            raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
-        self.pad_token_id = pad
+        self.pad_token_id = pad_token_id_of(tokenizer)
         self.tokenizer_source: Path | None = None  # the directory the tokenizer was read from, if any
 
     @property
@@ -125,6 +122,14 @@ class OvisProcessor:
                         **kwargs)
         processor.tokenizer_source = directory  # exports copy the original tokenizer files from here
         return processor
+
+
+def pad_token_id_of(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its EOS (as the original's collator)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
+    return pad
 
 
 def pad_ids(samples: list, pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
