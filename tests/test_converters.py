@@ -17,7 +17,8 @@ from PIL import Image
 from ovis_lit.data.convert import captions as captions_converter
 from ovis_lit.data.convert import llava as llava_converter
 from ovis_lit.data.convert import ovis as ovis_converter
-from ovis_lit.data.convert.common import Limits, Options
+from ovis_lit.data.convert.checks import Limits
+from ovis_lit.data.convert.runner import Options
 from ovis_lit.data.stream import read_shards
 from ovis_lit.training.module import OvisLitModule
 from ovis_lit.training.run import build_processor, instantiate_datamodule, model_dict, stage_settings
