@@ -145,8 +145,8 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
 
-    from ovis_lit.data.convert.common import Options
     from ovis_lit.data.convert.llava import convert
+    from ovis_lit.data.convert.runner import Options
 
     results = {"sizes": {}, "cpu_count": os.cpu_count(), "load_avg": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:

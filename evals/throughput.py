@@ -20,7 +20,8 @@ import torch
 from ovis_lit.evaluation.benchmarks import build_benchmark
 from ovis_lit.evaluation.generation import generate_answers
 from ovis_lit.evaluation.loading import load_for_eval
-from ovis_lit.evaluation.tsv import open_image
+from ovis_lit.evaluation.tsv import image_bytes
+from ovis_lit.processing.image_decoding import decode_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,7 +49,7 @@ def main() -> None:
     model, processor, info = load_for_eval(checkpoint, device=args.device, dtype=args.dtype)
     bench = build_benchmark(args.kind, path=args.file, max_new_tokens=args.max_new_tokens)
     items = bench.load()[: args.n]
-    queries = [(item.prompt, [open_image(s) for s in item.images]) for item in items]
+    queries = [(item.prompt, [decode_image(image_bytes(s)) for s in item.images]) for item in items]
 
     report = {"checkpoint": str(checkpoint), "device": args.device, "dtype": info["dtype"], "benchmark": args.kind,
               "items": len(queries), "max_new_tokens": bench.max_new_tokens, "torch_threads": torch.get_num_threads()}

@@ -22,8 +22,9 @@ from PIL import Image
 
 from ovis_lit.constants import IGNORE_ID
 from ovis_lit.data.samples import SampleBuilder
-from ovis_lit.data.stream import SkipSample, read_shards
-from ovis_lit.processing.image import open_image
+from ovis_lit.data.stream import read_shards
+from ovis_lit.processing.image_decoding import decode_image
+from ovis_lit.rejection import Rejected
 from ovis_lit.training.module import OvisLitModule
 from ovis_lit.training.run import build_processor, instantiate_datamodule, model_dict, stage_settings
 
@@ -322,23 +323,23 @@ def test_pixel_limit_is_configurable_and_checked_before_decoding(tmp_path, corpu
               "png": _encode(_photo(100, 80, 1), "PNG")}
     assert dm._builder()(record).labels  # fine under the default limit
     strict = SampleBuilder(dm.processor, max_length=256, max_image_pixels=100 * 79)
-    with pytest.raises(SkipSample) as info:
+    with pytest.raises(Rejected) as info:
         strict(record)
     assert info.value.reason == "too_many_pixels"
     configured = instantiate(cfg.data, sources={"bad": {"train": corpus["urls"]}}, use=["bad"], prepare=None,
                              max_image_pixels=100 * 79)  # as `data.max_image_pixels=...` sets it
     configured.attach(dm.processor)
-    with pytest.raises(SkipSample):
+    with pytest.raises(Rejected):
         configured._builder()(record)
-    with pytest.raises(Exception) as info:
-        open_image(_png_header(9000, 9000))  # only the header exists: refused without decoding
+    with pytest.raises(Rejected) as info:
+        decode_image(_png_header(9000, 9000))  # only the header exists: refused without decoding
     assert info.value.reason == "too_many_pixels"
 
 
 def test_over_long_samples_are_skipped_when_truncation_is_off(corpus):
     _, dm = _datamodule(corpus["root"], corpus["urls"], batch_size=1, workers=0, shuffle_buffer=1, keyed=False)
     builder = SampleBuilder(dm.processor, max_length=256, truncate=False)
-    with pytest.raises(SkipSample) as info:
+    with pytest.raises(Rejected) as info:
         builder({"__key__": "k", "json": _js({"conversations": _chat("Short?", "Kept.", 0) + _chat(LONG, "x", 0)})})
     assert info.value.reason == "too_long"
 
@@ -348,7 +349,7 @@ def test_unexpected_errors_are_counted_by_type_not_as_bad_data(corpus):
 
     counts = Counter()
     handler = _counting_handler(counts)
-    assert handler(SkipSample("decode_error")) and handler(KeyError("x")) and handler(SkipSample("decode_error"))
+    assert handler(Rejected("decode_error")) and handler(KeyError("x")) and handler(Rejected("decode_error"))
     assert counts == Counter(decode_error=2, error_KeyError=1)
 
 

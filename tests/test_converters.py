@@ -17,7 +17,8 @@ from PIL import Image
 from ovis_lit.data.convert import captions as captions_converter
 from ovis_lit.data.convert import llava as llava_converter
 from ovis_lit.data.convert import ovis as ovis_converter
-from ovis_lit.data.convert.common import Limits, Options
+from ovis_lit.data.convert.checks import Limits
+from ovis_lit.data.convert.runner import Options
 from ovis_lit.data.stream import read_shards
 from ovis_lit.training.module import OvisLitModule
 from ovis_lit.training.run import build_processor, instantiate_datamodule, model_dict, stage_settings
@@ -218,6 +219,31 @@ def test_llava_cli(tmp_path, capsys):
                                    str(tmp_path / "out"), "--workers", "1", "--no-progress", "--shard-size", "1"])
     assert report["written"]["train"] == 1 and report["prefix"] == "d"  # named after the JSON file
     assert "sources:" in capsys.readouterr().out
+
+
+def test_every_converter_cli_prints_its_summary_and_ends_unreadable_input_with_a_message(tmp_path, capsys):
+    """The three `main`s share one command line (`convert.cli.run_command`): reports summarised, an unreadable
+    input a message and exit status 2, no traceback."""
+    images = tmp_path / "images"
+    write_images(images, {"a.jpg": encode(photo(40, 30, 2), "JPEG")})
+    (images / "metadata.jsonl").write_text(json.dumps({"file_name": "a.jpg", "text": "A field."}) + "\n")
+    common = ["--workers", "1", "--no-progress"]
+    report = captions_converter.main(["--images", str(images), "--output", str(tmp_path / "caps"), *common])
+    assert report["written"]["train"] == 1 and report["prefix"] == "images"
+    assert "images:\n    train: " in capsys.readouterr().out
+    info = {"set": {"meta_file": "images/metadata.jsonl", "image_dir": "images", "data_format": "caption"}}
+    (tmp_path / "info.json").write_text(json.dumps(info))
+    summary = ovis_converter.main(["--dataset-info", str(tmp_path / "info.json"), "--output", str(tmp_path / "o"),
+                                   *common])
+    assert summary["use"] == {"set": 1}
+    out = capsys.readouterr().out
+    assert "set: 1 entries" in out and f"summary: {tmp_path / 'o' / 'report.json'}" in out
+    gone = str(tmp_path / "gone.json")
+    for main, args in [(llava_converter.main, ["--json", gone]), (ovis_converter.main, ["--dataset-info", gone]),
+                       (captions_converter.main, ["--images", str(images), "--captions", gone])]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*args, "--output", str(tmp_path / "x"), *common])
+        assert exit_info.value.code == 2 and "error: " in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ original Ovis layout

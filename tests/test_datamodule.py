@@ -140,7 +140,7 @@ def test_length_control_never_cuts_an_image_run(tmp_path, data_dir):
 
 
 def test_bad_records_are_counted_skips(tmp_path, data_dir):
-    from ovis_lit.data.stream import SkipSample
+    from ovis_lit.rejection import Rejected
 
     _, processor = _datamodule(tmp_path, data_dir)
     build = _builder(processor)
@@ -152,7 +152,7 @@ def test_bad_records_are_counted_skips(tmp_path, data_dir):
         "empty_caption": _record(caption="  "),
     }
     for reason, record in cases.items():
-        with pytest.raises(SkipSample) as info:
+        with pytest.raises(Rejected) as info:
             build(record)
         assert info.value.reason == reason
 

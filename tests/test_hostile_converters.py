@@ -22,13 +22,15 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from ovis_lit.data.convert import captions as captions_converter
-from ovis_lit.data.convert import common
 from ovis_lit.data.convert import llava as llava_converter
 from ovis_lit.data.convert import ovis as ovis_converter
-from ovis_lit.data.convert.common import Converted, Limits, Options, Reject
+from ovis_lit.data.convert import runner
+from ovis_lit.data.convert.checks import Converted, Limits
+from ovis_lit.data.convert.runner import Options
 from ovis_lit.data.samples import SampleBuilder
-from ovis_lit.data.stream import SkipSample, read_shards
+from ovis_lit.data.stream import read_shards
 from ovis_lit.data.validation import check_caption, check_conversation, check_image_count, check_meta
+from ovis_lit.rejection import Rejected
 from ovis_lit.training.run import build_processor
 
 from .helpers import compose_train
@@ -120,7 +122,7 @@ def check_report(report, good_ids, bad: dict[str, list[str]], builders, tmp):
     assert sorted(json.loads(r["json"])["id"] for r in records) == sorted(good_ids)
     for record in records:
         for builder in builders:
-            sample = builder(dict(record))  # raises SkipSample if training would drop it
+            sample = builder(dict(record))  # raises Rejected if training would drop it
             assert sample.input_ids
         assert not any(SECRET in value for value in record.values() if isinstance(value, bytes))
     for shard in shards:
@@ -199,7 +201,7 @@ def test_training_skips_what_conversion_rejects_under_the_same_reason(builders):
         for meta, with_image in group:
             record = {"__key__": "k", "json": json.dumps(meta).encode(), **({"png": ok} if with_image else {})}
             for builder in builders:
-                with pytest.raises(SkipSample) as exn:
+                with pytest.raises(Rejected) as exn:
                     builder(record)
                 assert exn.value.reason == reason, (meta, exn.value)
 
@@ -357,7 +359,7 @@ def _entries_failing_at(n: int, error: BaseException):
 @pytest.mark.parametrize("error", [KeyboardInterrupt(), OSError("disk gone")])
 def test_an_interrupted_conversion_leaves_no_tmp_shard(tmp_path, error):
     with pytest.raises(type(error)):
-        common.run(_text_sample, _entries_failing_at(25, error), options(tmp_path, "x", maxcount=10))
+        runner.run(_text_sample, _entries_failing_at(25, error), options(tmp_path, "x", maxcount=10))
     names = sorted(p.name for p in (tmp_path / "shards").iterdir())
     assert not [n for n in names if n.endswith(".tmp")], names
     assert [n for n in names if n.endswith(".tar")] == ["x-train-000000.tar", "x-train-000001.tar"]  # complete
@@ -371,10 +373,11 @@ def test_sigterm_leaves_no_tmp_shard(tmp_path, workers):
     script = textwrap.dedent(f"""
         import os, signal
         from pathlib import Path
-        from ovis_lit.data.convert import common
+        from ovis_lit.data.convert.checks import Converted
+        from ovis_lit.data.convert.runner import Options, run
 
         def fn(index, entry):
-            return common.Converted(index, {{"id": str(index), "caption": "x"}})
+            return Converted(index, {{"id": str(index), "caption": "x"}})
 
         def entries():
             for i in range(100):
@@ -382,8 +385,8 @@ def test_sigterm_leaves_no_tmp_shard(tmp_path, workers):
                     os.kill(os.getpid(), signal.SIGTERM)
                 yield i
 
-        common.run(fn, entries(), common.Options(output=Path({str(tmp_path)!r}), prefix="x", workers={workers},
-                                                 progress=False, maxcount=10, chunk=5))
+        run(fn, entries(), Options(output=Path({str(tmp_path)!r}), prefix="x", workers={workers}, progress=False,
+                                   maxcount=10, chunk=5))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
@@ -416,16 +419,15 @@ def test_validator_raises_only_skipsample(meta, n_images, allows_system):
                   lambda: check_caption(meta, meta, "k")):
         try:
             check()
-        except SkipSample as exn:
+        except Rejected as exn:  # what a converter reports too: one exception, reason and detail
             assert exn.reason in {"bad_json", "empty_conversation", "no_assistant_turn", "empty_caption",
                                   "invalid_sample"}
-            converted = Reject.of(exn)  # a converter reports the same reason, with the detail
-            assert (converted.reason, f"{converted.reason}: {converted.detail}") == (exn.reason, str(exn))
+            assert f"{exn.reason}: {exn.detail}" == str(exn)
     try:
         check_meta(meta, "k", allows_system)
-    except SkipSample:
+    except Rejected:
         return
     try:
         check_image_count(meta, n_images, "k")  # defined on every sample check_meta accepts
-    except SkipSample as exn:
+    except Rejected as exn:
         assert exn.reason == "invalid_sample"

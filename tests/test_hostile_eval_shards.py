@@ -29,7 +29,9 @@ from PIL import Image
 from ovis_lit.data.stream import BatchStream, Source, read_shards
 from ovis_lit.evaluation import entry, suite
 from ovis_lit.evaluation.benchmarks import build_benchmark
-from ovis_lit.evaluation.tsv import BadImage, BadSample, open_image, read_rows
+from ovis_lit.evaluation.tsv import image_bytes, read_rows
+from ovis_lit.processing.image_decoding import decode_image
+from ovis_lit.rejection import Rejected
 
 from .test_eval_fixtures import png_b64, write_tsv
 
@@ -165,14 +167,13 @@ def test_image_files_outside_the_tsv_folder_or_not_regular_are_refused(tmp_path,
                               "missing image file": 1, "image over the pixel limit": 1}
 
 
-def test_open_image_raises_only_bad_image():
+def test_benchmark_images_raise_only_rejected_with_a_reason_evaluation_names():
     for source in ["", "=", "A" * 65, base64.b64encode(bomb_png()).decode(), Path("/nonexistent/x.png"),
                    Path("/dev/null"), Path("/")]:
-        with pytest.raises(BadImage) as info:
-            open_image(source)
-        assert info.value.reason in {"undecodable image", "image over the pixel limit", "missing image file",
-                                     "unreadable image file"}
-    assert open_image(png_b64()).size == (16, 16)
+        with pytest.raises(Rejected) as info:
+            decode_image(image_bytes(source))
+        assert info.value.reason in suite.EVAL_REASONS
+    assert decode_image(image_bytes(png_b64())).size == (16, 16)
 
 
 # ------------------------------------------------------------------------------------ evaluation: the TSV itself
@@ -320,8 +321,8 @@ def test_fuzz_the_tsv_reader(tmp_path, answer_a, text, raw, kind):
             table = read_rows(path, ["index"])
             assert len(table.rows) == len(table.lines)
             result = run(kind, path)
-        except ValueError as e:  # a file wrong as a whole, named (BadSample/BadImage never escape: they are skips)
-            assert str(path) in str(e) and not isinstance(e, (BadSample, BadImage, UnicodeError)), repr(e)
+        except ValueError as e:  # a file wrong as a whole, named (a Rejected row never escapes: it is a skip)
+            assert str(path) in str(e) and not isinstance(e, (Rejected, UnicodeError)), repr(e)
             continue
         assert all(isinstance(n, int) and n > 0 for n in result.skipped.values())
 
@@ -455,16 +456,16 @@ class _Payload:
 
 def _to_sample(record: dict):
     """A stand-in for SampleBuilder's checks of the member bytes: JSON must be UTF-8 and an object with a caption."""
-    from ovis_lit.data.stream import SkipSample
+    from ovis_lit.rejection import Rejected
 
     if "json" not in record:
-        raise SkipSample("missing_json")
+        raise Rejected("missing_json")
     try:
         meta = json.loads(record["json"].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
-        raise SkipSample("bad_json", str(e)) from e
+        raise Rejected("bad_json", str(e)) from e
     if not isinstance(meta, dict) or not meta.get("caption"):
-        raise SkipSample("bad_json")
+        raise Rejected("bad_json")
     return SimpleNamespace(meta={"key": record["__key__"]}, caption=meta["caption"])
 
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from ovis_lit.processing.image import ImageRejected
 from ovis_lit.processing.native_resolution import NativeResolutionPreprocessor, patchify, smart_resize
+from ovis_lit.rejection import Rejected
 
 from .conftest import REPO
 
@@ -92,7 +92,7 @@ def test_video_frames_are_padded_to_the_temporal_patch():
 
 def test_degenerate_sizes_are_refused_not_crashed():
     pp = NativeResolutionPreprocessor(patch_size=8, hidden_stride=2, min_pixels=256, max_pixels=9216)
-    with pytest.raises(ImageRejected, match="degenerate_size"):
+    with pytest.raises(Rejected, match="degenerate_size"):
         pp.image(Image.new("RGB", (3000, 7)))
 
 

@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 from ovis_lit.constants import IMAGE_ATOM_ID
-from ovis_lit.processing.image import ImagePreprocessor, partition, placeholders_for_grid, select_grid, to_rgb
+from ovis_lit.processing.image import ImagePreprocessor, partition, placeholders_for_grid, select_grid
+from ovis_lit.processing.image_decoding import to_rgb
 
 from .conftest import FIXTURE
 

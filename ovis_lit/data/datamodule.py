@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from webdataset.shardlists import expand_urls
 
-from ..processing.image import MAX_IMAGE_PIXELS
+from ..processing.image_decoding import MAX_IMAGE_PIXELS
 from ..processing.processor import OvisProcessor
 from .samples import SampleBuilder
 from .stream import BatchStream, Source, StreamState, WorkerPosition, rank_world

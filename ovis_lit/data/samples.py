@@ -7,9 +7,11 @@ otherwise. A conversation without images is a text-only sample.
 
 Records arrive undecoded (member bytes). Only the JSON member and the image members a sample uses are decoded,
 with `json` and PIL: no other member (`.pyd`, `.pth`, `.pkl`, ...) is ever decoded, so a shard cannot run
-pickled code. Anything unusable raises SkipSample with the reason the run's skip counters count:
+pickled code. Anything unusable raises Rejected with the reason the run's skip counters count:
 `missing_json`, `bad_json` (unparsable, not an object, or not a well-formed sample), `missing_image`,
 `decode_error` (an image that does not decode completely), `too_many_pixels` (over `max_image_pixels`),
+`image_too_large` (over 128 MiB encoded; images go through `processing.image_decoding`, as in conversion and
+evaluation), `degenerate_size` / `aspect_ratio` (an image Ovis2.5's resize rule cannot represent),
 `empty_conversation`, `no_assistant_turn`, `empty_caption` (also a missing one: null, NaN), `invalid_sample`
 (`<image>` marks and images differ in number, a system turn that is not first, a caption containing `<image>`, or
 the chat format refuses the conversation), `too_long` (only with `truncate=False`),
@@ -27,9 +29,9 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from ..constants import IGNORE_ID, IMAGE_ATOM_ID, IMAGE_END_ID, IMAGE_START_ID, IMAGE_TOKEN
-from ..processing.image import MAX_IMAGE_PIXELS, ImageRejected, open_image, to_rgb
+from ..processing.image_decoding import MAX_IMAGE_PIXELS, decode_image, to_rgb
 from ..processing.processor import OvisProcessor, Sample
-from .stream import SkipSample
+from ..rejection import Rejected
 from .validation import check_conversation, check_image_count, check_meta, count_image_marks  # noqa: F401
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
@@ -44,15 +46,15 @@ def record_meta(record: dict) -> dict:
     """The record's JSON object (decoded here, from bytes, if the record is raw)."""
     key = record.get("__key__")
     if "json" not in record:
-        raise SkipSample("missing_json", f"{key}: no .json member")
+        raise Rejected("missing_json", f"{key}: no .json member")
     meta = record["json"]
     if isinstance(meta, (bytes, bytearray, str)):
         try:
             meta = json.loads(meta)
         except (ValueError, RecursionError) as exn:  # JSONDecodeError, UnicodeDecodeError, too deep
-            raise SkipSample("bad_json", f"{key}: {type(exn).__name__}: {exn}") from exn
+            raise Rejected("bad_json", f"{key}: {type(exn).__name__}: {exn}") from exn
     if not isinstance(meta, dict):
-        raise SkipSample("bad_json", f"{key}: no JSON object")
+        raise Rejected("bad_json", f"{key}: no JSON object")
     return meta
 
 
@@ -62,7 +64,7 @@ def image_names(record: dict, meta: dict) -> list[str]:
     if names is None:
         return sorted((k for k in record if k.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS), key=_natural)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise SkipSample("bad_json", f"{record.get('__key__')}: 'images' must be a list of member names")
+        raise Rejected("bad_json", f"{record.get('__key__')}: 'images' must be a list of member names")
     return names
 
 
@@ -71,17 +73,17 @@ def record_images(record: dict, meta: dict, max_pixels: int | None = MAX_IMAGE_P
     images = []
     for name in image_names(record, meta):
         if name not in record or name.startswith("__"):
-            raise SkipSample("missing_image", f"{key}: no member {name!r}")
+            raise Rejected("missing_image", f"{key}: no member {name!r}")
         image = record[name]
         if isinstance(image, Image.Image):  # decoded already (tests, callers with their own decoding)
             images.append(to_rgb(image))
             continue
         if not isinstance(image, (bytes, bytearray, memoryview)):
-            raise SkipSample("decode_error", f"{key}: {name} is not an image")
+            raise Rejected("decode_error", f"{key}: {name} is not an image")
         try:
-            images.append(open_image(image, max_pixels))
-        except ImageRejected as exn:
-            raise SkipSample(exn.reason, f"{key}: {name}: {exn}") from exn
+            images.append(decode_image(image, max_pixels))
+        except Rejected as exn:
+            raise Rejected(exn.reason, f"{key}: {name}: {exn.detail}") from exn
     return images
 
 
@@ -139,14 +141,16 @@ class SampleBuilder:
         images = record_images(record, meta, self.max_image_pixels)
         try:
             sample = self._format(meta, images, key)
+        except Rejected:  # an image the processor refuses (an Ovis2.5 degenerate size, ...): its own reason
+            raise
         except ValueError as exn:  # formatter refusals: mismatched <image> count, system turn not first, ...
-            raise SkipSample("invalid_sample", f"{key}: {exn}") from exn
+            raise Rejected("invalid_sample", f"{key}: {exn}") from exn
         if len(sample.input_ids) > self.max_length:
             if not self.truncate:
-                raise SkipSample("too_long")
+                raise Rejected("too_long")
             sample = fit_length(sample, self.max_length)
         if all(label == IGNORE_ID for label in sample.labels):
-            raise SkipSample("no_supervised_tokens", record.get("__key__", ""))
+            raise Rejected("no_supervised_tokens", record.get("__key__", ""))
         sample.meta["key"] = record.get("__key__")
         return sample
 
@@ -158,7 +162,7 @@ class SampleBuilder:
         if "conversations" in meta:
             return self.processor.conversation(meta["conversations"], images)
         if len(images) != 1:
-            raise SkipSample("invalid_sample", f"{key}: a caption sample needs one image, has {len(images)}")
+            raise Rejected("invalid_sample", f"{key}: a caption sample needs one image, has {len(images)}")
         caption = meta["caption"].strip()
         if self.captions_as == "template":
             return self.processor.caption(caption, images[0], meta.get("caption_template") or self.caption_template)

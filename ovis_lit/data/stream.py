@@ -26,15 +26,9 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..rejection import Rejected
+
 log = logging.getLogger(__name__)
-
-
-class SkipSample(Exception):
-    """A sample that cannot be used; `reason` is what the run's skip counters count it as."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -89,7 +83,7 @@ def _note_skip(counter: Counter, seen: Counter | None, reason: str, exn: Excepti
     seen[reason] += 1
     n = seen[reason]
     if str(n).rstrip("0") == "1":  # 1, 10, 100, ...
-        unexpected = isinstance(exn, Exception) and not isinstance(exn, SkipSample)
+        unexpected = isinstance(exn, Exception) and not isinstance(exn, Rejected)
         log.warning("data: skipped %d so far for %s (this worker); latest: %s", n, reason, exn,
                     exc_info=unexpected and n == 1)
     else:
@@ -99,11 +93,11 @@ def _note_skip(counter: Counter, seen: Counter | None, reason: str, exn: Excepti
 def _counting_handler(
     counter: Counter, default_reason: str | None = None, seen: Counter | None = None
 ) -> Callable[[Exception], bool]:
-    """A webdataset exception handler that counts and carries on. SkipSample counts as its reason; any other
+    """A webdataset exception handler that counts and carries on. Rejected counts as its reason; any other
     exception as `default_reason`, or (None) as `error_<ExceptionType>` so that a bug is not taken for bad data."""
 
     def handler(exn: Exception) -> bool:
-        if isinstance(exn, SkipSample):
+        if isinstance(exn, Rejected):
             reason = exn.reason
         else:
             reason = default_reason or f"error_{type(exn).__name__}"
@@ -315,7 +309,7 @@ def read_shards(
 class BatchStream(IterableDataset):
     """Endless (train) or single-pass (validation) stream of collated batches.
 
-    `to_sample(record)` turns a WebDataset record into a model sample (or raises SkipSample);
+    `to_sample(record)` turns a WebDataset record into a model sample (or raises Rejected);
     `collate(samples)` makes a batch dict. Each batch carries `stream`: its worker's position after it, and
     `skipped`: {reason: count} of the samples that worker dropped since its previous batch. Records reach
     `to_sample` raw (member bytes): decoding is its job.

@@ -1,7 +1,7 @@
 """What a sample's JSON must satisfy, checked by training (`samples.SampleBuilder`) and by the converters alike, so
 that a converter never keeps a sample that training would drop (and both count it under the same reason).
 
-Every check raises `SkipSample(reason, detail)` and nothing else, whatever JSON-like value it is given:
+Every check raises `Rejected(reason, detail)` and nothing else, whatever JSON-like value it is given:
 - `bad_json`: not a well-formed sample (conversations not a list of {"from"|"role": known role, "value": str},
   a caption that is neither a string nor missing, a caption template that is not a string);
 - `empty_conversation`, `no_assistant_turn`;
@@ -13,7 +13,7 @@ Every check raises `SkipSample(reason, detail)` and nothing else, whatever JSON-
 
 Training also skips for reasons only the image bytes or the tokenizer tell (`decode_error`, `too_many_pixels`,
 `too_long` with truncation off, `no_supervised_tokens`); converters check the images with the same
-`processing.image.open_image`, and bound text by characters instead of tokens.
+`processing.image_decoding.decode_image`, and bound text by characters instead of tokens.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 
 from ..constants import IMAGE_TOKEN
 from ..processing.conversation import ROLE_ALIASES
-from .stream import SkipSample
+from ..rejection import Rejected
 
 
 def is_text(value: Any) -> bool:
@@ -47,23 +47,23 @@ def check_conversation(conversations: Any, key: str = "", allows_system: bool = 
     """LLaVA-style turns: a non-empty list of {"from"|"role": known role, "value": str}, at most one system turn
     and only first (none if `allows_system` is False), at least one assistant turn."""
     if not isinstance(conversations, list):
-        raise SkipSample("bad_json", f"{key}: 'conversations' is not a list")
+        raise Rejected("bad_json", f"{key}: 'conversations' is not a list")
     if not conversations:
-        raise SkipSample("empty_conversation", key)
+        raise Rejected("empty_conversation", key)
     for i, turn in enumerate(conversations):
         if not isinstance(turn, dict) or not isinstance(turn.get("value"), str):
-            raise SkipSample("bad_json", f"{key}: turn {i} is not {{'from': ..., 'value': str}}")
+            raise Rejected("bad_json", f"{key}: turn {i} is not {{'from': ..., 'value': str}}")
         if not is_text(turn["value"]):
-            raise SkipSample("bad_json", f"{key}: turn {i} is not valid Unicode text (a lone surrogate)")
+            raise Rejected("bad_json", f"{key}: turn {i} is not valid Unicode text (a lone surrogate)")
         if turn_role(turn) is None:
-            raise SkipSample("bad_json", f"{key}: turn {i} has unknown role {turn.get('from', turn.get('role'))!r}")
+            raise Rejected("bad_json", f"{key}: turn {i} has unknown role {turn.get('from', turn.get('role'))!r}")
         if turn_role(turn) == "system":
             if not allows_system:
-                raise SkipSample("invalid_sample", f"{key}: the chat format has no system turn")
+                raise Rejected("invalid_sample", f"{key}: the chat format has no system turn")
             if i != 0:
-                raise SkipSample("invalid_sample", f"{key}: a system turn at position {i} (only the first may be)")
+                raise Rejected("invalid_sample", f"{key}: a system turn at position {i} (only the first may be)")
     if not any(turn_role(turn) == "gpt" for turn in conversations):
-        raise SkipSample("no_assistant_turn", key)
+        raise Rejected("no_assistant_turn", key)
 
 
 def is_missing(value: Any) -> bool:
@@ -74,32 +74,32 @@ def is_missing(value: Any) -> bool:
 def check_caption(caption: Any, template: Any = None, key: str = "") -> None:
     """A caption: a non-blank string without `<image>`; its template (optional) a string with one `<image>`."""
     if is_missing(caption):
-        raise SkipSample("empty_caption", f"{key}: no caption ({caption!r})")
+        raise Rejected("empty_caption", f"{key}: no caption ({caption!r})")
     if not isinstance(caption, str):
-        raise SkipSample("bad_json", f"{key}: 'caption' is a {type(caption).__name__}, not a string")
+        raise Rejected("bad_json", f"{key}: 'caption' is a {type(caption).__name__}, not a string")
     if not is_text(caption):
-        raise SkipSample("bad_json", f"{key}: 'caption' is not valid Unicode text (a lone surrogate)")
+        raise Rejected("bad_json", f"{key}: 'caption' is not valid Unicode text (a lone surrogate)")
     if not caption.strip():
-        raise SkipSample("empty_caption", key)
+        raise Rejected("empty_caption", key)
     if IMAGE_TOKEN in caption:
-        raise SkipSample("invalid_sample", f"{key}: the caption contains {IMAGE_TOKEN}")
+        raise Rejected("invalid_sample", f"{key}: the caption contains {IMAGE_TOKEN}")
     if template is not None:
         if not is_text(template):
-            raise SkipSample("bad_json", f"{key}: 'caption_template' is not a string of valid Unicode text")
+            raise Rejected("bad_json", f"{key}: 'caption_template' is not a string of valid Unicode text")
         if template.count(IMAGE_TOKEN) != 1:
-            raise SkipSample("invalid_sample", f"{key}: caption template {template!r} needs exactly one {IMAGE_TOKEN}")
+            raise Rejected("invalid_sample", f"{key}: caption template {template!r} needs exactly one {IMAGE_TOKEN}")
 
 
 def check_meta(meta: Any, key: str = "", allows_system: bool = True) -> None:
     """A sample's JSON object: a conversation or a caption sample (what the JSON alone tells)."""
     if not isinstance(meta, dict):
-        raise SkipSample("bad_json", f"{key}: not a JSON object")
+        raise Rejected("bad_json", f"{key}: not a JSON object")
     if "conversations" in meta:
         check_conversation(meta["conversations"], key, allows_system)
     elif "caption" in meta:
         check_caption(meta["caption"], meta.get("caption_template"), key)
     else:
-        raise SkipSample("bad_json", f"{key}: neither 'conversations' nor 'caption'")
+        raise Rejected("bad_json", f"{key}: neither 'conversations' nor 'caption'")
 
 
 def count_image_marks(meta: dict) -> int:
@@ -114,4 +114,4 @@ def check_image_count(meta: dict, n_images: int, key: str = "") -> None:
     marks = count_image_marks(meta)
     if marks != n_images:
         kind = "a caption sample needs one image" if "conversations" not in meta else f"{marks} {IMAGE_TOKEN} marks"
-        raise SkipSample("invalid_sample", f"{key}: {kind}, has {n_images} images")
+        raise Rejected("invalid_sample", f"{key}: {kind}, has {n_images} images")

@@ -11,8 +11,9 @@ What is refused, and how (see `read_rows`): a file that is wrong as a whole (mis
 is not UTF-8 text or names a column twice, required columns missing, two rows with the same `index`) raises
 ValueError or FileNotFoundError naming the file; a row that is wrong (not UTF-8 text, more or fewer fields than the
 header, no index, a line the csv module cannot split) is skipped and counted by reason, and its line is logged. A
-UTF-8 byte-order mark (spreadsheets write one) is ignored. Images are decoded only by `open_image`, through the
-training pipeline's guarded decoder (pixel limit checked before decoding).
+UTF-8 byte-order mark (spreadsheets write one) is ignored. A row a benchmark cannot use raises `Rejected`, counted
+by its reason. Images are decoded as in training, by `processing.image_decoding.decode_image` (the pixel limit
+checked before decoding) from the bytes `image_bytes` gives.
 """
 
 from __future__ import annotations
@@ -22,38 +23,21 @@ import base64
 import binascii
 import csv
 import logging
-import os
-import stat
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Union
 
-from PIL import Image
-
-from ..processing.image import ImageRejected
-from ..processing.image import open_image as decode_guarded
+from ..processing.image_decoding import read_image_bytes
+from ..rejection import Rejected
 
 log = logging.getLogger(__name__)
 
 ImageSource = Union[str, Path]  # base64 text, or a file on disk
 IMAGE_REF_MAX_CHARS = 64
 MISSING = {"", "nan", "NaN"}  # how pandas spells an empty cell ("None" stays: it can be a real option)
-MAX_IMAGE_FILE_BYTES = 2**28  # an image file larger than this (256 MiB) is not read
 WARNINGS_PER_REASON = 10  # rejected rows logged one by one up to this many per reason (then at debug level)
-
-
-class BadSample(ValueError):
-    """A row that cannot be used; benchmarks count these as skips instead of failing the whole run."""
-
-
-class BadImage(ValueError):
-    """An image that cannot be decoded (counted as a skip at generation time, under `reason`)."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
 
 
 @dataclass
@@ -169,7 +153,7 @@ def cell(row: dict[str, str], column: str) -> str:
 
 
 def integer_index(row: dict[str, str]) -> int:
-    """The row's index as an integer ('12' or pandas' '12.0'); BadSample otherwise."""
+    """The row's index as an integer ('12' or pandas' '12.0'); Rejected otherwise."""
     index = cell(row, "index")
     try:
         number = float(index)
@@ -177,7 +161,7 @@ def integer_index(row: dict[str, str]) -> int:
             return int(number)
     except (ValueError, OverflowError):
         pass
-    raise BadSample("index is not an integer")
+    raise Rejected("index is not an integer")
 
 
 def parse_list(value: str) -> list[str]:
@@ -186,9 +170,9 @@ def parse_list(value: str) -> list[str]:
         try:
             parsed = ast.literal_eval(value)
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as e:
-            raise BadSample(f"unparsable list {value[:60]!r}") from e
+            raise Rejected(f"unparsable list {value[:60]!r}") from e
         if not isinstance(parsed, (list, tuple)):
-            raise BadSample(f"unparsable list {value[:60]!r}")
+            raise Rejected(f"unparsable list {value[:60]!r}")
         return [str(v).strip() for v in parsed]
     return [value]
 
@@ -208,7 +192,7 @@ def image_sources(row: dict[str, str], rows_by_index: dict[str, dict[str, str]],
                 holder = rows_by_index.get(value)
                 data = cell(holder, "image") if holder is not None else ""
                 if len(data) <= IMAGE_REF_MAX_CHARS:
-                    raise BadSample(f"image reference {value!r} points to no row with an image")
+                    raise Rejected(f"image reference {value!r} points to no row with an image")
                 sources += parse_list(data)
             else:
                 sources.append(value)
@@ -218,14 +202,14 @@ def image_sources(row: dict[str, str], rows_by_index: dict[str, dict[str, str]],
 
 
 def inside(base_dir: Path, name: str) -> Path:
-    """base_dir / name, refused (BadSample) when it resolves outside base_dir: `..`, an absolute path, a link."""
+    """base_dir / name, refused (Rejected) when it resolves outside base_dir: `..`, an absolute path, a link."""
     root = base_dir.resolve()
     try:
         resolved = (root / name).resolve()
     except (OSError, RuntimeError, ValueError) as e:  # a link loop, a NUL in the name
-        raise BadSample("unusable image path") from e
+        raise Rejected("unusable image path") from e
     if not resolved.is_relative_to(root):
-        raise BadSample("image path outside the benchmark's folder")
+        raise Rejected("image path outside the benchmark's folder")
     return resolved
 
 
@@ -238,39 +222,14 @@ def image_key(row: dict[str, str]) -> str:
     return raw if len(raw) <= IMAGE_REF_MAX_CHARS else cell(row, "index")
 
 
-def read_image_file(path: Path, max_bytes: int = MAX_IMAGE_FILE_BYTES) -> bytes:
-    """The bytes of a regular file of at most max_bytes; BadImage for anything else (opened without blocking, so
-    a FIFO named like an image is refused instead of hanging the run)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise BadImage("missing image file", str(path)) from None
-    except OSError as e:
-        raise BadImage("unreadable image file", f"{path}: {e}") from None
-    info = os.fstat(fd)
-    if not stat.S_ISREG(info.st_mode) or info.st_size > max_bytes:
-        os.close(fd)
-        what = "is not a regular file" if not stat.S_ISREG(info.st_mode) else f"holds {info.st_size} bytes"
-        raise BadImage("unreadable image file", f"{path} {what} (regular files up to {max_bytes} bytes are read)")
-    with os.fdopen(fd, "rb") as f:
-        return f.read(max_bytes)
-
-
-REJECTED_AS = {"too_many_pixels": "image over the pixel limit", "decode_error": "undecodable image"}
-
-
-def open_image(source: ImageSource) -> Image.Image:
-    """A decoded RGB image from base64 text or a file, through the training pipeline's guarded decoder (a
-    decompression bomb is refused from its header). BadImage, with the reason it is counted under, otherwise."""
+def image_bytes(source: ImageSource) -> bytes:
+    """The encoded bytes of one image: base64 text decoded, or a file read by the guarded reader (regular files of
+    at most MAX_IMAGE_BYTES, opened without blocking, so a FIFO named like an image is refused instead of hanging
+    the run). Decoding them is `processing.image_decoding.decode_image`'s job, as in training. Rejected otherwise
+    (`decode_error` for text that is not base64; the file reader's reasons)."""
     if isinstance(source, Path):
-        data, shown = read_image_file(source), str(source)
-    else:
-        shown = f"base64 {source[:24]}..."
-        try:
-            data = base64.b64decode(source)
-        except (binascii.Error, ValueError) as e:
-            raise BadImage("undecodable image", f"{shown}: {e}") from e
+        return read_image_bytes(source)
     try:
-        return decode_guarded(data)
-    except ImageRejected as e:
-        raise BadImage(REJECTED_AS.get(e.reason, "undecodable image"), f"{shown}: {e}") from e
+        return base64.b64decode(source)
+    except (binascii.Error, ValueError) as e:
+        raise Rejected("decode_error", f"base64 {source[:24]}...: {e}") from e

@@ -6,10 +6,7 @@ inputs it was trained on.
 
 from __future__ import annotations
 
-import io
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,84 +20,9 @@ from ..constants import (
     PARTITION_START_ID,
     ROW_SEPARATOR_ID,
 )
+from .image_decoding import to_rgb
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom
-
-
-# Images with more pixels than this are refused before their pixels are decoded (a decompression-bomb guard: a
-# small PNG can claim 100,000 x 100,000 pixels). 2**26 = 8192 x 8192; a 48-megapixel photo passes. PIL's own guard
-# (Image.MAX_IMAGE_PIXELS, error at twice it) still applies above that.
-MAX_IMAGE_PIXELS = 2**26
-
-
-class ImageRejected(ValueError):
-    """An image that cannot be used; `reason` is what skip counters count it as."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
-def open_image(data: bytes | str | Path, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
-    """Encoded image bytes (or a file) -> a fully decoded RGB image, or ImageRejected: `too_many_pixels` when the
-    header claims more than `max_pixels` (checked before decoding), `decode_error` for anything that does not
-    decode completely (corrupt or truncated files, unknown formats, modes that do not convert).
-
-    The EXIF orientation tag is NOT applied: pixels come in stored order, as the original Ovis code loaded them
-    (`Image.open(...).convert("RGB")`) for the released models' training. A phone photo tagged "rotate 90" is
-    therefore seen sideways; the converters count such images (`exif_rotated` in their report, see
-    `exif_orientation`) so that a corpus full of them is noticed."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size ourselves
-            image = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data)
-        width, height = image.size
-        if max_pixels is not None and width * height > max_pixels:
-            raise ImageRejected("too_many_pixels", f"{width} x {height} > {max_pixels} pixels")
-        image.load()  # decode now: a truncated file fails here, not later in preprocessing
-        return to_rgb(image)
-    except ImageRejected:
-        raise
-    except Image.DecompressionBombError as exn:
-        raise ImageRejected("too_many_pixels", str(exn)) from exn
-    except Image.UnidentifiedImageError as exn:
-        raise ImageRejected("decode_error", "not an image format PIL reads") from exn
-    except Exception as exn:  # PIL raises OSError, SyntaxError, ValueError, struct.error, EOFError, ...
-        raise ImageRejected("decode_error", f"{type(exn).__name__}: {exn}") from exn
-
-
-# EXIF tag 0x0112: 1 is "as stored"; 2-8 are mirrorings and rotations a viewer would apply
-EXIF_ORIENTATION_TAG = 0x0112
-
-
-def exif_orientation(image: Image.Image) -> int:
-    """The EXIF orientation an opened image declares (1, "as stored", when it has none or it is unreadable).
-    Reported only: `open_image` does not rotate (see there)."""
-    try:
-        value = image.getexif().get(EXIF_ORIENTATION_TAG, 1)
-    except Exception:  # a malformed EXIF block: PIL raises many types; the pixels are what matter
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB. 16/32-bit grey images are rescaled to 8 bits first (PIL would clip them to white);
-    alpha is dropped (as `convert("RGB")` does); palette images with transparency go through RGBA (same colours,
-    without PIL's warning); modes PIL cannot convert keep their colour channels."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        top = 65535.0 if image.mode.startswith("I;16") else max(float(arr.max()) if arr.size else 1.0, 1.0)
-        image = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), mode="L")
-    elif image.mode in ("P", "PA") and "transparency" in image.info:
-        image = image.convert("RGBA")
-    try:
-        return image.convert("RGB")
-    except ValueError:  # a mode PIL cannot convert (e.g. "La"): its colour channels as they are
-        arr = np.asarray(image)
-        arr = arr[..., :3] if arr.ndim == 3 and arr.shape[-1] >= 3 else (arr[..., 0] if arr.ndim == 3 else arr)
-        return Image.fromarray(np.ascontiguousarray(arr).astype(np.uint8)).convert("RGB")
 
 
 def placeholders_for_grid(rows: int, cols: int) -> list[int]:

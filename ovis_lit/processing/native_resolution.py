@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from ..constants import IMAGE_ATOM_ID
-from .image import ImageRejected, to_rgb
+from ..rejection import Rejected
+from .image_decoding import to_rgb
 
 # Indicator ids of Ovis2.5 (4 rows at the end of the visual table): an image is -301, -300 x n, -302 and a video
 # -303, -300 x n, -304, one -300 per visual token.
@@ -64,9 +65,9 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
 def check_size(height: int, width: int, original: tuple[int, int]) -> None:
     """Refuse what the resize rule cannot represent: a 0 side, or an aspect ratio over 200 (the original's limit)."""
     if height == 0 or width == 0:
-        raise ImageRejected("degenerate_size", f"{original[1]} x {original[0]} image resizes to {width} x {height}")
+        raise Rejected("degenerate_size", f"{original[1]} x {original[0]} image resizes to {width} x {height}")
     if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
-        raise ImageRejected("aspect_ratio", f"{width} x {height} exceeds aspect ratio {MAX_ASPECT_RATIO}")
+        raise Rejected("aspect_ratio", f"{width} x {height} exceeds aspect ratio {MAX_ASPECT_RATIO}")
 
 
 def patchify(frames: np.ndarray, patch_size: int, hidden_stride: int, temporal_patch_size: int) -> tuple[torch.Tensor, list[int]]:
@@ -146,7 +147,7 @@ class NativeResolutionPreprocessor:
         """Frames of one video -> (patches, grid_thw [t, h, w], placeholders -303, -300 x tokens, -304). Every frame
         takes the first frame's size."""
         if not frames:
-            raise ImageRejected("empty_video", "a video needs at least one frame")
+            raise Rejected("empty_video", "a video needs at least one frame")
         size = self.target_size(frames[0], min_pixels, max_pixels)
         stacked = np.stack([self.normalised(frame, size) for frame in frames])
         patches, grid = patchify(stacked, self.patch_size, self.hidden_stride, self.temporal_patch_size)

@@ -6,5 +6,6 @@
 - `captions`: an image folder with captions in CSV / JSON Lines (`data/convert_captions.py`).
 
 Each validates while it converts, shards by size and count, runs on several processes and reports rejected
-entries by reason (see `common`).
+entries by reason (`checks` says what is refused, `runner` writes the shards and the report, `cli` is the
+command line they share).
 """

@@ -13,30 +13,20 @@ Files may start with a UTF-8 BOM (as spreadsheets save CSV); a row holding bytes
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ...constants import IMAGE_TOKEN
+from ...rejection import Rejected
 from ..samples import IMAGE_EXTENSIONS
 from ..validation import is_missing
-from .common import (
-    Converted,
-    Limits,
-    Reject,
-    add_common_arguments,
-    check_caption,
-    entry_id,
-    image_member,
-    limits_from,
-    options_from,
-    print_summary,
-    run,
-)
+from .checks import Converted, Limits, check_caption, image_member, object_entry_id
+from .cli import limits_from, options_from, run_command
 from .files import read_image_file
-from .text import Unparsable, csv_rows, load_json_entries
+from .runner import run
+from .text import csv_rows, load_json_entries
 
 IMAGE_COLUMNS = ("file_name", "image", "image_path", "file", "filename", "path")
 CAPTION_COLUMNS = ("caption", "text", "description")
@@ -45,7 +35,7 @@ CAPTION_COLUMNS = ("caption", "text", "description")
 @dataclass
 class CaptionConverter:
     """One row {image column: path | bytes | {"bytes": ...}, caption column: text, "caption_template"?} ->
-    a caption sample (or Reject). `template` is the set's caption template (a row's own one wins)."""
+    a caption sample (or Rejected). `template` is the set's caption template (a row's own one wins)."""
 
     image_root: Path
     limits: Limits
@@ -61,11 +51,7 @@ class CaptionConverter:
         return next((row[c] for c in candidates if row.get(c) is not None), None)
 
     def __call__(self, index: int, row: Any) -> Converted:
-        if isinstance(row, Unparsable):
-            raise Reject(row.reason, f"{row.where}: {row.error}")
-        if not isinstance(row, dict):
-            raise Reject("bad_json", f"row {index} is not an object")
-        key = entry_id(row, index)
+        key = object_entry_id(row, index)
         image = self._get(row, self.image_column, IMAGE_COLUMNS)
         own_template = row.get("caption_template")  # a parquet/pandas column has None or NaN where a row has none
         template = self.template if is_missing(own_template) or own_template == "" else own_template
@@ -76,7 +62,7 @@ class CaptionConverter:
         if isinstance(image, (bytes, bytearray)):
             data, what = bytes(image), f"{key} (embedded image)"
         elif is_missing(image) or image == "":
-            raise Reject("missing_image", f"{key}: no image named")
+            raise Rejected("missing_image", f"{key}: no image named")
         else:
             data, what = read_image_file(self.image_root, image, self.limits.max_image_bytes)
         suffix, data, rotated = image_member(data, 0, self.limits, what)
@@ -145,15 +131,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--caption-template", help="stored with every sample, e.g. '<image>\\nDescription:\\n' "
                         "(default: none, the data config's caption_template applies)")
     parser.add_argument("--name", help="shard-set name (file prefix); default: the folder's name")
-    add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    template = args.caption_template.replace("\\n", "\n") if args.caption_template else None
-    try:
-        report = convert(args.images, args.captions,
-                         options_from(args, args.name or Path(args.images).resolve().name),
-                         limits_from(args), template, args.image_column, args.caption_column)
-    except (ValueError, OSError) as exn:  # an unreadable captions file, shards already there: a message
-        parser.exit(2, f"error: {exn}\n")
-    print_summary([report])
-    return report
+
+    def convert_args(args: argparse.Namespace) -> dict:
+        template = args.caption_template.replace("\\n", "\n") if args.caption_template else None
+        return convert(args.images, args.captions, options_from(args, args.name or Path(args.images).resolve().name),
+                       limits_from(args), template, args.image_column, args.caption_column)
+
+    return run_command(parser, argv, convert_args)[1]

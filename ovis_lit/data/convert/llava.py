@@ -12,26 +12,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .common import (
-    Converted,
-    Limits,
-    Reject,
-    add_common_arguments,
-    check_turns,
-    entry_id,
-    image_member,
-    limits_from,
-    options_from,
-    print_summary,
-    run,
-)
+from ...rejection import Rejected
+from .checks import Converted, Limits, check_turns, image_member, object_entry_id
+from .cli import limits_from, options_from, run_command
 from .files import read_image_file
-from .text import Unparsable, load_json_entries
+from .runner import run
+from .text import load_json_entries
 
 
 def load_entries(path: str | Path) -> list[Any]:
@@ -47,25 +37,21 @@ def image_list(entry: dict, key: str) -> list[Any]:
         return [images]
     if isinstance(images, list):
         return images
-    raise Reject("bad_json", f"{key}: 'image' is neither a path nor a list of paths")
+    raise Rejected("bad_json", f"{key}: 'image' is neither a path nor a list of paths")
 
 
 @dataclass
 class ConversationConverter:
-    """One LLaVA entry -> a Converted sample (or Reject). Runs in worker processes, so it pickles."""
+    """One LLaVA entry -> a Converted sample (or Rejected). Runs in worker processes, so it pickles."""
 
     image_root: Path
     limits: Limits
 
     def __call__(self, index: int, entry: Any) -> Converted:
-        if isinstance(entry, Unparsable):
-            raise Reject(entry.reason, f"{entry.where}: {entry.error}")
-        if not isinstance(entry, dict):
-            raise Reject("bad_json", f"entry {index} is not a JSON object")
-        key = entry_id(entry, index)
+        key = object_entry_id(entry, index)
         names = image_list(entry, key)
         if len(names) > self.limits.max_images:
-            raise Reject("too_many_images", f"{key}: {len(names)} > {self.limits.max_images}")
+            raise Rejected("too_many_images", f"{key}: {len(names)} > {self.limits.max_images}")
         turns = check_turns(entry.get("conversations"), len(names), self.limits, key)
         members, rotated = [], 0
         for position, name in enumerate(names):
@@ -95,13 +81,5 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--name", help="shard-set name (file prefix); default: the first JSON file's stem")
     parser.add_argument("--add-missing-image-token", action="store_true",
                         help="entries with images but no <image> mark get one per image before the first user turn")
-    add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        report = convert(args.json, args.image_root, options_from(args, args.name or Path(args.json[0]).stem),
-                         limits_from(args))
-    except (ValueError, OSError) as exn:  # an unreadable input file, shards already there: a message, no traceback
-        parser.exit(2, f"error: {exn}\n")
-    print_summary([report])
-    return report
+    return run_command(parser, argv, lambda args: convert(
+        args.json, args.image_root, options_from(args, args.name or Path(args.json[0]).stem), limits_from(args)))[1]

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 from pathlib import Path
 from typing import Any, Iterator
 
 from .captions import CaptionConverter, check_template
-from .common import Limits, Options, add_common_arguments, limits_from, options_from, print_summary, run, safe_name
+from .checks import Limits
+from .cli import limits_from, options_from, run_command
 from .llava import ConversationConverter, load_entries
+from .runner import Options, run
+from .shards import safe_name
 
 CAPTION_FIELDS = ("image_path", "image", "caption", "caption_template", "id")
 
@@ -118,15 +120,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--root", help="what relative meta_file / image_dir paths start from")
     parser.add_argument("--add-missing-image-token", action="store_true",
                         help="conversations with images but no <image> mark get one per image first")
-    add_common_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    names = [n.strip() for n in args.datasets.replace("|", ",").split(",") if n.strip()] if args.datasets else None
-    try:
-        summary = convert(args.dataset_info, args.output, options_from(args, "unused"), limits_from(args), names,
-                          args.root)
-    except (ValueError, OSError) as exn:  # an unreadable dataset-info or meta file: a message, no traceback
-        parser.exit(2, f"error: {exn}\n")
-    print_summary(list(summary["reports"].values()))
+
+    def convert_args(args: argparse.Namespace) -> dict:
+        names = [n.strip() for n in args.datasets.replace("|", ",").split(",") if n.strip()] if args.datasets else None
+        return convert(args.dataset_info, args.output, options_from(args, "unused"), limits_from(args), names,
+                       args.root)
+
+    args, summary = run_command(parser, argv, convert_args, lambda summary: list(summary["reports"].values()))
     print(f"summary: {Path(args.output) / 'report.json'}")
     return summary

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from ..tsv import WARNINGS_PER_REASON, BadSample, ImageSource, image_sources, index_rows, read_rows
+from ...rejection import Rejected
+from ..tsv import WARNINGS_PER_REASON, ImageSource, image_sources, index_rows, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class Benchmark(ABC):
         self, required: list[str], make: Callable[[dict[str, str], Callable[[], list[ImageSource]]], Item]
     ) -> list[Item]:
         """Items of the benchmark TSV: `make(row, images)` builds one (calling `images()` to resolve the row's images)
-        or raises BadSample, which drops the row and counts its reason in `self.skipped` (rows the TSV reader
+        or raises Rejected, which drops the row and counts its reason in `self.skipped` (rows the TSV reader
         refuses are counted there too). Each dropped row's line is logged."""
         table = read_rows(self.path, required, log_rows=not self.quiet)
         self.skipped.update(table.rejected)
@@ -84,9 +85,9 @@ class Benchmark(ABC):
         for row, line in zip(table.rows, table.lines):
             try:
                 items.append(make(row, lambda row=row: image_sources(row, by_index, self.path.parent)))
-            except BadSample as e:
-                self.skipped[str(e)] += 1
-                loud = not self.quiet and self.skipped[str(e)] <= WARNINGS_PER_REASON
+            except Rejected as e:
+                self.skipped[e.reason] += 1
+                loud = not self.quiet and self.skipped[e.reason] <= WARNINGS_PER_REASON
                 level = logging.WARNING if loud else logging.DEBUG
                 log.log(level, "%s line %d: skipped (%s)", self.path, line, e)
         return items

@@ -3,8 +3,9 @@ captions). Scored with BLEU-4, ROUGE-L and CIDEr-D (see caption_metrics for toke
 
 from __future__ import annotations
 
+from ...rejection import Rejected
 from ..caption_metrics import caption_scores, cider_d
-from ..tsv import BadSample, cell, parse_list
+from ..tsv import cell, parse_list
 from .base import Benchmark, Item, Scores, register
 
 CAPTION_PROMPT = "Describe this image in one sentence."
@@ -24,10 +25,10 @@ class Captions(Benchmark):
     def _item(row: dict[str, str], images) -> Item:
         references = [r for r in parse_list(cell(row, "answer")) if r] if cell(row, "answer") else []
         if not references:
-            raise BadSample("no reference captions")
+            raise Rejected("no reference captions")
         found = images()
         if not found:
-            raise BadSample("no image")
+            raise Rejected("no image")
         return Item(cell(row, "index"), CAPTION_PROMPT, found, {"references": references})
 
     def score(self, items: list[Item], answers: list[str]) -> Scores:

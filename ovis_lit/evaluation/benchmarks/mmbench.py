@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from ...rejection import Rejected
 from ..extraction import extract_choice
 from ..mcq import LETTERS, MC_INSTRUCTION, mcq_prompt, options_of
-from ..tsv import BadSample, cell, integer_index
+from ..tsv import cell, integer_index
 from .base import Benchmark, Item, Scores, ratio, register
 
 CIRCULAR_STRIDE = 1_000_000
@@ -45,7 +46,7 @@ class MultipleChoice(Benchmark):
         return mcq_prompt(row, self.instruction)
 
     def keep(self, row: dict[str, str]) -> None:
-        """Raise BadSample for rows this benchmark does not score."""
+        """Raise Rejected for rows this benchmark does not score."""
 
     def read_items(self) -> list[Item]:
         return self.items_from_tsv(["index", "question", "answer", "A", "B"], self._item)
@@ -56,9 +57,9 @@ class MultipleChoice(Benchmark):
         options = options_of(clean)
         answer = cell(row, "answer").upper()
         if len(options) < 2:
-            raise BadSample("fewer than two options")
+            raise Rejected("fewer than two options")
         if answer not in options:
-            raise BadSample("answer is not one of the option letters")
+            raise Rejected("answer is not one of the option letters")
         index = cell(row, "index")
         if self.circular is not False:
             integer_index(row)  # circular groups are index % 1e6: a non-numeric index would be a group of its own

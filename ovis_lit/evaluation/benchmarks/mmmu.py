@@ -17,9 +17,10 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
+from ...rejection import Rejected
 from ..extraction import extract_choice, normalise_text
 from ..mcq import LETTERS, MC_INSTRUCTION, options_of
-from ..tsv import BadSample, cell, parse_list
+from ..tsv import cell, parse_list
 from .base import SHORT_ANSWER, Benchmark, Item, Scores, ratio, register
 
 NUMBER = re.compile(r"-?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:e[-+]?\d+)?")
@@ -81,14 +82,14 @@ class MMMU(Benchmark):
     def _row_item(self, row: dict[str, str], images) -> Item:
         split = cell(row, "split").lower()
         if self.split and split and SPLIT_NAMES.get(split, split) != self.split:
-            raise BadSample(f"not in the {self.split} split")
+            raise Rejected(f"not in the {self.split} split")
         return self.item(row, images())
 
     def item(self, row: dict[str, str], images: list) -> Item:
         question = cell(row, "question")
         answer = cell(row, "answer")
         if not question or not answer:
-            raise BadSample("empty question or answer")
+            raise Rejected("empty question or answer")
         options = options_of({k: cell(row, k) for k in LETTERS})
         is_open = not options or cell(row, "question_type").lower() == "open"
         target = {"category": cell(row, "category"), "open": is_open}
@@ -97,7 +98,7 @@ class MMMU(Benchmark):
             prompt = f"{question}\n{SHORT_ANSWER}"
         else:
             if answer.upper() not in options:
-                raise BadSample("answer is not one of the option letters")
+                raise Rejected("answer is not one of the option letters")
             target.update(answer=answer.upper(), options=options)
             prompt = "\n".join([question, *(f"{k}. {v}" for k, v in options.items()), MC_INSTRUCTION])
         return Item(cell(row, "index"), prompt, images, target)

@@ -4,8 +4,9 @@ they are skipped and counted."""
 
 from __future__ import annotations
 
+from ...rejection import Rejected
 from ..mcq import MC_INSTRUCTION, options_of
-from ..tsv import BadSample, cell
+from ..tsv import cell
 from .base import register
 from .mmbench import MultipleChoice
 
@@ -18,7 +19,7 @@ class ScienceQA(MultipleChoice):
 
     def keep(self, row: dict[str, str]) -> None:
         if not (cell(row, "image") or cell(row, "image_path")):
-            raise BadSample("no image (not an IMG question)")
+            raise Rejected("no image (not an IMG question)")
 
     def prompt(self, row: dict[str, str]) -> str:
         parts = [f"Context: {row['hint']}"] if row.get("hint") else []

@@ -14,7 +14,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from ..tsv import BadSample, cell, parse_list
+from ...rejection import Rejected
+from ..tsv import cell, parse_list
 from ..vqa_metric import normalise_answer, vqa_accuracy
 from .base import SHORT_ANSWER, Benchmark, Item, Scores, ratio, register
 
@@ -29,7 +30,7 @@ class VQA(Benchmark):
     def _row_item(self, row: dict[str, str], images) -> Item:
         answers = [a for a in parse_list(cell(row, "answer")) if a] if cell(row, "answer") else []
         if not answers:
-            raise BadSample("no human answers")
+            raise Rejected("no human answers")
         breakdown = cell(row, "answer_type") or cell(row, "category")
         return self.item(cell(row, "index"), cell(row, "question"), images(), answers, breakdown)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from ...rejection import Rejected
 from ..extraction import extract_yes_no
-from ..tsv import BadSample, cell, image_key
+from ..tsv import cell, image_key
 from .base import SHORT_ANSWER, Benchmark, Item
 
 
@@ -18,9 +19,9 @@ class YesNo(Benchmark):
     def _item(row: dict[str, str], images) -> Item:
         gold = cell(row, "answer").lower()
         if gold not in ("yes", "no"):
-            raise BadSample("answer is not yes or no")
+            raise Rejected("answer is not yes or no")
         if not cell(row, "question"):
-            raise BadSample("empty question")
+            raise Rejected("empty question")
         target = {"answer": gold, "category": cell(row, "category"), "image": image_key(row)}
         return Item(cell(row, "index"), f"{cell(row, 'question')}\n{SHORT_ANSWER}", images(), target)
 
