@@ -68,11 +68,16 @@ def test_scores_equal_coco_eval_cap():
 
 
 @needs_java
-@pytest.mark.slow  # METEOR's Java process loads its paraphrase table (~20 s on a busy machine)
-def test_meteor_equals_coco_eval_cap():
+@pytest.mark.slow  # METEOR's Java process loads its paraphrase table (~20 s; started once here, for both sides)
+def test_meteor_equals_coco_eval_cap(monkeypatch):
+    from pycocoevalcap.meteor import meteor
+
+    one = meteor.Meteor()
+    monkeypatch.setattr(meteor, "Meteor", lambda: one)
     ours, per_image, info = caption_scores(CANDIDATES, REFERENCES, tokenizer="ptb", meteor="auto")
     assert info["meteor"] is True
     assert_same(ours, per_image, coco_eval_cap(CANDIDATES, REFERENCES, meteor=True))
+    assert 0 < ours["meteor"] < 1
 
 
 def test_rouge_l_is_coco_beta_and_best_precision_recall():
