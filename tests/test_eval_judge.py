@@ -211,3 +211,32 @@ def test_judge_refuses_unknown_inputs(tmp_path):
         load_judge(tmp_path / "empty")
     with pytest.raises(ValueError, match="kind"):
         load_judge(tmp_path / "empty", kind="openai")
+
+
+def test_evals_run_records_the_judge(tmp_path):
+    """evals/run.py end to end: an Ovis checkpoint evaluated on MMVet and OCRBench, itself the judge of MMVet."""
+    import json
+
+    from ovis_lit.evaluation.entry import evaluate
+
+    from .test_eval_run import _eval_cfg
+
+    checkpoint = FIXTURES / "ovis2-reference-tiny" / "checkpoint"
+    mmvet = write_tsv(tmp_path / "MMVet.tsv", [
+        {"index": 0, "image": png_b64(), "question": "Colour?", "answer": "red", "category": "rec"}])
+    ocr = write_tsv(tmp_path / "OCRBench.tsv", [
+        {"index": 0, "image": png_b64(), "question": "Text?", "answer": "['']", "category": "Doc-oriented VQA"}])
+    common = [f"checkpoint={checkpoint}", "benchmark=[mmvet,ocrbench]", f"benchmarks.mmvet.path={mmvet}",
+              f"benchmarks.ocrbench.path={ocr}", "benchmarks.mmvet.max_new_tokens=2",
+              "benchmarks.ocrbench.max_new_tokens=2", "benchmarks.mmvet.judge_max_new_tokens=2", "progress=false",
+              "device=cpu", f"output_dir={tmp_path / 'out'}"]
+    with pytest.raises(ValueError, match="judge.path"):  # refused before the model is loaded
+        evaluate(_eval_cfg(common))
+    metrics = evaluate(_eval_cfg([*common, f"judge.path={checkpoint}", "judge.device=cpu"]))
+    assert metrics["ocrbench"]["final_score"] == 1  # an empty accepted answer is in every prediction (as VLMEvalKit)
+    assert metrics["mmvet"]["questions"] == 1 and 0.0 <= metrics["mmvet"]["overall"] <= 100.0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    judge = summary["benchmarks"]["mmvet"]["judge"]
+    assert judge["path"] == str(checkpoint.resolve()) and judge["kind"] == "ovis"
+    assert judge["prompt"] == MMVET_GRADER_V1.describe() and summary["benchmarks"]["mmvet"]["mode"] == "vlmevalkit"
+    assert f"prompt mmvet-grader v1 (sha256 {MMVET_GRADER_V1.sha256[:12]})" in (tmp_path / "out" / "summary.md").read_text()

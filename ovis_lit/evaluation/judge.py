@@ -66,7 +66,7 @@ class CausalLMJudge:
         self.model, self.tokenizer, self.description, self.seed = model.eval(), tokenizer, description, seed
 
     @classmethod
-    def from_path(cls, path: Path, device: str = "cpu", dtype: str | None = None, seed: int = 0) -> "CausalLMJudge":
+    def from_path(cls, path: Path, device: str = "cpu", dtype: str | None = None, seed: int = 0) -> CausalLMJudge:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from ..model.build import as_dtype
@@ -108,7 +108,7 @@ class OvisJudge:
 
     @classmethod
     def from_path(cls, path: Path, device: str = "cpu", dtype: str | None = None, seed: int = 0,
-                  processor: str | None = None) -> "OvisJudge":
+                  processor: str | None = None) -> OvisJudge:
         from .loading import load_for_eval
 
         model, found, info = load_for_eval(path, processor, device, dtype)

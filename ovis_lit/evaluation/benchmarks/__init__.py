@@ -1,7 +1,17 @@
 """Benchmarks by kind. Importing the modules registers them; `build_benchmark(kind, path=..., ...)` makes one."""
 
 from . import (  # noqa: F401  (registration)
-    captions, mathvista, mmbench, mme, mmmu, mmvet, ocrbench, pope, scienceqa, shapes, vqa,
+    captions,
+    mathvista,
+    mmbench,
+    mme,
+    mmmu,
+    mmvet,
+    ocrbench,
+    pope,
+    scienceqa,
+    shapes,
+    vqa,
 )
 from .base import BENCHMARKS, Benchmark, Item, Scores, build_benchmark
 
