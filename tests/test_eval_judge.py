@@ -180,6 +180,10 @@ def test_causal_lm_judge_from_a_local_directory(tmp_path):
     sampled = judge.generate("Grade: 0.5?", 1.0, max_new_tokens=6)
     assert sampled == judge.generate("Grade: 0.5?", 1.0, max_new_tokens=6)  # seeded per call: repeatable
     assert torch.equal(state, torch.random.get_rng_state())  # and the global RNG is left as it was
+    # a tokenizer with a chat template: the prompt goes in as one user turn
+    judge.tokenizer.chat_template = "{% for m in messages %}<|user|>{{ m['content'] }}{% endfor %}<|assistant|>"
+    ids = judge._input_ids("Grade: 0.5?")[0].tolist()
+    assert judge.tokenizer.decode(ids) == "<|user|>Grade: 0.5?<|assistant|>"
     # through a benchmark (a short prompt file, to keep it fast): the lazy judge loads at the first grade, and the
     # record names its directory and the prompt file
     short = tmp_path / "short.txt"

@@ -12,7 +12,6 @@ category contains it, as a substring, as the toolkit tests it) and per exact cap
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 
 from ..judge_prompts import MMVET_GRADER_V1
@@ -24,12 +23,13 @@ CAPABILITIES = ("rec", "ocr", "know", "gen", "spat", "math")
 
 
 def parse_grade(reply: str) -> float | None:
-    """The grade a reply gives, or None: the reply must be one number in [0, 1] (NaN refused)."""
+    """The grade a reply gives, or None: the reply must be one number in [0, 1] (NaN fails the range test here;
+    VLMEvalKit's test, "not below 0 nor above 1", lets it through)."""
     try:
         grade = float(reply)
     except ValueError:
         return None
-    return grade if math.isfinite(grade) and 0.0 <= grade <= 1.0 else None
+    return grade if 0.0 <= grade <= 1.0 else None
 
 
 @register
