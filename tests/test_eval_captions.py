@@ -171,3 +171,25 @@ def test_coco_caption_tsv(tmp_path):
     assert bench.describe()["tokenizer"] == "ptb_like"
     empty = bench.score([], [])
     assert empty.metrics["cider"] == 0.0 and empty.metrics["images"] == 0
+
+
+def test_vlmevalkit_mode_scores_untokenised_captions_times_100(tmp_path):
+    rows = [{"index": 0, "image": png_b64("red"), "answer": str(["A red square.", "red square"])},
+            {"index": 1, "image": png_b64("blue"), "answer": str(["A blue square"]), "question": "What is shown?"}]
+    bench = build_benchmark("coco_caption", path=write_tsv(tmp_path / "COCO_VAL.tsv", rows), mode="vlmevalkit",
+                            meteor="auto")
+    items = bench.load()
+    assert items[0].prompt.startswith("Please describe this image in general.") and items[1].prompt == "What is shown?"
+    answers = ["a red square", "A blue square"]
+    scores = bench.score(items, answers)
+    # VLMEvalKit's COCO_Caption_Scorer: the scorers on the raw strings (case and "." kept), times 100, no METEOR
+    gts = {0: ["A red square.", "red square"], 1: ["A blue square"]}
+    res = {0: ["a red square"], 1: ["A blue square"]}
+    assert scores.metrics["cider"] == pytest.approx(100 * Cider().compute_score(gts, res)[0])
+    assert scores.metrics["rougeL"] == pytest.approx(100 * Rouge().compute_score(gts, res)[0])
+    bleu = Bleu(4).compute_score(gts, res, verbose=0)[0]
+    assert [scores.metrics[f"bleu{n}"] for n in range(1, 5)] == pytest.approx([100 * b for b in bleu])
+    assert "meteor" not in scores.metrics and scores.details["caption_metrics"]["tokenizer"] == "none"
+    assert bench.describe()["mode"] == "vlmevalkit"
+    with pytest.raises(ValueError, match="mode"):
+        build_benchmark("coco_caption", path="x.tsv", mode="lmms_eval")

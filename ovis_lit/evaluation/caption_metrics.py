@@ -4,7 +4,8 @@ ROUGE-L and CIDEr-D, on captions tokenised as COCO tokenises them.
 Tokeniser: pycocoevalcap's PTBTokenizer (Stanford CoreNLP 3.4.1 run with `java`, lowercased, its punctuation tokens
 dropped). Where no `java` is on PATH it cannot run, and neither can METEOR: `ptb_like_tokens` below then stands in
 (a pure-Python imitation of the same rules, exact on ordinary captions; exotic text can differ), METEOR is left out,
-and the summary says so (`tokenizer`, `meteor` in the details).
+and the summary says so (`tokenizer`, `meteor` in the details). `none` passes the captions as they are (split on
+spaces by the scorers, case and punctuation kept), which is what VLMEvalKit's COCO_VAL evaluation does.
 
 Scores are pycocoevalcap's own, unchanged: BLEU with its "closest" reference length (a tie between a shorter and a
 longer reference takes the shorter), ROUGE-L with beta 1.2 over the best precision and the best recall across the
@@ -22,7 +23,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, PTBTokenizer
 
-TOKENIZERS = ("auto", "ptb", "ptb_like")
+TOKENIZERS = ("auto", "ptb", "ptb_like", "none")  # none: the captions as they are (VLMEvalKit's COCO_VAL)
 # what PTBTokenizer leaves out after lowercasing (its list is upper-case for the brackets, which -lowerCase has
 # already turned into -lrb- etc., so those stay, as they do in COCO's numbers)
 DROPPED = frozenset(PUNCTUATIONS)
@@ -68,6 +69,8 @@ def resolve_tokenizer(tokenizer: str) -> str:
 
 def tokenize(captions: dict[int, list[str]], tokenizer: str) -> dict[int, list[str]]:
     """image -> its captions, each as one string of space-separated tokens (what pycocoevalcap's scorers take)."""
+    if tokenizer == "none":
+        return {k: list(v) for k, v in captions.items()}
     if tokenizer == "ptb":
         return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
     return {k: [" ".join(ptb_like_tokens(c)) for c in v] for k, v in captions.items()}
