@@ -1,85 +1,112 @@
-"""Caption metrics: BLEU-4 and ROUGE-L from torchmetrics, CIDEr-D implemented here (torchmetrics has none).
+"""Caption metrics through pycocoevalcap (the COCO caption toolkit's Python 3 package): BLEU-1..4, METEOR 1.5,
+ROUGE-L and CIDEr-D, on captions tokenised as COCO tokenises them.
 
-Tokenisation, the same for all three: lowercase, every character that is not a letter, digit or whitespace
-becomes a space ("don't" -> "don t", "red-ish." -> "red ish"), then split on whitespace. COCO's toolkit uses the
-Stanford PTB tokenizer instead, so scores can differ slightly from published ones.
+Tokeniser: pycocoevalcap's PTBTokenizer (Stanford CoreNLP 3.4.1 run with `java`, lowercased, its punctuation tokens
+dropped). Where no `java` is on PATH it cannot run, and neither can METEOR: `ptb_like_tokens` below then stands in
+(a pure-Python imitation of the same rules, exact on ordinary captions; exotic text can differ), METEOR is left out,
+and the summary says so (`tokenizer`, `meteor` in the details). `none` passes the captions as they are (split on
+spaces by the scorers, case and punctuation kept), which is what VLMEvalKit's COCO_VAL evaluation does.
 
-CIDEr-D (Vedantam et al. 2015, the variant COCO reports), per image with candidate c and references R:
-- n-grams of length 1..4; each is weighted by tf * idf, tf its count in the sentence, idf = log(N / df) with N the
-  number of images evaluated together and df the number of images whose references contain it (at least 1);
-- for each n and reference r: sum over n-grams of min(c, r) * r over the two weight vectors (clipping: repeating
-  a word earns nothing), divided by both vectors' norms, times exp(-(len(c) - len(r))^2 / (2 * 6^2));
-- the mean over references, the mean over n, times 10. The corpus CIDEr is the mean over images.
-idf comes from the references of the evaluated set, so the score of one caption depends on the others, and a set
-of a single image scores 0 (every idf is log 1).
+Scores are pycocoevalcap's own, unchanged: BLEU with its "closest" reference length (a tie between a shorter and a
+longer reference takes the shorter), ROUGE-L with beta 1.2 over the best precision and the best recall across the
+references, CIDEr-D with idf from the references of the images scored together (one image alone scores 0).
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections import Counter
+import shutil
+from typing import Any
 
-from torchmetrics.text import BLEUScore, ROUGEScore
+from pycocoevalcap.bleu.bleu import Bleu
+from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
+from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, PTBTokenizer
 
-CIDER_MAX_N = 4
-CIDER_SIGMA = 6.0
-
-
-def caption_tokens(text: str) -> list[str]:
-    return re.sub(r"[^\w\s]|_", " ", text.lower()).split()
-
-
-def _ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[k : k + n]) for k in range(len(tokens) - n + 1))
-
-
-def _weights(counts: Counter, idf: dict[tuple, float]) -> tuple[dict[tuple, float], float]:
-    vector = {g: tf * idf.get(g, 0.0) for g, tf in counts.items()}
-    return vector, math.sqrt(sum(v * v for v in vector.values()))
+TOKENIZERS = ("auto", "ptb", "ptb_like", "none")  # none: the captions as they are (VLMEvalKit's COCO_VAL)
+# what PTBTokenizer leaves out after lowercasing (its list is upper-case for the brackets, which -lowerCase has
+# already turned into -lrb- etc., so those stay, as they do in COCO's numbers)
+DROPPED = frozenset(PUNCTUATIONS)
+BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
+ABBREVIATIONS = frozenset({"mr.", "mrs.", "ms.", "dr.", "st.", "jr.", "sr.", "vs.", "no."})  # PTB keeps these whole
+CLITICS = re.compile(r"(?<=\w)(n't|'s|'re|'ve|'ll|'d|'m)(?=\W|$)")
 
 
-def cider_d(candidates: list[str], references: list[list[str]]) -> tuple[float, list[float]]:
-    """(corpus CIDEr-D, per-image scores). Every image needs at least one reference."""
+def java_available() -> bool:
+    return shutil.which("java") is not None
+
+
+def ptb_like_tokens(text: str) -> list[str]:
+    """The fallback tokeniser (no Java): what PTBTokenizer -lowerCase does to ordinary captions, then COCO's
+    punctuation filter. Brackets become -lrb- / -rrb- (kept, as in COCO), clitics are split off ("isn't" -> "is n't",
+    "can't" -> "ca n't", "dog's" -> "dog 's"), double quotes, sentence punctuation and dashes between words go;
+    hyphenated words, decimals and abbreviations ("u.s.", "mr.") stay whole."""
+    text = text.lower().replace("\n", " ")
+    text = re.sub(r"[()\[\]{}]", lambda m: f" {BRACKETS[m.group()]} ", text)
+    text = text.replace('"', " ")
+    text = CLITICS.sub(r" \1", text)
+    text = re.sub(r"\.\.\.|--|[,;:?!`$%&]|(?<!\w)'(?!(?:s|re|ve|ll|d|m)(?:\W|$))|(?<=\w)'(?!\w)",
+                  lambda m: f" {m.group()} ", text)
+    tokens = []
+    for token in text.split():
+        # a final period is split off, unless the token is an abbreviation with inner periods (u.s.)
+        if token.endswith(".") and len(token) > 1 and "." not in token[:-1] and token not in ABBREVIATIONS:
+            tokens += [token[:-1], "."]
+        else:
+            tokens.append(token)
+    return [t for t in tokens if t not in DROPPED]
+
+
+def resolve_tokenizer(tokenizer: str) -> str:
+    if tokenizer not in TOKENIZERS:
+        raise ValueError(f"caption tokenizer {tokenizer!r}: one of {TOKENIZERS}")
+    if tokenizer == "auto":
+        return "ptb" if java_available() else "ptb_like"
+    if tokenizer == "ptb" and not java_available():
+        raise RuntimeError("tokenizer=ptb needs `java` on PATH (pycocoevalcap's PTBTokenizer); use ptb_like or auto")
+    return tokenizer
+
+
+def tokenize(captions: dict[int, list[str]], tokenizer: str) -> dict[int, list[str]]:
+    """image -> its captions, each as one string of space-separated tokens (what pycocoevalcap's scorers take)."""
+    if tokenizer == "none":
+        return {k: list(v) for k, v in captions.items()}
+    if tokenizer == "ptb":
+        return PTBTokenizer().tokenize({k: [{"caption": c} for c in v] for k, v in captions.items()})
+    return {k: [" ".join(ptb_like_tokens(c)) for c in v] for k, v in captions.items()}
+
+
+def caption_scores(candidates: list[str], references: list[list[str]], tokenizer: str = "auto",
+                   meteor: str | bool = "auto") -> tuple[dict[str, float], list[dict[str, float]], dict[str, Any]]:
+    """(corpus metrics, per-image metrics, how they were computed). `meteor`: "auto" = when Java exists."""
     if len(candidates) != len(references):
         raise ValueError("one list of references per candidate")
     if any(not refs for refs in references):
         raise ValueError("every image needs at least one reference caption")
-    n_images = len(candidates)
-    cand_tokens = [caption_tokens(c) for c in candidates]
-    ref_tokens = [[caption_tokens(r) for r in refs] for refs in references]
-    log_n = math.log(float(n_images)) if n_images else 0.0
-    per_image = [0.0] * n_images
-    for n in range(1, CIDER_MAX_N + 1):
-        df: Counter = Counter()
-        for refs in ref_tokens:
-            df.update({g for r in refs for g in _ngrams(r, n)})
-        idf = {g: log_n - math.log(max(1.0, d)) for g, d in df.items()}
-        for i in range(n_images):
-            # an n-gram no reference has gets idf log(N / 1), as in the original (df floored at 1)
-            cand_counts = _ngrams(cand_tokens[i], n)
-            cand_idf = {g: idf.get(g, log_n) for g in cand_counts}
-            cand_vec, cand_norm = _weights(cand_counts, cand_idf)
-            total = 0.0
-            for r in ref_tokens[i]:
-                ref_vec, ref_norm = _weights(_ngrams(r, n), idf)
-                overlap = sum(min(v, ref_vec[g]) * ref_vec[g] for g, v in cand_vec.items() if g in ref_vec)
-                similarity = overlap / (cand_norm * ref_norm) if cand_norm and ref_norm else 0.0
-                delta = len(cand_tokens[i]) - len(r)
-                total += similarity * math.exp(-(delta**2) / (2 * CIDER_SIGMA**2))
-            per_image[i] += 10.0 * total / len(ref_tokens[i]) / CIDER_MAX_N
-    return (sum(per_image) / n_images if n_images else 0.0), per_image
+    tokenizer = resolve_tokenizer(tokenizer)
+    use_meteor = java_available() if meteor == "auto" else bool(meteor)
+    if use_meteor and not java_available():
+        raise RuntimeError("meteor=true needs `java` on PATH (METEOR 1.5 is a Java program)")
+    info = {"toolkit": "pycocoevalcap", "tokenizer": tokenizer, "meteor": use_meteor}
+    if not candidates:
+        return {}, [], info
+    gts = tokenize(dict(enumerate(references)), tokenizer)
+    res = tokenize({i: [c] for i, c in enumerate(candidates)}, tokenizer)
+    corpus: dict[str, float] = {}
+    per_image: list[dict[str, float]] = [{} for _ in candidates]
+    bleu, bleu_per_image = Bleu(4).compute_score(gts, res, verbose=0)
+    for n in range(4):
+        corpus[f"bleu{n + 1}"] = float(bleu[n])
+        for i, value in enumerate(bleu_per_image[n]):
+            per_image[i][f"bleu{n + 1}"] = float(value)
+    scorers = [("rougeL", Rouge()), ("cider", Cider())]
+    if use_meteor:
+        from pycocoevalcap.meteor.meteor import Meteor  # starts a Java process at construction
 
-
-def caption_scores(candidates: list[str], references: list[list[str]]) -> dict[str, float]:
-    """Corpus BLEU-4 (torchmetrics, no smoothing), ROUGE-L F (torchmetrics: best reference per image, averaged)
-    and CIDEr-D, all on the tokenisation above."""
-    joined = [" ".join(caption_tokens(c)) for c in candidates]
-    joined_refs = [[" ".join(caption_tokens(r)) for r in refs] for refs in references]
-    bleu = BLEUScore(n_gram=4)(joined, joined_refs)
-    # normalizer=str: the tokenizer alone decides (torchmetrics' default would also drop non-ASCII letters)
-    rouge = ROUGEScore(rouge_keys="rougeL", accumulate="best", normalizer=str, tokenizer=caption_tokens)(
-        candidates, references
-    )
-    cider, _ = cider_d(candidates, references)
-    return {"bleu4": float(bleu), "rougeL": float(rouge["rougeL_fmeasure"]), "cider": cider}
+        scorers.insert(0, ("meteor", Meteor()))
+    for name, scorer in scorers:
+        score, scores = scorer.compute_score(gts, res)
+        corpus[name] = float(score)
+        for i, value in enumerate(scores):
+            per_image[i][name] = float(value)
+    return corpus, per_image, info

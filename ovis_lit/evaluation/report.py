@@ -11,7 +11,7 @@ from .suite import BenchmarkResult
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ("key", "prompt", "answer", "extracted", "gold", "correct", "accuracy", "cider")
+TABLE_COLUMNS = ("key", "prompt", "answer", "extracted", "gold", "correct", "accuracy", "cider", "grade")
 
 
 def _number(value: Any) -> str:
@@ -52,7 +52,23 @@ def markdown_table(results: list[BenchmarkResult], headlines: dict[str, str]) ->
     lines += ["", "| benchmark | metric | value |", "|---|---|---:|"]
     for r in results:
         lines += [f"| {r.name} | {k} | {_number(v)} |" for k, v in r.scores.metrics.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + scoring_notes(results)) + "\n"
+
+
+def scoring_notes(results: list[BenchmarkResult]) -> list[str]:
+    """What a score was computed with, beyond its metric: the LLM judge and its pinned prompt, the caption tokenizer."""
+    notes = []
+    for r in results:
+        judge = r.benchmark.get("judge")
+        if judge:
+            prompt = judge.get("prompt", {})
+            notes.append(f"- {r.name}: judge {judge.get('path')} ({judge.get('kind')}), prompt {prompt.get('name')} "
+                         f"{prompt.get('version')} (sha256 {str(prompt.get('sha256'))[:12]})")
+        captions = r.scores.details.get("caption_metrics")
+        if captions:
+            notes.append(f"- {r.name}: {captions['toolkit']}, tokenizer {captions['tokenizer']}, "
+                         f"METEOR {'on' if captions['meteor'] else 'off'}")
+    return ["", *notes] if notes else []
 
 
 def write_results(

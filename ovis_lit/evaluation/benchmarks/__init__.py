@@ -1,6 +1,18 @@
 """Benchmarks by kind. Importing the modules registers them; `build_benchmark(kind, path=..., ...)` makes one."""
 
-from . import captions, mmbench, mme, mmmu, pope, scienceqa, shapes, vqa  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    captions,
+    mathvista,
+    mmbench,
+    mme,
+    mmmu,
+    mmvet,
+    ocrbench,
+    pope,
+    scienceqa,
+    shapes,
+    vqa,
+)
 from .base import BENCHMARKS, Benchmark, Item, Scores, build_benchmark
 
 __all__ = ["BENCHMARKS", "Benchmark", "Item", "Scores", "build_benchmark"]
