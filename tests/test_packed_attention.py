@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ovis_lit.model import packed_attention
-from ovis_lit.model.ovis import pack_rows
+from ovis_lit.model.packing import pack_rows
 
 from .tiny import tiny_model
 
