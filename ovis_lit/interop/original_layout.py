@@ -8,8 +8,9 @@ The backbone's names depend on the visual tokenizer: SigLIP and CLIP (1.6) are t
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import transformers

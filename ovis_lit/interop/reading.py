@@ -7,8 +7,9 @@ ever runs.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import transformers
@@ -24,7 +25,7 @@ def load_tensors(directory: Path, prefix: str, names: set[str] | None = None) ->
     tensors = {}
     for path in safetensors_files(directory):
         with safe_open(path, framework="pt") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 (a safe_open handle, not a dict)
                 name = key[len(prefix) :]
                 if key.startswith(prefix) and (names is None or name in names):
                     tensors[name] = f.get_tensor(key)
