@@ -16,7 +16,7 @@ Setup (once; outside the repository):
         safetensors pillow numpy packaging
 
 Export with ovis-lit (in ovis-lit's venv), e.g. a fixture's checkpoint imported then exported:
-    python -c "from ovis_lit.interop.original import load_original, export_original; \
+    python -c "from ovis_lit.interop.original import load_original; from ovis_lit.interop.original_export import export_original; \
         m, p = load_original('tests/fixtures/ovis2-reference-tiny/checkpoint'); \
         export_original(m, p, '/tmp/export-ovis2', multimodal_max_length=512)"
 (`m.original_config = None` before the export makes ovis-lit write every config field itself, as for a model it

@@ -14,7 +14,8 @@ indicator ids must exist in the tokenizer that goes with the checkpoint.
 import argparse
 
 from ovis_lit.interop.hf_ovis2 import export_hf_ovis2, load_hf_ovis2
-from ovis_lit.interop.original import export_original, load_original
+from ovis_lit.interop.original import load_original
+from ovis_lit.interop.original_export import export_original
 
 
 def convert(source: str, out: str, to_hf: bool = False, multimodal_max_length: int = 32768,

@@ -19,7 +19,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID
-from ovis_lit.interop.original import export_original, load_original, original_state_dict
+from ovis_lit.interop.original import load_original
+from ovis_lit.interop.original_export import export_original, original_state_dict
 from ovis_lit.model.vision import keep_residual_stream_contiguous, residual_stream_is_contiguous
 from ovis_lit.processing.conversation import FORMAT_BY_CLASS
 from ovis_lit.processing.placeholders import from_original_ids, to_original_ids

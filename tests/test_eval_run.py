@@ -15,7 +15,7 @@ from ovis_lit.evaluation.benchmarks import build_benchmark
 from ovis_lit.evaluation.loading import load_for_eval
 from ovis_lit.evaluation.report import log_to_wandb
 from ovis_lit.evaluation.suite import run_benchmark
-from ovis_lit.interop.original import export_original
+from ovis_lit.interop.original_export import export_original
 from ovis_lit.processing.image import ImagePreprocessor
 from ovis_lit.processing.processor import OvisProcessor
 from ovis_lit.processing.tokenizer import byte_level_tokenizer

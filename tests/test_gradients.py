@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file
 
 from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
-from ovis_lit.interop.original import load_original, original_state_dict
+from ovis_lit.interop.original import load_original
+from ovis_lit.interop.original_export import original_state_dict
 
 from .conftest import FIXTURE
 from .parity import expand_original_batch

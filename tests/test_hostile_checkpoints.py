@@ -21,7 +21,8 @@ from safetensors.torch import load_file, save_file
 
 from ovis_lit.evaluation.loading import load_for_eval
 from ovis_lit.interop.consolidate import load_sharded_model, read_sharded_meta
-from ovis_lit.interop.original import export_original, load_original
+from ovis_lit.interop.original import load_original
+from ovis_lit.interop.original_export import export_original
 from ovis_lit.interop.safe_dcp import dcp_load, read_dcp_metadata
 from ovis_lit.processing.image import ImagePreprocessor
 from ovis_lit.processing.processor import OvisProcessor
@@ -553,6 +554,23 @@ def test_export_with_weights_of_the_wrong_shape(good, tmp_path):
     save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(ValueError, match=rf"has weights of the wrong shape: .*{re.escape(key)}"):
         load_for_eval(d)
+
+
+@pytest.mark.parametrize("change", ["drop", "add"])
+def test_export_with_a_visual_head_that_does_not_fit(good, tmp_path, change):
+    # The visual head and table are assigned into modules built on the meta device: a missing or extra tensor must
+    # be named, not left as a meta tensor or reported as a bare load_state_dict error.
+    d = _copy(good["export"], tmp_path / "ovis")
+    tensors = load_file(d / "model.safetensors")
+    if change == "drop":
+        del tensors["visual_tokenizer.head.1.bias"]
+    else:
+        tensors["visual_tokenizer.head.2.weight"] = torch.zeros(2)
+    save_file(tensors, d / "model.safetensors", metadata={"format": "pt"})
+    missing, unexpected = (["1.bias"], []) if change == "drop" else ([], ["2.weight"])
+    with pytest.raises(ValueError, match=re.escape(f"visual head weights differ from the layout's; missing {missing}, "
+                                                   f"unexpected {unexpected}")):
+        load_original(d)
 
 
 def test_preprocessor_config_without_a_size(good, tmp_path):

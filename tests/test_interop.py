@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from ovis_lit.interop.original import export_original, load_original, original_state_dict
+from ovis_lit.interop.original import load_original
+from ovis_lit.interop.original_export import export_original, original_state_dict
 from ovis_lit.processing.image import ImagePreprocessor
 from ovis_lit.processing.processor import OvisProcessor
 from ovis_lit.processing.tokenizer import byte_level_tokenizer

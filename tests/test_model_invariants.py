@@ -255,7 +255,7 @@ def test_all_masked_batch_gives_zero_loss_not_nan():
 
 
 def test_pack_rows_layout():
-    from ovis_lit.model.ovis import pack_rows
+    from ovis_lit.model.packing import pack_rows
 
     # lengths 4, 2, 5, 1: rows of 6 hold them in 2 rows (12 positions) where rows of 5 need 3 (15)
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
@@ -288,7 +288,7 @@ def test_pack_rows_layout():
     [7, 7, 7, 7], [1], [3, 0, 2], [100] + [1] * 50, list(range(1, 65)),
 ])
 def test_plan_rows_fits_every_sample_once_in_the_fewest_positions(lengths):
-    from ovis_lit.model.ovis import _first_fit_decreasing, plan_rows
+    from ovis_lit.model.packing import _first_fit_decreasing, plan_rows
 
     capacity, rows = plan_rows(lengths)
     assert sorted(i for row in rows for i in row) == list(range(len(lengths)))

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ovis_lit.model import packed_attention
-from ovis_lit.model.ovis import pack_rows
+from ovis_lit.model.packing import pack_rows
 
 from .tiny import tiny_model
 
@@ -110,7 +110,8 @@ def test_pack_rows_one_row_keeps_batch_order_without_padding():
 
 
 def test_export_reports_sdpa(tmp_path):
-    from ovis_lit.interop.original import export_original, load_original
+    from ovis_lit.interop.original import load_original
+    from ovis_lit.interop.original_export import export_original
     from ovis_lit.processing.image import ImagePreprocessor
     from ovis_lit.processing.processor import OvisProcessor
     from ovis_lit.processing.tokenizer import byte_level_tokenizer

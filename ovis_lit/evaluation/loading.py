@@ -18,14 +18,8 @@ import torch
 from omegaconf import OmegaConf
 
 from ..interop.consolidate import is_sharded_checkpoint, load_sharded_model, read_sharded_meta
-from ..interop.original import (
-    chat_format_of,
-    has_tokenizer,
-    is_ovis25_dir,
-    load_original,
-    original_tokens_per_crop,
-    read_original_config,
-)
+from ..interop.original import load_original, original_tokens_per_crop, read_original_config
+from ..interop.reading import chat_format_of, has_tokenizer, is_ovis25_dir
 from ..model.build import as_dtype
 from ..model.ovis import OvisModel
 from ..processing.processor import OvisProcessor

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -31,27 +32,45 @@ log = logging.getLogger(__name__)
 
 ORIGINAL_MODEL_TYPE = "aimv2"
 
-# Per block: original module path -> ours (q/k/v handled separately: one original tensor, three of ours).
-_BLOCK_MODULES = {
-    "norm_1": "rms_norm1",
-    "norm_2": "rms_norm2",
-    "attn.proj": "attention.out_proj",
-    "mlp.fc1": "ffn.gate_proj",  # the SiLU-gated branch
-    "mlp.fc3": "ffn.up_proj",  # the linear branch
-    "mlp.fc2": "ffn.down_proj",
-}
-_TOP_MODULES = {
+# Module paths, original -> ours (`{}`: a block index); the inverse map is derived from this one. q/k/v are not here:
+# one original tensor, three of ours.
+_MODULES = {
+    "trunk.blocks.{}.norm_1": "encoder.layers.{}.rms_norm1",
+    "trunk.blocks.{}.norm_2": "encoder.layers.{}.rms_norm2",
+    "trunk.blocks.{}.attn.proj": "encoder.layers.{}.attention.out_proj",
+    "trunk.blocks.{}.mlp.fc1": "encoder.layers.{}.ffn.gate_proj",  # the SiLU-gated branch
+    "trunk.blocks.{}.mlp.fc3": "encoder.layers.{}.ffn.up_proj",  # the linear branch
+    "trunk.blocks.{}.mlp.fc2": "encoder.layers.{}.ffn.down_proj",
     "preprocessor.patchifier.proj": "embeddings.patch_embed",
     "preprocessor.patchifier.norm": "embeddings.rms_norm",
     "trunk.post_trunk_norm": "rms_norm",
 }
 _POS_ORIGINAL = "preprocessor.pos_embed"
 _POS_OURS = "embeddings.position_embedding.weight"
-_QKV = ("q_proj", "k_proj", "v_proj")
+_QKV_ORIGINAL = re.compile(r"trunk\.blocks\.(\d+)\.attn\.qkv\.(weight|bias)")
+_QKV_OURS = re.compile(r"encoder\.layers\.(\d+)\.attention\.([qkv])_proj\.(weight|bias)")
 
-_ORIGINAL_BLOCK = re.compile(r"trunk\.blocks\.(\d+)\.(.+)\.(weight|bias)")
-_OURS_BLOCK = re.compile(r"encoder\.layers\.(\d+)\.(.+)\.(weight|bias)")
-_LEAF = re.compile(r"(.+)\.(weight|bias)")
+
+def _renamer(modules: dict[str, str]) -> Callable[[str], str | None]:
+    """A parameter name -> its name on the other side by `modules` (module path -> module path), or None."""
+    rules = [
+        (re.compile(re.escape(source).replace(r"\{\}", r"(\d+)") + r"\.(weight|bias)"), target)
+        for source, target in modules.items()
+    ]
+
+    def rename(name: str) -> str | None:
+        for pattern, target in rules:
+            match = pattern.fullmatch(name)
+            if match:
+                *block, kind = match.groups()
+                return f"{target.format(*block)}.{kind}"
+        return None
+
+    return rename
+
+
+_to_ours = _renamer(_MODULES)
+_to_original = _renamer({ours: original for original, ours in _MODULES.items()})
 
 
 # ----------------------------------------------------------------------------------------------------- weights
@@ -59,65 +78,48 @@ def state_to_ours(original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Original AIMv2 tensors (names without the `visual_tokenizer.backbone.` prefix) -> Aimv2VisionModel's."""
     ours: dict[str, torch.Tensor] = {}
     for name, tensor in original.items():
+        qkv = _QKV_ORIGINAL.fullmatch(name)
         if name == _POS_ORIGINAL:
             if tensor.dim() != 3 or tensor.shape[0] != 1:
                 raise ValueError(f"AIMv2 {name} should be [1, patches, d], got {tuple(tensor.shape)}")
             ours[_POS_OURS] = tensor[0]
-            continue
-        block = _ORIGINAL_BLOCK.fullmatch(name)
-        if block:
-            i, module, kind = block.groups()
-            if module == "attn.qkv":
-                if tensor.shape[0] % 3:
-                    raise ValueError(f"AIMv2 {name} has {tensor.shape[0]} rows, not q, k and v stacked")
-                for part, chunk in zip(_QKV, tensor.chunk(3, dim=0)):
-                    ours[f"encoder.layers.{i}.attention.{part}.{kind}"] = chunk
-                continue
-            if module in _BLOCK_MODULES:
-                ours[f"encoder.layers.{i}.{_BLOCK_MODULES[module]}.{kind}"] = tensor
-                continue
-        leaf = _LEAF.fullmatch(name)
-        if leaf and leaf.group(1) in _TOP_MODULES:
-            ours[f"{_TOP_MODULES[leaf.group(1)]}.{leaf.group(2)}"] = tensor
-            continue
-        raise ValueError(f"unknown AIMv2 parameter {name!r} in the original Ovis2 layout")
+        elif qkv:
+            if tensor.shape[0] % 3:
+                raise ValueError(f"AIMv2 {name} has {tensor.shape[0]} rows, not q, k and v stacked")
+            i, kind = qkv.groups()
+            for part, chunk in zip("qkv", tensor.chunk(3, dim=0)):
+                ours[f"encoder.layers.{i}.attention.{part}_proj.{kind}"] = chunk
+        elif (renamed := _to_ours(name)) is not None:
+            ours[renamed] = tensor
+        else:
+            raise ValueError(f"unknown AIMv2 parameter {name!r} in the original Ovis2 layout")
     return ours
 
 
 def state_to_original(ours: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The inverse of `state_to_ours` (also maps gradients, which have the parameters' names and shapes)."""
-    inverse_block = {v: k for k, v in _BLOCK_MODULES.items()}
-    inverse_top = {v: k for k, v in _TOP_MODULES.items()}
     original: dict[str, torch.Tensor] = {}
-    qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    stacks: dict[tuple[str, str], dict[str, torch.Tensor]] = {}  # (block, weight/bias) -> q, k, v
     for name, tensor in ours.items():
+        qkv = _QKV_OURS.fullmatch(name)
         if name == _POS_OURS:
             original[_POS_ORIGINAL] = tensor.unsqueeze(0)
-            continue
-        block = _OURS_BLOCK.fullmatch(name)
-        if block:
-            i, module, kind = block.groups()
-            part = module.removeprefix("attention.")
-            if part in _QKV:
-                qkv.setdefault((i, kind), {})[part] = tensor
-                continue
-            if module in inverse_block:
-                original[f"trunk.blocks.{i}.{inverse_block[module]}.{kind}"] = tensor
-                continue
-        leaf = _LEAF.fullmatch(name)
-        if leaf and leaf.group(1) in inverse_top:
-            original[f"{inverse_top[leaf.group(1)]}.{leaf.group(2)}"] = tensor
-            continue
-        if name.startswith("head."):
+        elif qkv:
+            i, part, kind = qkv.groups()
+            stacks.setdefault((i, kind), {})[part] = tensor
+        elif (renamed := _to_original(name)) is not None:
+            original[renamed] = tensor
+        elif name.startswith("head."):
             raise ValueError(
                 "this AIMv2 backbone has a pooling head, which the original Ovis2 layout has no place for (Ovis never "
                 "uses it): build the backbone with use_head=False"
             )
-        raise ValueError(f"Aimv2VisionModel parameter {name!r} has no counterpart in the original Ovis2 layout")
-    for (i, kind), parts in qkv.items():
-        if set(parts) != set(_QKV):
+        else:
+            raise ValueError(f"Aimv2VisionModel parameter {name!r} has no counterpart in the original Ovis2 layout")
+    for (i, kind), parts in stacks.items():
+        if set(parts) != set("qkv"):
             raise ValueError(f"block {i}: q, k and v {kind} must all be present to stack them, got {sorted(parts)}")
-        original[f"trunk.blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts[p] for p in _QKV], dim=0)
+        original[f"trunk.blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts[p] for p in "qkv"], dim=0)
     return original
 
 

@@ -61,7 +61,7 @@ def load_sharded_weights(model: OvisModel, path: str | Path) -> None:
 def export_sharded_checkpoint(
     checkpoint: str | Path, processor: OvisProcessor, out: str | Path, multimodal_max_length: int = 8192
 ) -> Path:
-    from .original import export_original
+    from .original_export import export_original
 
     model = load_sharded_model(checkpoint)
     return export_original(model, processor, out, multimodal_max_length=multimodal_max_length)

@@ -18,7 +18,6 @@ too, so an -hf checkpoint imported here computes what the original checkpoint it
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,10 @@ from ..model.build import as_dtype, llm_config_from_dict
 from ..model.ovis import OvisModel
 from ..model.vision import FAMILIES
 from ..processing.processor import PREPROCESSOR_FILE, OvisProcessor
-from .local_files import read_json_file
-from .original import has_tokenizer, load_llm, _load_tensors, _quiet_transformers, _visual_parts, _weight_files, _write_tokenizer
+from .export_files import write_json, write_tokenizer
+from .local_files import read_json_file, safetensors_files
+from .original_layout import OURS_BACKBONE_PREFIX, visual_parts
+from .reading import has_tokenizer, load_into, load_llm, load_tensors, quiet_transformers
 
 MODEL_TYPE = "ovis2"
 VISION = "model.vision_tower."
@@ -82,39 +83,27 @@ def load_hf_ovis2(
     tokenizer). Features are taken before the final vision norm, as the original Ovis2 (see the module doc)."""
     directory = Path(directory)
     config = read_hf_config(directory)
-    _weight_files(directory)  # safetensors only
+    safetensors_files(directory)  # safetensors only
     vision, text = config["vision_config"], dict(config["text_config"])
     torch_dtype = as_dtype(dtype) or as_dtype(str(text.get("dtype") or config.get("dtype") or "float32"))
     text.setdefault("tie_word_embeddings", config.get("tie_word_embeddings", True))
     llm_cfg = llm_config_from_dict(text, attn_implementation)
     family = FAMILIES["aimv2_vision_model"]
 
-    verbosity = _quiet_transformers()
-    try:
+    with quiet_transformers():
         llm = load_llm(directory, llm_cfg, {r"^model\.language_model\.": "model."}, torch_dtype, prefix="")
         backbone, info = family.model_class.from_pretrained(
-            None, config=backbone_config(vision), state_dict=_backbone_state(_load_tensors(directory, BACKBONE)),
+            None, config=backbone_config(vision), state_dict=_backbone_state(load_tensors(directory, BACKBONE)),
             dtype=torch_dtype, output_loading_info=True, trust_remote_code=False,
         )
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-        transformers.logging.enable_progress_bar()
     if info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]:
         raise ValueError(f"checkpoint {directory}: vision weights do not fit AIMv2: {info}")
-    llm.config._attn_implementation = llm_cfg._attn_implementation
 
     vt_config = {k: vision[k] for k in ("vocab_size", "hidden_stride", "tokenize_function") if k in vision}
     with torch.device("meta"):
-        visual_tokenizer, vte = _visual_parts(vt_config, backbone, llm.config.hidden_size)
-    vision_tensors = _load_tensors(directory, VISION)
-    head = {ours: vision_tensors[theirs] for theirs, ours in _HEAD.items() if theirs in vision_tensors}
-    table = _load_tensors(directory, "model.visual_embeddings_table.")
-    if len(head) != len(_HEAD) or "weight" not in table:
-        raise ValueError(f"checkpoint {directory} lacks the visual head or the visual embedding table")
-    visual_tokenizer.head.load_state_dict(head, assign=True)
-    vte.load_state_dict(table, assign=True)
-    visual_tokenizer.head.to(torch_dtype)
-    vte.to(torch_dtype)
+        visual_tokenizer, vte = visual_parts(vt_config, backbone, llm.config.hidden_size)
+    load_into(directory, visual_tokenizer.head, VISION, torch_dtype, "visual head", rename=_HEAD)
+    load_into(directory, vte, TABLE.removesuffix("weight"), torch_dtype, "visual embedding table")
     model = OvisModel(visual_tokenizer, vte, llm)
 
     processor = None
@@ -131,8 +120,8 @@ def hf_state_dict(model: OvisModel) -> dict[str, torch.Tensor]:
     tied = model.llm.config.tie_word_embeddings
     out = {}
     for name, tensor in model.state_dict().items():
-        if name.startswith("visual_tokenizer.backbone."):
-            name = name.removeprefix("visual_tokenizer.backbone.")
+        if name.startswith(OURS_BACKBONE_PREFIX):
+            name = name.removeprefix(OURS_BACKBONE_PREFIX)
             if name.startswith("head."):
                 raise ValueError("the -hf layout has no place for AIMv2's pooling head: build with use_head=False")
             for ours, theirs in inverse.items():
@@ -194,7 +183,7 @@ def export_hf_ovis2(
     config.save_pretrained(directory)
     save_file(hf_state_dict(model), directory / "model.safetensors", metadata={"format": "pt"})
     if processor is not None:
-        _write_tokenizer(processor, directory)
+        write_tokenizer(processor, directory)
         _write_image_processor(processor, directory)
     return directory
 
@@ -217,4 +206,4 @@ def _write_image_processor(processor: OvisProcessor, directory: Path) -> None:
         "image_std": list(pp.image_std),
         "resample": int(pp.resample),
     }
-    (directory / PREPROCESSOR_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    write_json(directory / PREPROCESSOR_FILE, config)

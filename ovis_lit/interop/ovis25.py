@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,9 @@ from ..processing.image import ImagePreprocessor
 from ..processing.native_processor import NativeOvisProcessor
 from ..processing.native_resolution import NATIVE_N_INDICATORS
 from ..processing.processor import PREPROCESSOR_FILE, save_image_preprocessor
-from .local_files import read_json_file
-from .original import chat_format_of, has_tokenizer, load_llm, _load_tensors, _quiet_transformers, _save_sharded, _weight_files, _write_tokenizer
+from .export_files import save_sharded, write_generation_config, write_json, write_tokenizer
+from .local_files import read_json_file, safetensors_files
+from .reading import chat_format_of, has_tokenizer, load_into, load_llm, quiet_transformers
 
 VIT_KEY_PREFIX = "visual_tokenizer.vit.vision_model."
 OURS_VIT_PREFIX = "visual_tokenizer.backbone."
@@ -124,32 +124,16 @@ def load_ovis25(
     "eager" computes attention exactly as the CPU stand-in of flash-attn that made the reference fixture)."""
     directory = Path(directory)
     config = read_ovis25_config(directory)
-    _weight_files(directory)  # fail early, and never fall back to pickled weights
+    safetensors_files(directory)  # fail early, and never fall back to pickled weights
     torch_dtype = as_dtype(dtype) or as_dtype(config.get("torch_dtype") or "float32")
     llm_cfg = llm_config_from_dict(config["llm_config"], attn_implementation)
-    verbosity = _quiet_transformers()
-    try:
+    with quiet_transformers():
         llm = load_llm(directory, llm_cfg, {r"^llm\.": ""}, torch_dtype)
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-        transformers.logging.enable_progress_bar()
-    llm.config._attn_implementation = llm_cfg._attn_implementation
     model = _skeleton(config, torch_dtype, attn_implementation, llm=llm, vit_attn_implementation=vit_attn_implementation)
 
-    parts = {
-        "visual_tokenizer.backbone": (model.visual_tokenizer.backbone, VIT_KEY_PREFIX),
-        "visual_tokenizer.head": (model.visual_tokenizer.head, "visual_tokenizer.head."),
-        "vte": (model.vte, "vte."),
-    }
-    for name, (module, prefix) in parts.items():
-        state = {k: v.to(torch_dtype) for k, v in _load_tensors(directory, prefix).items()}
-        want = set(module.state_dict())
-        if set(state) != want:
-            raise ValueError(
-                f"checkpoint {directory}: {name} keys differ from the layout; missing {sorted(want - set(state))}, "
-                f"unexpected {sorted(set(state) - want)}"
-            )
-        module.load_state_dict(state, assign=True)
+    load_into(directory, model.visual_tokenizer.backbone, VIT_KEY_PREFIX, torch_dtype, "ViT")
+    load_into(directory, model.visual_tokenizer.head, "visual_tokenizer.head.", torch_dtype, "visual head")
+    load_into(directory, model.vte, "vte.", torch_dtype, "visual embedding table")
 
     processor = None
     if has_tokenizer(directory):
@@ -222,15 +206,12 @@ def export_ovis25(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = ovis25_config(model, processor.chat_format)
-    (directory / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    _save_sharded(ovis25_state_dict(model, state), directory, max_shard_bytes)
-    llm_config = config["llm_config"]
-    generation = {k: llm_config[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id") if llm_config.get(k) is not None}
-    generation.update({"_from_model_config": True, "transformers_version": config["transformers_version"]})
-    (directory / "generation_config.json").write_text(json.dumps(generation, indent=2, sort_keys=True) + "\n")
+    write_json(directory / "config.json", config)
+    save_sharded(ovis25_state_dict(model, state), directory, max_shard_bytes)
+    write_generation_config(directory, config["llm_config"], config["transformers_version"])
     source = getattr(processor, "preprocessor_config", None)
     if source is not None:
-        (directory / PREPROCESSOR_FILE).write_text(json.dumps(source, indent=2, sort_keys=True) + "\n")
+        write_json(directory / PREPROCESSOR_FILE, source)
     else:  # a SigLIP processor; its size is not used at native resolution, the ViT's image_size by convention
         pp = processor.image_preprocessor
         save_image_preprocessor(
@@ -238,5 +219,5 @@ def export_ovis25(
                               image_std=pp.image_std, resample=pp.resample),
             directory, "SiglipImageProcessor",
         )
-    _write_tokenizer(processor, directory)
+    write_tokenizer(processor, directory)
     return directory

@@ -9,8 +9,8 @@ The plain path is the Ovis idea as written: ViT features -> visual head -> `toke
 padded batch. `fast_path` (the default, what training runs) computes the same function faster:
 - the softmax fused into the table read (`VisualEmbedding`, softmax in float32/float64 only, where it is exactly
   `tokenize` then the table) and one [V, d] table gradient for the visual and indicator rows;
-- the training loss on logits at supervised positions only, over packed rows (`pack_rows`) with packed sdpa
-  (`packed_attention`) instead of a padded batch.
+- the training loss on logits at supervised positions only, over packed rows (`packing.pack_rows`) with packed
+  sdpa (`packed_attention`) instead of a padded batch (`sparse_loss`).
 Both are tested equal (loss, logits, every gradient), and against the original's gradients on the fixtures.
 """
 
@@ -19,21 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
-from . import packed_attention
+from . import packed_attention, sparse_loss
 from .checkpointing import checkpoint_kwargs, checkpoint_mode
 from .embedding import VisualEmbedding
 from .vision import crop_side, keep_residual_stream_contiguous
 from .visual_tokenizer import VisualTokenizer
-
-# LLM families whose logits are exactly lm_head(hidden) (optionally soft-capped, see `output_logits`). For these the
-# training loss computes logits only at supervised positions; other families go through the LLM's own forward.
-SPARSE_LOGITS_MODEL_TYPES = frozenset(
-    {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text", "phi3", "mixtral", "qwen2_moe", "qwen3_moe"}
-)
 
 
 @dataclass
@@ -50,99 +43,6 @@ class OvisOutput:
     logits: torch.Tensor | None  # full [B, L, vocab] only when asked for
     n_label_tokens: int
     merged: MergedInputs
-
-
-def _first_fit_decreasing(lengths: list[int], capacity: int, order: list[int] | None = None) -> list[list[int]]:
-    """Sample indices per row, longest samples first (`order`, if the caller sorted already), each into the first
-    row with room."""
-    rows: list[list[int]] = []
-    room: list[int] = []
-    for i in order if order is not None else sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        slot = next((r for r, free in enumerate(room) if free >= lengths[i]), None)
-        if slot is None:
-            rows.append([])
-            room.append(capacity)
-            slot = len(rows) - 1
-        rows[slot].append(i)
-        room[slot] -= lengths[i]
-    return rows
-
-
-def plan_rows(lengths: list[int]) -> tuple[int, list[list[int]]]:
-    """(row capacity, sample indices per row) with the fewest row x capacity positions.
-
-    Rows as long as the longest sample L leave the tails of many rows empty; a slightly longer row often packs the
-    batch into fewer rows. For each row count R this finds the shortest capacity in [L, 2L] at which
-    first-fit-decreasing needs at most R rows (binary search), and keeps the best. Capping at 2L bounds the extra
-    attention work of a dense block-diagonal mask.
-    """
-    longest, total = max(lengths), sum(lengths)
-    if longest == 0:
-        return 0, [list(range(len(lengths)))]
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-
-    def fit(capacity: int) -> list[list[int]]:
-        return _first_fit_decreasing(lengths, capacity, order)
-
-    best_rows = fit(longest)
-    best = (len(best_rows) * longest, longest, best_rows)
-    for n_rows in range(-(-total // (2 * longest)), len(best_rows)):
-        lo, hi = max(longest, -(-total // n_rows)), 2 * longest
-        if lo > hi or len(fit(hi)) > n_rows:
-            continue
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if len(fit(mid)) <= n_rows:
-                hi = mid
-            else:
-                lo = mid + 1
-        rows = fit(lo)
-        if len(rows) * lo < best[0]:
-            best = (len(rows) * lo, lo, rows)
-    return best[1], best[2]
-
-
-def pack_rows(
-    embeds: torch.Tensor,
-    attention_mask: torch.Tensor,
-    targets: torch.Tensor,
-    one_row: bool = False,
-    lengths: list[int] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pack padded samples into rows (see `plan_rows`); no sample is split across rows.
-
-    Returns embeddings [R, C, d], position_ids [R, C] that restart at 0 for every sample, and targets [R, C]. The
-    unused tail of a row is one more zero "sample" (its positions restart too) whose targets are ignored. Rows
-    rather than one long row keep a dense block-diagonal mask (CPU, eager/sdpa) from wasting quadratic work;
-    `one_row` puts every sample, in batch order, into a single row without padding (for attention that takes
-    sample boundaries, `packed_attention`). `lengths`: each sample's real tokens, if the caller has them already.
-    """
-    lengths = attention_mask.sum(dim=1).tolist() if lengths is None else lengths
-    capacity, rows = (sum(lengths), [list(range(len(lengths)))]) if one_row else plan_rows(lengths)
-    n_rows, device = len(rows), embeds.device
-    first = [0] * len(lengths)  # flat position (row * capacity + column) of each sample's first token
-    boundaries = []  # flat positions where position ids restart: every sample, and every row's unused tail
-    for r, members in enumerate(rows):
-        col = 0
-        for i in members:
-            first[i] = r * capacity + col
-            boundaries.append(first[i])
-            col += lengths[i]
-        if col < capacity or not members:
-            boundaries.append(r * capacity + col)
-    real = attention_mask.bool()
-    b, p = real.nonzero(as_tuple=True)  # sample-major, the order of each sample's tokens
-    within = (real.cumsum(dim=1) - 1)[b, p]  # position inside the sample, whichever side it was padded on
-    dest = torch.tensor(first, device=device)[b] + within
-    flat = n_rows * capacity
-    packed = embeds.new_zeros(flat, embeds.shape[-1]).index_put((dest,), embeds[b, p])
-    packed_targets = targets.new_full((flat,), IGNORE_ID).index_put((dest,), targets[b, p])
-    starts = torch.tensor(sorted({x for x in boundaries if x < flat}), dtype=torch.long, device=device)
-    restart = torch.zeros(flat, dtype=torch.long, device=device).index_fill_(0, starts, 1)
-    segment_start = starts[restart.cumsum(0) - 1]
-    position_ids = torch.arange(flat, device=device) - segment_start
-    shape = (n_rows, capacity)
-    return packed.view(*shape, embeds.shape[-1]), position_ids.view(shape), packed_targets.view(shape)
 
 
 class OvisModel(nn.Module):
@@ -257,12 +157,8 @@ class OvisModel(nn.Module):
 
     # ----------------------------------------------------------------------------------------------------- merge
     def merge(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        labels: torch.Tensor | None,
-        pixel_values: torch.Tensor | None,
-        grid_thws: torch.Tensor | None = None,
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None,
+        pixel_values: torch.Tensor | None, grid_thws: torch.Tensor | None = None,
     ) -> MergedInputs:
         """The LLM's inputs: text embeddings, with each -300 replaced by its visual token's embedding.
 
@@ -272,21 +168,7 @@ class OvisModel(nn.Module):
         Attention mask and padding are the caller's; labels at visual and indicator positions are never supervised.
         """
         is_atom = input_ids == IMAGE_ATOM_ID
-        n_atoms = int(is_atom.sum())
-        native = self.visual_tokenizer.native_resolution
-        if native and pixel_values is not None and grid_thws is None:
-            raise ValueError("a native-resolution model needs grid_thws with pixel_values")
-        if pixel_values is None:
-            n_visual = 0
-        elif native:
-            n_visual = self.visual_tokenizer.backbone.tokens_of(grid_thws)
-        else:
-            n_visual = pixel_values.shape[0] * self.visual_tokenizer.tokens_per_crop()
-        if n_atoms != n_visual:
-            n_crops = 0 if pixel_values is None else len(pixel_values)
-            what = "in grid_thws" if native else f"in pixel_values ({n_crops} crops)"
-            raise ValueError(f"the batch has {n_atoms} image placeholders (-300) but {n_visual} visual tokens {what}")
-
+        n_visual = self._n_visual_tokens(int(is_atom.sum()), pixel_values, grid_thws)
         embeds, visual_tokens, visual_embeds = self.embed_inputs(
             input_ids, pixel_values if n_visual else None, grid_thws if n_visual else None
         )
@@ -301,6 +183,25 @@ class OvisModel(nn.Module):
         labels = None if labels is None else labels.masked_fill(input_ids < 0, IGNORE_ID)
         return MergedInputs(embeds, attention_mask, labels, visual_tokens)
 
+    def _n_visual_tokens(
+        self, n_atoms: int, pixel_values: torch.Tensor | None, grid_thws: torch.Tensor | None
+    ) -> int:
+        """The visual tokens the images make, checked equal to the ids' -300 placeholders (`n_atoms`)."""
+        native = self.visual_tokenizer.native_resolution
+        if native and pixel_values is not None and grid_thws is None:
+            raise ValueError("a native-resolution model needs grid_thws with pixel_values")
+        if pixel_values is None:
+            n_visual = 0
+        elif native:
+            n_visual = self.visual_tokenizer.backbone.tokens_of(grid_thws)
+        else:
+            n_visual = pixel_values.shape[0] * self.visual_tokenizer.tokens_per_crop()
+        if n_atoms != n_visual:
+            n_crops = 0 if pixel_values is None else len(pixel_values)
+            what = "in grid_thws" if native else f"in pixel_values ({n_crops} crops)"
+            raise ValueError(f"the batch has {n_atoms} image placeholders (-300) but {n_visual} visual tokens {what}")
+        return n_visual
+
     def _dummy_visual_input(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The smallest visual input: one crop, or one hs x hs-patch image for native resolution."""
         backbone = self.visual_tokenizer.backbone
@@ -314,83 +215,27 @@ class OvisModel(nn.Module):
 
     # --------------------------------------------------------------------------------------------------- forward
     def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        labels: torch.Tensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        return_logits: bool = False,
-        grid_thws: torch.Tensor | None = None,
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None = None,
+        pixel_values: torch.Tensor | None = None, return_logits: bool = False, grid_thws: torch.Tensor | None = None,
     ) -> OvisOutput:
+        """`merge` (images -> visual tokens -> embeddings at the -300s), then the LLM and its next-token loss."""
         merged = self.merge(input_ids, attention_mask, labels, pixel_values, grid_thws)
         n_label = 0 if merged.labels is None else int((merged.labels[:, 1:] != IGNORE_ID).sum())
-        if self.fast_path and self.sparse_logits and labels is not None and not return_logits:
-            return OvisOutput(self._sparse_loss(merged), None, n_label, merged)
+        if self.fast_path and sparse_loss.has_sparse_logits(self.llm) and labels is not None and not return_logits:
+            loss = sparse_loss.next_token_loss(self.llm, merged.inputs_embeds, merged.attention_mask, merged.labels)
+            return OvisOutput(loss, None, n_label, merged)
         # The LLM over the padded batch, with its own loss: the mean next-token CE over supervised positions, as a
-        # sum / count (the `_sparse_loss` definition; an all-masked batch gives 0 rather than NaN).
+        # sum / count (the `sparse_loss` definition; an all-masked batch gives 0 rather than NaN).
         loss_kwargs = {} if labels is None else {"num_items_in_batch": torch.tensor(max(n_label, 1))}
-        out = self.llm(
-            inputs_embeds=merged.inputs_embeds,
-            attention_mask=merged.attention_mask,
-            labels=merged.labels,
-            use_cache=False,
-            **loss_kwargs,
-        )
+        out = self.llm(inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, labels=merged.labels,
+                       use_cache=False, **loss_kwargs)
         return OvisOutput(out.loss, out.logits, n_label, merged)
-
-    @property
-    def sparse_logits(self) -> bool:
-        return self.llm.config.model_type in SPARSE_LOGITS_MODEL_TYPES
-
-    def output_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The LLM head on hidden states, including Gemma 2/3's final logit soft-capping."""
-        logits = self.llm.get_output_embeddings()(hidden)
-        cap = getattr(self.llm.config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
-
-    def _sparse_loss(self, merged: MergedInputs) -> torch.Tensor:
-        """Mean next-token CE over supervised positions, computing logits only there.
-
-        The batch's real tokens are first packed: into one unpadded row when the LLM runs
-        packed sdpa (attention within each sample), else into rows of 1-2x its longest sample (see `plan_rows`),
-        so padding costs little. With long visual runs and short answers most positions
-        carry no label: skipping their [vocab]-wide logits is most of the LLM head's time and memory.
-        """
-        targets = F.pad(merged.labels[:, 1:], (0, 1), value=IGNORE_ID)  # next-token target of each position
-        decoder = self.llm.get_decoder()
-        if merged.attention_mask.shape[0] > 1:
-            one_row = packed_attention.is_enabled(self.llm)
-            lengths = merged.attention_mask.sum(dim=1).tolist()
-            embeds, position_ids, targets = pack_rows(
-                merged.inputs_embeds, merged.attention_mask, targets, one_row, lengths
-            )
-            # Restarting position_ids make transformers build a block-diagonal causal mask (varlen on flash-attn);
-            # packed sdpa instead attends within each sample's slice of the row, given the samples' boundaries.
-            segments = packed_attention.segment_kwargs(lengths) if one_row else {}
-            hidden = decoder(
-                inputs_embeds=embeds, position_ids=position_ids, use_cache=False, **segments
-            ).last_hidden_state
-        else:
-            hidden = decoder(
-                inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, use_cache=False
-            ).last_hidden_state
-        supervised = targets != IGNORE_ID
-        logits = self.output_logits(hidden[supervised])
-        # Sum / count rather than mean so an all-masked batch gives 0 (with a graph) instead of NaN.
-        loss = F.cross_entropy(logits.float(), targets[supervised], reduction="sum")
-        return loss / supervised.sum().clamp(min=1)
 
     # ------------------------------------------------------------------------------------------------ generation
     @torch.no_grad()
     def generate(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        pixel_values: torch.Tensor | None = None,
-        grid_thws: torch.Tensor | None = None,
-        **generate_kwargs,
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pixel_values: torch.Tensor | None = None,
+        grid_thws: torch.Tensor | None = None, **generate_kwargs,
     ) -> torch.Tensor:
         """Batched generation with the LLM's own KV cache (Gemma 2's sliding-window cache included).
 

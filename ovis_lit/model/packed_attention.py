@@ -1,7 +1,7 @@
 """SDPA that attends within each packed sample only, for training on one row of concatenated samples.
 
 With transformers' own "sdpa", a packed row (position ids restarting at every sample) gets a dense block-diagonal
-mask: attention then costs (sum of lengths)^2 per head, and rows must stay short (`pack_rows`), which pads them.
+mask: attention then costs (sum of lengths)^2 per head, and rows must stay short (`packing.pack_rows`), which pads them.
 This implementation, registered with transformers as `PACKED_SDPA`, runs causal SDPA on each sample's slice when the
 caller passes sample boundaries (`segment_kwargs`: the `cu_seq_lens_*` keywords of flash-attention's varlen API), so
 the cost is sum(length^2) and the whole batch fits one row without padding. Every other call (no boundaries:

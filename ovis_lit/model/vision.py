@@ -45,40 +45,23 @@ class BackboneFamily:
     config_defaults: tuple[tuple[str, Any], ...] = ()
 
 
+def _family(name: str, drop_cls_token: bool = False, unused_prefixes: tuple[str, ...] = ("post_layernorm.", "head."),
+            **extra) -> BackboneFamily:
+    """transformers' `{name}VisionConfig` / `{name}VisionModel` as a family. `unused_prefixes` by default: the
+    pooled output's final norm and pooling head, which Ovis (taking the last hidden states) never runs."""
+    config_class, model_class = getattr(transformers, f"{name}VisionConfig"), getattr(transformers, f"{name}VisionModel")
+    return BackboneFamily(config_class.model_type, config_class, model_class, drop_cls_token, unused_prefixes, **extra)
+
+
 FAMILIES: dict[str, BackboneFamily] = {
     f.model_type: f
     for f in (
-        BackboneFamily(
-            "siglip_vision_model",
-            transformers.SiglipVisionConfig,
-            transformers.SiglipVisionModel,
-            drop_cls_token=False,
-            unused_prefixes=("post_layernorm.", "head."),
-        ),
-        BackboneFamily(
-            "clip_vision_model",
-            transformers.CLIPVisionConfig,
-            transformers.CLIPVisionModel,
-            drop_cls_token=True,
-            # CLIP's post_layernorm only feeds the pooled output.
-            unused_prefixes=("post_layernorm.",),
-        ),
-        BackboneFamily(
-            "aimv2_vision_model",
-            transformers.Aimv2VisionConfig,
-            transformers.Aimv2VisionModel,
-            drop_cls_token=False,
-            unused_prefixes=("rms_norm.", "head."),
-            config_defaults=(("use_head", False),),
-        ),
-        BackboneFamily(
-            "siglip2_vision_model",
-            transformers.Siglip2VisionConfig,
-            transformers.Siglip2VisionModel,
-            drop_cls_token=False,
-            unused_prefixes=("post_layernorm.", "head."),
-            make_inputs=_siglip2_inputs,
-        ),
+        _family("Siglip"),
+        # CLIP's first token is its class token; its post_layernorm only feeds the pooled output (it has no head).
+        _family("CLIP", drop_cls_token=True, unused_prefixes=("post_layernorm.",)),
+        # AIMv2's final rms_norm: Ovis2 takes its features before it (see interop/aimv2.py).
+        _family("Aimv2", unused_prefixes=("rms_norm.", "head."), config_defaults=(("use_head", False),)),
+        _family("Siglip2", make_inputs=_siglip2_inputs),
     )
 }
 

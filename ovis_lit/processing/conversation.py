@@ -9,7 +9,7 @@ its end token. The newline after an end token is never supervised.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..constants import IGNORE_ID, IMAGE_TOKEN, IMAGE_TOKEN_ID, VIDEO_TOKEN, VIDEO_TOKEN_ID
 
@@ -30,11 +30,9 @@ class ChatFormat:
     name: str
     formatter_class: str  # the original's class name (written to exported configs)
     bos: str  # text that opens the prompt
-    role_prefix: dict[str, str]
+    role_prefix: dict[str, str]  # each role's turn header (`_role_prefix`); a format without "system" has no system turn
     turn_end: str  # closes every finished turn
-    supervised_end: str  # the part of turn_end that assistant labels include
     default_system: str | None
-    allows_system: bool
     strip_messages: bool
     # Qwen3 thinking: prepended (unsupervised) to an assistant message that has no <think>...</think> block
     empty_think: str | None = None
@@ -42,74 +40,45 @@ class ChatFormat:
     drop_final_newline: bool = False
     video: bool = False  # `<video>` marks a video (VIDEO_TOKEN_ID)
 
+    @property
+    def supervised_end(self) -> str:
+        """The part of turn_end that assistant labels include: the newline after an end token never is."""
+        return self.turn_end.rstrip("\n")
 
+    @property
+    def allows_system(self) -> bool:
+        return "system" in self.role_prefix
+
+
+def _role_prefix(header: str, **names: str) -> dict[str, str]:
+    """Each role's turn header: `header` around the role's name in the format's own words (user, model, ...)."""
+    return {role: header.format(name) for role, name in names.items()}
+
+
+# Qwen3's generation preface with thinking switched off (with thinking on the preface is empty); also what a Qwen3
+# answer without thinking is trained after (`empty_think`)
+NO_THINKING_PREFACE = "<think>\n\n</think>\n\n"
+_CHATML = _role_prefix("<|im_start|>{}\n", system="system", human="user", gpt="assistant")
+_QWEN = ChatFormat("qwen", "QwenConversationFormatter", bos="", role_prefix=_CHATML, turn_end="<|im_end|>\n",
+                   default_system="You are a helpful assistant.", strip_messages=False)
 CHAT_FORMATS = {
     f.name: f
     for f in (
-        ChatFormat(
-            name="gemma",
-            formatter_class="GemmaConversationFormatter",
-            bos="<bos>",
-            role_prefix={"human": "<start_of_turn>user\n", "gpt": "<start_of_turn>model\n"},
-            turn_end="<end_of_turn>\n",
-            supervised_end="<end_of_turn>",
-            default_system=None,
-            allows_system=False,
-            strip_messages=True,
-        ),
-        ChatFormat(
-            name="qwen",
-            formatter_class="QwenConversationFormatter",
-            bos="",
-            role_prefix={
-                "system": "<|im_start|>system\n",
-                "human": "<|im_start|>user\n",
-                "gpt": "<|im_start|>assistant\n",
-            },
-            turn_end="<|im_end|>\n",
-            supervised_end="<|im_end|>",
-            default_system="You are a helpful assistant.",
-            allows_system=True,
-            strip_messages=False,
-        ),
-        ChatFormat(
-            name="llama3",
-            formatter_class="Llama3ConversationFormatter",
-            bos="<|begin_of_text|>",
-            role_prefix={
-                "system": "<|start_header_id|>system<|end_header_id|>\n\n",
-                "human": "<|start_header_id|>user<|end_header_id|>\n\n",
-                "gpt": "<|start_header_id|>assistant<|end_header_id|>\n\n",
-            },
-            turn_end="<|eot_id|>",
-            supervised_end="<|eot_id|>",
-            default_system="You are a helpful and honest multimodal assistant.",
-            allows_system=True,
-            strip_messages=True,
-        ),
-        ChatFormat(
-            name="qwen3",
-            formatter_class="Qwen3ConversationFormatter",
-            bos="",
-            role_prefix={
-                "system": "<|im_start|>system\n",
-                "human": "<|im_start|>user\n",
-                "gpt": "<|im_start|>assistant\n",
-                "ignored_gpt": "<|im_start|>assistant\n",
-            },
-            turn_end="<|im_end|>\n",
-            supervised_end="<|im_end|>",
-            default_system=None,
-            allows_system=True,
-            strip_messages=False,
-            empty_think="<think>\n\n</think>\n\n",
-            drop_final_newline=True,
-            video=True,
-        ),
+        ChatFormat("gemma", "GemmaConversationFormatter", bos="<bos>", turn_end="<end_of_turn>\n",
+                   role_prefix=_role_prefix("<start_of_turn>{}\n", human="user", gpt="model"),
+                   default_system=None, strip_messages=True),
+        _QWEN,
+        ChatFormat("llama3", "Llama3ConversationFormatter", bos="<|begin_of_text|>", turn_end="<|eot_id|>",
+                   role_prefix=_role_prefix("<|start_header_id|>{}<|end_header_id|>\n\n",
+                                            system="system", human="user", gpt="assistant"),
+                   default_system="You are a helpful and honest multimodal assistant.", strip_messages=True),
+        # Qwen3 (Ovis2.5): ChatML without a default system prompt, with thinking, videos, and assistant turns that
+        # are context only (ignored_gpt)
+        replace(_QWEN, name="qwen3", formatter_class="Qwen3ConversationFormatter",
+                role_prefix={**_CHATML, "ignored_gpt": _CHATML["gpt"]}, default_system=None,
+                empty_think=NO_THINKING_PREFACE, drop_final_newline=True, video=True),
     )
 }
-# Qwen3's generation preface with thinking switched off (with thinking on the preface is empty)
-NO_THINKING_PREFACE = "<think>\n\n</think>\n\n"
 FORMAT_BY_CLASS = {f.formatter_class: f for f in CHAT_FORMATS.values()}
 
 

@@ -14,7 +14,8 @@ import torch
 from PIL import Image
 
 from ..constants import IGNORE_ID, IMAGE_TOKEN, IMAGE_TOKEN_ID, VIDEO_TOKEN, VIDEO_TOKEN_ID
-from .conversation import NO_THINKING_PREFACE, ConversationFormatter
+from .chat_processor import ChatProcessor, expand_marks, pad_ids, user_turn
+from .conversation import NO_THINKING_PREFACE
 from .native_resolution import (
     NATIVE_IMAGE_END_ID,
     NATIVE_IMAGE_START_ID,
@@ -22,7 +23,7 @@ from .native_resolution import (
     NATIVE_VIDEO_START_ID,
     NativeResolutionPreprocessor,
 )
-from .processor import PREPROCESSOR_FILE, pad_ids, pad_token_id_of
+from .processor import PREPROCESSOR_FILE
 from .tokenizer import load_tokenizer
 
 
@@ -36,26 +37,15 @@ class NativeSample:
     meta: dict = field(default_factory=dict)
 
 
-class NativeOvisProcessor:
+class NativeOvisProcessor(ChatProcessor):
     def __init__(self, tokenizer, chat_format: str, preprocessor: NativeResolutionPreprocessor):
-        self.tokenizer = tokenizer
-        self.formatter = ConversationFormatter(tokenizer, chat_format)
+        super().__init__(tokenizer, chat_format)
         self.image_preprocessor = preprocessor
-        self.pad_token_id = pad_token_id_of(tokenizer)
-        self.tokenizer_source: Path | None = None
-
-    @property
-    def chat_format(self) -> str:
-        return self.formatter.format_spec.name
 
     # ------------------------------------------------------------------------------------------------ samples
     def conversation(
-        self,
-        conversations: list[dict],
-        images: list[Image.Image] | None = None,
-        video: list[Image.Image] | None = None,
-        min_pixels: int | None = None,
-        max_pixels: int | None = None,
+        self, conversations: list[dict], images: list[Image.Image] | None = None,
+        video: list[Image.Image] | None = None, min_pixels: int | None = None, max_pixels: int | None = None,
         generation_preface: str | None = None,
     ) -> NativeSample:
         """Training sample (`generation_preface` None) or inference prompt (an open assistant turn starting with
@@ -70,21 +60,20 @@ class NativeOvisProcessor:
         if images and video:
             raise ValueError("a sample holds images or one video, not both")
         pp = self.image_preprocessor
-        input_ids, labels, patches, grids = [], [], [], []
-        image_iter = iter(images)
-        for token, label in zip(text.input_ids, text.labels):
-            if token in (IMAGE_TOKEN_ID, VIDEO_TOKEN_ID):
-                if token == IMAGE_TOKEN_ID:
-                    pixel_values, grid, placeholders = pp.image(next(image_iter), min_pixels, max_pixels)
-                else:
-                    pixel_values, grid, placeholders = pp.video(video, min_pixels, max_pixels)
-                patches.append(pixel_values)
-                grids.append(grid)
-                input_ids.extend(placeholders)
-                labels.extend([IGNORE_ID] * len(placeholders))
+        patches, grids, image_iter = [], [], iter(images)
+
+        def patches_of(token: int) -> list[int] | None:  # an image's or the video's patches; its placeholder ids
+            if token == IMAGE_TOKEN_ID:
+                pixel_values, grid, placeholders = pp.image(next(image_iter), min_pixels, max_pixels)
+            elif token == VIDEO_TOKEN_ID:
+                pixel_values, grid, placeholders = pp.video(video, min_pixels, max_pixels)
             else:
-                input_ids.append(token)
-                labels.append(label)
+                return None
+            patches.append(pixel_values)
+            grids.append(grid)
+            return placeholders
+
+        input_ids, labels = expand_marks(text, patches_of)
         pixel_values = torch.cat(patches) if patches else torch.zeros(0, pp.patch_dim)
         grid_thws = torch.tensor(grids, dtype=torch.long).reshape(-1, 3)
         return NativeSample(input_ids, labels, pixel_values, grid_thws, text.prompt)
@@ -102,12 +91,10 @@ class NativeOvisProcessor:
         self, question: str, images: list[Image.Image] | None = None, thinking: bool = False,
         min_pixels: int | None = None, max_pixels: int | None = None,
     ) -> NativeSample:
-        """An inference prompt for one user turn (`<image>` is prepended per image when the text has none)."""
+        """An inference prompt for one user turn (`chat_processor.user_turn`)."""
         images = images or []
-        if images and IMAGE_TOKEN not in question:
-            question = "".join(f"{IMAGE_TOKEN}\n" for _ in images) + question
         preface = "" if thinking else NO_THINKING_PREFACE
-        return self.conversation([{"from": "human", "value": question}], images, None, min_pixels, max_pixels, preface)
+        return self.conversation(user_turn(question, len(images)), images, None, min_pixels, max_pixels, preface)
 
     # ------------------------------------------------------------------------------------------------ batches
     def collate(self, samples: list[NativeSample], padding_side: str = "right") -> dict[str, torch.Tensor]:

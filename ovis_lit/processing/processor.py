@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from ..constants import IGNORE_ID, IMAGE_TOKEN, IMAGE_TOKEN_ID
-from .conversation import CHAT_FORMATS, ConversationFormatter
+from ..constants import IMAGE_TOKEN, IMAGE_TOKEN_ID
+from .chat_processor import ChatProcessor, expand_marks, pad_ids, user_turn
+from .conversation import CHAT_FORMATS
 from .image import ImagePreprocessor
 from .placeholders import from_original_ids
 from .tokenizer import load_tokenizer
@@ -31,7 +32,7 @@ class Sample:
         return self.pixel_values.shape[0]
 
 
-class OvisProcessor:
+class OvisProcessor(ChatProcessor):
     def __init__(
         self,
         tokenizer,
@@ -43,36 +44,24 @@ class OvisProcessor:
     ):
         if tokens_per_crop < 1:
             raise ValueError(f"tokens_per_crop must be positive, got {tokens_per_crop}")
-        self.tokenizer = tokenizer
+        super().__init__(tokenizer, chat_format)
         self.tokens_per_crop = tokens_per_crop  # the model's visual tokens per crop: each crop's run of -300s
-        self.formatter = ConversationFormatter(tokenizer, chat_format)
         self.image_preprocessor = image_preprocessor
         self.max_partition = max_partition  # single-image samples
         self.multi_image_max_partition = multi_image_max_partition  # each image of a several-image sample
-        self.pad_token_id = pad_token_id_of(tokenizer)
-        self.tokenizer_source: Path | None = None  # the directory the tokenizer was read from, if any
-
-    @property
-    def chat_format(self) -> str:
-        return self.formatter.format_spec.name
 
     # ------------------------------------------------------------------------------------------------ samples
     def conversation(
-        self,
-        conversations: list[dict],
-        images: list[Image.Image] | None = None,
-        max_partition: int | None = None,
+        self, conversations: list[dict], images: list[Image.Image] | None = None, max_partition: int | None = None,
         generation_preface: str | None = None,
     ) -> Sample:
         text = self.formatter.format(conversations, generation_preface)
         return self._with_images(text, images or [], max_partition)
 
     def query(self, question: str, images: list[Image.Image] | None = None, max_partition: int | None = None) -> Sample:
-        """An inference prompt for one user turn (`<image>` is prepended per image when the text has none)."""
+        """An inference prompt for one user turn (`chat_processor.user_turn`)."""
         images = images or []
-        if images and IMAGE_TOKEN not in question:
-            question = "".join(f"{IMAGE_TOKEN}\n" for _ in images) + question
-        return self.conversation([{"from": "human", "value": question}], images, max_partition, generation_preface="")
+        return self.conversation(user_turn(question, len(images)), images, max_partition, generation_preface="")
 
     def caption(self, caption: str, image: Image.Image, template: str = f"{IMAGE_TOKEN}\n") -> Sample:
         return self._with_images(self.formatter.format_caption(caption, template), [image], None)
@@ -83,18 +72,16 @@ class OvisProcessor:
             raise ValueError(f"the text has {n_marks} {IMAGE_TOKEN} marks but {len(images)} images were given")
         if max_partition is None:
             max_partition = self.max_partition if len(images) == 1 else self.multi_image_max_partition
-        input_ids, labels, crops = [], [], []
-        image_iter = iter(images)
-        for token, label in zip(text.input_ids, text.labels):
-            if token == IMAGE_TOKEN_ID:
-                pixel_values, original = self.image_preprocessor(next(image_iter), max_partition)
-                placeholders, _ = from_original_ids(original, self.tokens_per_crop)
-                crops.append(pixel_values)
-                input_ids.extend(placeholders)
-                labels.extend([IGNORE_ID] * len(placeholders))
-            else:
-                input_ids.append(token)
-                labels.append(label)
+        crops, image_iter = [], iter(images)
+
+        def crops_of(token: int) -> list[int] | None:  # an image's crops; its placeholder ids
+            if token != IMAGE_TOKEN_ID:
+                return None
+            pixel_values, original = self.image_preprocessor(next(image_iter), max_partition)
+            crops.append(pixel_values)
+            return from_original_ids(original, self.tokens_per_crop)[0]
+
+        input_ids, labels = expand_marks(text, crops_of)
         side = self.image_preprocessor.side
         pixel_values = torch.cat(crops) if crops else torch.zeros(0, 3, side, side)
         return Sample(input_ids, labels, pixel_values, text.prompt)
@@ -122,33 +109,6 @@ class OvisProcessor:
                         **kwargs)
         processor.tokenizer_source = directory  # exports copy the original tokenizer files from here
         return processor
-
-
-def pad_token_id_of(tokenizer) -> int:
-    """The id batches are padded with: the tokenizer's pad token, else its EOS (as the original's collator)."""
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    if pad is None:
-        raise ValueError("the tokenizer has neither a pad nor an EOS token to pad with")
-    return pad
-
-
-def pad_ids(samples: list, pad_token_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask and labels of `samples` (each with `.input_ids` and `.labels`), padded to the longest
-    on `padding_side` with the pad id, 0 and IGNORE_ID."""
-    if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    longest = max(len(s.input_ids) for s in samples)
-    batch = len(samples)
-    input_ids = torch.full((batch, longest), pad_token_id, dtype=torch.long)
-    labels = torch.full((batch, longest), IGNORE_ID, dtype=torch.long)
-    attention_mask = torch.zeros((batch, longest), dtype=torch.long)
-    for i, s in enumerate(samples):
-        n = len(s.input_ids)
-        span = slice(0, n) if padding_side == "right" else slice(longest - n, longest)
-        input_ids[i, span] = torch.tensor(s.input_ids, dtype=torch.long)
-        labels[i, span] = torch.tensor(s.labels, dtype=torch.long)
-        attention_mask[i, span] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
 def save_image_preprocessor(pp: ImagePreprocessor, directory: Path, image_processor_class: str) -> None:

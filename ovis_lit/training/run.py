@@ -201,7 +201,7 @@ def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
     full_state = full_state_dict(module.model)  # a collective under FSDP: every rank takes part
     if trainer.is_global_zero:
         export = output_dir / "export"
-        from ..interop.original import export_original
+        from ..interop.original_export import export_original
 
         export_original(
             module.model, stage.processor, export, multimodal_max_length=cfg.model.multimodal_max_length,
