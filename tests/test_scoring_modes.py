@@ -9,6 +9,7 @@ from ovis_lit.evaluation.modes import vlmevalkit
 from ovis_lit.evaluation.vqa_metric import CONTRACTIONS
 
 from .test_eval_fixtures import answers_by_key, png_b64, write_tsv
+from .test_hostile_eval_shards import answer_a  # noqa: F401  (fixture: generation stubbed)
 
 ANIMALS = {"A": "cat", "B": "dog", "C": "horse", "D": "cow"}
 COLOURS = {"A": "red", "B": "blue", "C": "dark blue", "D": "green"}
@@ -190,3 +191,43 @@ def test_answers_by_key_helper_is_used(tmp_path):
     items = bench.load()
     scores = bench.score(items, answers_by_key(items, {"5": "dog", "3": "cat"}))
     assert [(p["key"], p["correct"]) for p in scores.predictions] == [("5", True), ("3", False)]
+
+
+def test_evals_run_skips_a_bomb_and_a_truncated_image_and_records_the_mode(tmp_path, monkeypatch, answer_a):
+    import base64
+    import json
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from ovis_lit.evaluation import entry
+
+    from .test_hostile_eval_shards import MC, bomb_png, mc_row, noise_b64
+
+    whole = noise_b64()
+    truncated = whole[: (len(whole) // 2) // 4 * 4]  # a PNG cut in half
+    rows = [mc_row(0), mc_row(1, image=base64.b64encode(bomb_png()).decode()), mc_row(2, image=truncated),
+            mc_row(3, answer="B")]
+    path = write_tsv(tmp_path / "MMBench_DEV_EN.tsv", rows, MC)
+    monkeypatch.setattr(entry, "load_for_eval", lambda *a: (None, SimpleNamespace(chat_format="test"),
+                                                            {"checkpoint": "stub", "format": "stub"}))
+    cfg = OmegaConf.create({"checkpoint": "stub", "batch_size": 4, "progress": False, "device": "cpu",
+                            "output_dir": str(tmp_path / "out"), "benchmarks": {"mmbench": {"path": str(path)}}})
+    metrics = entry.evaluate(cfg)
+    assert metrics["mmbench"]["rows"] == 2 and metrics["mmbench"]["accuracy"] == 0.5
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["benchmarks"]["mmbench"]
+    assert summary["skipped"] == {"image over the pixel limit": 1, "undecodable image": 1}
+    assert summary["mode"] == "vlmevalkit"
+
+
+@pytest.mark.parametrize("kind", ["hallusionbench", "ai2d", "realworldqa"])
+def test_new_benchmarks_with_nothing_scored_report_no_score_and_warn(tmp_path, kind, answer_a, caplog):
+    import logging
+
+    from ovis_lit.evaluation import suite
+
+    path = write_tsv(tmp_path / f"{kind}.tsv", [], ["index", "question", "A", "B", "answer", "image"])
+    bench = build_benchmark(kind, path=path)
+    with caplog.at_level(logging.WARNING):
+        result = suite.run_benchmark(None, None, bench, progress=False)
+    assert result.scores.metrics[bench.headline] is None and "no item was scored" in caplog.text
