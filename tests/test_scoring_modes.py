@@ -231,3 +231,29 @@ def test_new_benchmarks_with_nothing_scored_report_no_score_and_warn(tmp_path, k
     with caplog.at_level(logging.WARNING):
         result = suite.run_benchmark(None, None, bench, progress=False)
     assert result.scores.metrics[bench.headline] is None and "no item was scored" in caplog.text
+
+
+def test_scoring_mode_on_the_command_line_applies_where_a_benchmark_has_it(tmp_path, monkeypatch, answer_a):
+    import json
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from ovis_lit.evaluation import entry
+
+    from .test_hostile_eval_shards import MC, YESNO, mc_row
+
+    mc = write_tsv(tmp_path / "MMBench_DEV_EN.tsv", [mc_row(0)], MC)
+    yn = write_tsv(tmp_path / "MME.tsv", [{"index": 0, "question": "Q? Please answer yes or no.", "answer": "Yes",
+                                           "category": "existence", "image": png_b64()}], YESNO)
+    monkeypatch.setattr(entry, "load_for_eval", lambda *a: (None, SimpleNamespace(chat_format="test"),
+                                                            {"checkpoint": "stub", "format": "stub"}))
+    cfg = OmegaConf.create({"checkpoint": "stub", "batch_size": 4, "progress": False, "device": "cpu",
+                            "output_dir": str(tmp_path / "out"), "scoring_mode": "lmms_eval",
+                            "benchmarks": {"mmbench": {"path": str(mc)}, "mme": {"path": str(yn), "mode": "vlmevalkit"}}})
+    entry.evaluate(cfg)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["benchmarks"]
+    assert summary["mme"]["mode"] == "lmms_eval" and summary["mmbench"]["mode"] == "vlmevalkit"
+    assert summary["mme"]["prompt"].startswith("{question, without ' Please answer yes or no.'}")
+    with pytest.raises(ValueError, match="not a scoring mode"):
+        entry.evaluate(OmegaConf.merge(cfg, {"scoring_mode": "vlmeval"}))
