@@ -149,6 +149,7 @@ def test_hallusionbench_aacc_facc_qacc(tmp_path):
     bench = build_benchmark("hallusionbench", path=write_tsv(tmp_path / "HallusionBench.tsv", rows))
     items = bench.load()
     assert len(items) == 5 and sum(bench.skipped.values()) == 1
+    assert items[0].prompt == "Is it so 0? Please answer yes or no.\nAnswer the question using a single word or phrase."
     # right, right, wrong ("**No**" is unknown), right, right
     scores = bench.score(items, ["Yes", "No.", "**No**", "Yes, it is.", "yes"])
     m = scores.metrics
@@ -193,7 +194,8 @@ def test_answers_by_key_helper_is_used(tmp_path):
     assert [(p["key"], p["correct"]) for p in scores.predictions] == [("5", True), ("3", False)]
 
 
-def test_evals_run_skips_a_bomb_and_a_truncated_image_and_records_the_mode(tmp_path, monkeypatch, answer_a):
+@pytest.mark.usefixtures("answer_a")
+def test_evals_run_skips_a_bomb_and_a_truncated_image_and_records_the_mode(tmp_path, monkeypatch):
     import base64
     import json
     from types import SimpleNamespace
@@ -221,7 +223,8 @@ def test_evals_run_skips_a_bomb_and_a_truncated_image_and_records_the_mode(tmp_p
 
 
 @pytest.mark.parametrize("kind", ["hallusionbench", "ai2d", "realworldqa"])
-def test_new_benchmarks_with_nothing_scored_report_no_score_and_warn(tmp_path, kind, answer_a, caplog):
+@pytest.mark.usefixtures("answer_a")
+def test_new_benchmarks_with_nothing_scored_report_no_score_and_warn(tmp_path, kind, caplog):
     import logging
 
     from ovis_lit.evaluation import suite
@@ -233,7 +236,8 @@ def test_new_benchmarks_with_nothing_scored_report_no_score_and_warn(tmp_path, k
     assert result.scores.metrics[bench.headline] is None and "no item was scored" in caplog.text
 
 
-def test_scoring_mode_on_the_command_line_applies_where_a_benchmark_has_it(tmp_path, monkeypatch, answer_a):
+@pytest.mark.usefixtures("answer_a")
+def test_scoring_mode_on_the_command_line_applies_where_a_benchmark_has_it(tmp_path, monkeypatch):
     import json
     from types import SimpleNamespace
 
@@ -250,7 +254,8 @@ def test_scoring_mode_on_the_command_line_applies_where_a_benchmark_has_it(tmp_p
                                                             {"checkpoint": "stub", "format": "stub"}))
     cfg = OmegaConf.create({"checkpoint": "stub", "batch_size": 4, "progress": False, "device": "cpu",
                             "output_dir": str(tmp_path / "out"), "scoring_mode": "lmms_eval",
-                            "benchmarks": {"mmbench": {"path": str(mc)}, "mme": {"path": str(yn), "mode": "vlmevalkit"}}})
+                            "benchmarks": {"mmbench": {"path": str(mc)},
+                                           "mme": {"path": str(yn), "mode": "vlmevalkit"}}})
     entry.evaluate(cfg)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["benchmarks"]
     assert summary["mme"]["mode"] == "lmms_eval" and summary["mmbench"]["mode"] == "vlmevalkit"

@@ -5,6 +5,7 @@ Columns: index, question, answer (Yes/No), category (VD: visual dependent, VS: v
 subcategory: chart, figure, illusion, map, math, ocr, table, video), image. The index names the question:
 `{category}_{subcategory}_{visual input}_{set}_{figure}_{question}`, so its 4th, 5th and 6th '_'-separated fields
 are the set, figure and question ids (a row whose index has fewer fields is skipped: it cannot be grouped).
+Prompt: Ovis's VLMEvalKit prompt, `{question} Please answer yes or no.` and the short-answer instruction.
 
 Metrics, as VLMEvalKit's Hallusion_rating (vlmevalkit mode only; answers read by YOrN_Extraction), in percent:
 - aAcc: questions right;
@@ -20,7 +21,8 @@ from typing import Any
 
 from ..modes import VLMEVALKIT
 from ..tsv import BadSample, cell
-from .base import Item, Scores, register
+from .base import SHORT_ANSWER, Item, Scores, register
+from .mme import YES_NO_REQUEST
 from .yesno import YesNo
 
 
@@ -48,6 +50,9 @@ class HallusionBench(YesNo):
     kind = "hallusionbench"
     headline = "aAcc"
     modes = (VLMEVALKIT,)
+    # Ovis's VLMEvalKit prompt for HallusionBench asks for yes / no before the short-answer instruction
+    rewording = {VLMEVALKIT: (lambda question: question + YES_NO_REQUEST,
+                              "{question} Please answer yes or no.\n" + SHORT_ANSWER)}
 
     def more_target(self, row: dict[str, str]) -> dict[str, Any]:
         fields = cell(row, "index").split("_")
