@@ -93,18 +93,22 @@ def test_empty_answers_fail_and_auto_is_vanilla_without_rotations(tmp_path):
             for k in range(4)]
     bench = build_benchmark("mmstar", path=write_tsv(tmp_path / "MMStar.tsv", rows))
     items = bench.load()
-    scores = bench.score(items, ["A", "", "a", "x"])  # right, empty, right (lowercase), wrong (text of A)
-    assert scores.metrics["accuracy"] == 0.5 and scores.metrics["failed_extractions"] == 1
+    # VLMEvalKit: right; empty (read back as "nan": nothing); lowercase "a" is no letter; "x" is the text of A (gold B)
+    scores = bench.score(items, ["A", "", "a", "x"])
+    assert scores.metrics["accuracy"] == 0.25 and scores.metrics["failed_extractions"] == 2
     assert scores.details["circular"] is False
 
 
-def test_an_option_called_none_is_kept(tmp_path):
-    rows = [{"index": 0, "question": "How many cats?", "A": "1", "B": "2", "C": "None", "answer": "C",
+def test_option_cells_none_and_na_are_missing_as_in_vlmevalkits_loader(tmp_path):
+    rows = [{"index": 0, "question": "How many cats?", "A": "1", "B": "2", "C": "None", "D": "NA", "answer": "B",
+             "image": png_b64()},
+            {"index": 1, "question": "How many dogs?", "A": "1", "B": "2", "C": "None", "answer": "C",
              "image": png_b64()}]
     bench = build_benchmark("mmbench", path=write_tsv(tmp_path / "b.tsv", rows))
     items = bench.load()
-    assert items[0].target["options"] == {"A": "1", "B": "2", "C": "None"} and "\nC. None\n" in items[0].prompt
-    assert bench.score(items, ["None"]).metrics["accuracy"] == 1.0
+    assert items[0].target["options"] == {"A": "1", "B": "2"} and "C." not in items[0].prompt
+    assert bench.skipped == {"answer is not one of the option letters": 1}  # its gold C names a missing option
+    assert bench.score(items, ["B"]).metrics["accuracy"] == 1.0
 
 
 def test_missing_columns_is_a_clear_error(tmp_path):

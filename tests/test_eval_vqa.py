@@ -1,4 +1,5 @@
-"""VQA accuracy (TextVQA / VQAv2): normalisation, the leave-one-out average, both file layouts."""
+"""VQA accuracy (TextVQA / VQAv2): normalisation, the leave-one-out average, both file layouts (the modes' answer
+shapes: tests/test_scoring_modes*.py)."""
 
 import json
 
@@ -6,7 +7,8 @@ import pytest
 from PIL import Image
 
 from ovis_lit.evaluation.benchmarks import build_benchmark
-from ovis_lit.evaluation.vqa_metric import normalise_answer, vqa_accuracy
+from ovis_lit.evaluation.modes.vlmevalkit import normalise_vqa as normalise_answer
+from ovis_lit.evaluation.modes.vlmevalkit import vqa_accuracy
 
 from .test_eval_fixtures import png_b64, write_tsv
 
@@ -19,7 +21,7 @@ from .test_eval_fixtures import png_b64, write_tsv
         ("an apple", "apple"),
         ("none", "0"),
         ("dont", "don't"),  # contraction restored
-        ("well", "well"),  # ... but not where the bare form is a word
+        ("well", "well"),  # not a key of the official table
         ("3.5", "3.5"),  # decimal point kept
         ("1,000", "1000"),  # digit-comma-digit: punctuation deleted
         ("black/white", "black white"),

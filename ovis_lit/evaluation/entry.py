@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from .benchmarks import build_benchmark
 from .benchmarks.base import BENCHMARKS
 from .loading import load_for_eval
+from .modes import MODES
 from .report import log_to_wandb, write_results
 from .suite import BenchmarkResult, run_benchmark
 
@@ -34,6 +35,19 @@ def benchmark_options(name: str, spec: dict[str, Any]) -> tuple[str, dict[str, A
     return kind, options
 
 
+def with_scoring_mode(kind: str, options: dict[str, Any], mode: str | None) -> dict[str, Any]:
+    """`scoring_mode=` on the command line scores every selected benchmark that has that mode in it; the others keep
+    their own (each benchmark's mode is in the summary)."""
+    if not mode:
+        return options
+    if mode not in MODES:
+        raise ValueError(f"scoring_mode={mode!r} is not a scoring mode; the modes are {list(MODES)}")
+    if kind in BENCHMARKS and mode in BENCHMARKS[kind].modes:
+        return {**options, "mode": mode}
+    log.info("%s has no %s mode: it keeps %s", kind, mode, options.get("mode") or "its default")
+    return options
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.get("seed", 0))  # greedy decoding needs no randomness; this is belt and braces
     specs = OmegaConf.to_container(cfg.benchmarks, resolve=True) if cfg.get("benchmarks") else {}
@@ -42,7 +56,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     benchmarks = {}
     for name, spec in specs.items():
         kind, options = benchmark_options(name, spec)
-        benchmarks[name] = build_benchmark(kind, **options)
+        benchmarks[name] = build_benchmark(kind, **with_scoring_mode(kind, options, cfg.get("scoring_mode")))
     for benchmark in benchmarks.values():  # a file wrong as a whole fails now, before the model is loaded
         benchmark.check()
 

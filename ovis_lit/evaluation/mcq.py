@@ -1,5 +1,5 @@
 """Multiple-choice rows in VLMEvalKit's MMBench TSV layout (index, question, hint, A..D, answer, category, image as
-base64): their options and the pinned prompt. Extraction and scoring live in extraction.py and benchmarks/."""
+base64): their options and the pinned prompt. Extraction and scoring live in modes/ and benchmarks/."""
 
 from __future__ import annotations
 

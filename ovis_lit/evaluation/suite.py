@@ -85,7 +85,7 @@ def generate_for(
 
 # metrics that count things: they stay numbers (0) when nothing was scored; every other metric becomes None
 COUNT_METRICS = frozenset({"questions", "rows", "images", "failed_extractions", "empty_answers", "judge_failures",
-                           "judge_calls"})
+                           "judge_calls", "random_guesses"})
 
 
 def unscored(scores: Scores) -> Scores:

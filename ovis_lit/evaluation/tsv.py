@@ -36,7 +36,10 @@ log = logging.getLogger(__name__)
 
 ImageSource = Union[str, Path]  # base64 text, or a file on disk
 IMAGE_REF_MAX_CHARS = 64
-MISSING = {"", "nan", "NaN"}  # how pandas spells an empty cell ("None" stays: it can be a real option)
+# The cells pandas reads as NaN by default (pandas 2.x). VLMEvalKit reads its TSVs with pandas, so a cell holding
+# exactly one of these (an option "None" or "NA" included) is missing there, and is missing here too.
+PANDAS_NA = frozenset({"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+                       "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"})
 WARNINGS_PER_REASON = 10  # rejected rows logged one by one up to this many per reason (then at debug level)
 
 
@@ -144,12 +147,12 @@ def read_benchmark_tsv(path: str | Path, required: Iterable[str]) -> list[dict[s
 
 
 def cell(row: dict[str, str], column: str) -> str:
-    """The stripped value of a column, '' when absent or empty (pandas writes NaN as '' or 'nan')."""
+    """The stripped value of a column, '' when absent or missing the way pandas reads it (PANDAS_NA)."""
     value = row.get(column)
     if value is None:
         return ""
     value = value.strip()
-    return "" if value in MISSING else value
+    return "" if value in PANDAS_NA else value
 
 
 def integer_index(row: dict[str, str]) -> int:

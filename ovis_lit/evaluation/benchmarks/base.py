@@ -39,13 +39,30 @@ class Benchmark(ABC):
     # the images come first (one <image> line each), added by the processor
     prompt_template: ClassVar[str | dict[str, str]]
     default_max_new_tokens: ClassVar[int] = 32
+    # the scoring modes (evaluation/modes) this benchmark reproduces; the first is its default. Empty: one fixed way.
+    modes: ClassVar[tuple[str, ...]] = ()
+    # how a mode words the question before the instruction, as that toolkit's prompt does, and the pinned prompt
+    # that results: mode -> (question -> question, prompt template)
+    rewording: ClassVar[dict[str, tuple[Callable[[str], str], str]]] = {}
 
-    def __init__(self, path: str | Path, max_new_tokens: int | None = None, **options: Any):
+    def __init__(self, path: str | Path, max_new_tokens: int | None = None, mode: str | None = None,
+                 **options: Any):
         if options:
             raise TypeError(f"{self.kind}: unknown option(s) {sorted(options)}")
+        if mode is not None and mode not in self.modes:
+            known = f"one of {list(self.modes)}" if self.modes else "none (it is scored one way)"
+            raise ValueError(f"{self.kind}: unknown scoring mode {mode!r}; its modes are {known}")
+        self.mode = mode or (self.modes[0] if self.modes else None)
+        if self.mode in self.rewording:
+            self.prompt_template = self.rewording[self.mode][1]
         self.path = Path(path)
         self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
         self.skipped: Counter[str] = Counter()  # rows dropped while loading, by reason
+
+    def question_text(self, question: str) -> str:
+        """The question as this benchmark's mode words it."""
+        reword = self.rewording.get(self.mode)
+        return reword[0](question) if reword else question
 
     quiet: bool = False  # while checking: rows skipped are not logged (they are when the benchmark runs)
 
@@ -93,8 +110,11 @@ class Benchmark(ABC):
         return items
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "path": str(self.path), "prompt": self.prompt_template,
-                "max_new_tokens": self.max_new_tokens}
+        described = {"kind": self.kind, "path": str(self.path), "prompt": self.prompt_template,
+                     "max_new_tokens": self.max_new_tokens}
+        if self.mode:
+            described["mode"] = self.mode
+        return described
 
 
 BENCHMARKS: dict[str, type[Benchmark]] = {}

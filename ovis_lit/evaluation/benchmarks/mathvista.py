@@ -6,7 +6,7 @@ question_type (multi_choice | free_form), answer_type (text | integer | float | 
 answer_option (the right letter), task, skills (a list literal).
 Prompt: the question as it is.
 Per question, with `check(response)` = for multi_choice, the option letter read from the response (the choice
-extractor of extraction.py standing in for VLMEvalKit's can_infer) equals answer_option; for integer and float,
+extractor of the vlmevalkit mode, VLMEvalKit's can_infer) equals answer_option; for integer and float,
 int() / float() of the response equals that of the answer; for any other answer type, never (VLMEvalKit compares
 the string "None" with the answer there, so free-form text and list answers always score 0: kept, to give its
 numbers, see evals/README.md).
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from ..extraction import extract_choice
+from ..modes.vlmevalkit import extract_choice
 from ..judge_prompts import MATHVISTA_EXTRACT_V1
 from ...rejection import Rejected
 from ..tsv import cell, parse_list

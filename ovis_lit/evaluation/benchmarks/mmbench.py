@@ -3,7 +3,8 @@
 Columns: index, question, hint (optional), A, B, C, D... (empty when fewer options), answer (a letter), category,
 l2-category (optional), image. A circular file holds every question once per rotation of its options; the copies'
 indices differ by multiples of 1,000,000, so `index % 1_000_000` names the question. Under circular evaluation a
-question counts only when every one of its rows is answered right.
+question counts only when every one of its rows is answered right. AI2D and RealWorldQA use the same layout, scored
+row by row. Answers are read with VLMEvalKit's exact-matching rules (modes/vlmevalkit.py).
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from collections import defaultdict
 from typing import Any
 
 from ...rejection import Rejected
-from ..extraction import extract_choice
 from ..mcq import LETTERS, MC_INSTRUCTION, mcq_prompt, options_of
+from ..modes import VLMEVALKIT
+from ..modes.vlmevalkit import extract_choice
 from ..tsv import cell, integer_index
 from .base import Benchmark, Item, Scores, ratio, register
 
@@ -34,9 +36,10 @@ class MultipleChoice(Benchmark):
     instruction: str = MC_INSTRUCTION
     circular_default: bool | str = False
     default_max_new_tokens = 32
+    modes = (VLMEVALKIT,)
 
     def __init__(self, path, max_new_tokens: int | None = None, circular: bool | str | None = None, **options: Any):
-        super().__init__(path, max_new_tokens, **options)
+        super().__init__(path, max_new_tokens, **options)  # mode: only vlmevalkit
         self.circular = self.circular_default if circular is None else circular
         if self.circular not in (True, False, "auto"):
             raise ValueError(f"{self.kind}: circular must be true, false or auto, not {self.circular!r}")
@@ -110,7 +113,7 @@ def score_choices(items: list[Item], answers: list[str], circular: bool | str = 
                 tally[name][1] += 1
         return {name: ratio(r, n) for name, (r, n) in sorted(tally.items())}
 
-    failed = sum(p["extracted"] is None for p in predictions)
+    failed = sum(p["extracted"] is None for p in predictions)  # "Z" (a refusal) is read, and wrong
     metrics = {
         "accuracy": ratio(sum(question_right.values()), len(question_right)),
         "row_accuracy": ratio(rows_right, len(predictions)),
@@ -132,6 +135,24 @@ class MMBench(MultipleChoice):
 @register
 class MMStar(MultipleChoice):
     kind = "mmstar"
+    circular_default = False
+    prompt_template = MMBench.prompt_template
+
+
+@register
+class AI2D(MultipleChoice):
+    """VLMEvalKit's AI2D_TEST.tsv (diagram questions, four options)."""
+
+    kind = "ai2d"
+    circular_default = False
+    prompt_template = MMBench.prompt_template
+
+
+@register
+class RealWorldQA(MultipleChoice):
+    """VLMEvalKit's RealWorldQA.tsv (photographs; the question text carries the dataset's own answer request)."""
+
+    kind = "realworldqa"
     circular_default = False
     prompt_template = MMBench.prompt_template
 
