@@ -614,3 +614,25 @@ def test_training_reads_every_good_sample_of_a_hostile_shard_and_counts_the_rest
     assert arrived == [f"bad/g{k}" for k in (0, 1, 3, 6, 7)]
     assert skipped == Counter(bad_json=1, missing_json=1, bad_tar_header=1)
     assert not marker.exists()
+
+
+def test_an_image_the_processor_refuses_is_a_counted_skip_not_a_crash(tmp_path, monkeypatch):
+    """An image that decodes but that the processor refuses (Ovis2.5's resize cannot represent an aspect ratio over
+    200) costs that row only: the rest of its batch is still answered and scored."""
+
+    def processor_like_generate(model, processor, queries, batch_size, max_new_tokens, progress):
+        for _, images in queries:  # the processor builds every sample of the batch before generating
+            if any(max(im.size) > 200 * min(im.size) for im in images):
+                raise Rejected("aspect_ratio", "aspect ratio over 200")
+        return ["A"] * len(queries)
+
+    monkeypatch.setattr(suite, "generate_answers", processor_like_generate)
+    buffer = io.BytesIO()
+    Image.new("RGB", (402, 2)).save(buffer, format="PNG")
+    thin = base64.b64encode(buffer.getvalue()).decode()
+    rows = [mc_row(0), mc_row(1, image=thin), mc_row(2, answer="B"), mc_row(3)]
+    result = suite.run_benchmark(None, None, build_benchmark("mmbench", path=write_tsv(tmp_path / "b.tsv", rows, MC)),
+                                 batch_size=8, progress=False)
+    assert keys(result) == ["0", "2", "3"]
+    assert result.skipped == {"aspect_ratio": 1}
+    assert [p["answer"] for p in result.scores.predictions] == ["A", "A", "A"]

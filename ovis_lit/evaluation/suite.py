@@ -76,9 +76,22 @@ def generate_for(
                     skipped[EVAL_REASONS.get(e.reason, e.reason)] += 1
                     log.warning("%s %s: %s", desc, item.key, e)
             if queries:
-                answers += generate_answers(model, processor, queries, batch_size=len(queries),
-                                            max_new_tokens=max_new_tokens, progress=False)
-                answered += chunk
+                try:
+                    answers += generate_answers(model, processor, queries, batch_size=len(queries),
+                                                max_new_tokens=max_new_tokens, progress=False)
+                    answered += chunk
+                except Rejected:
+                    # The processor refused an image the decoder accepted (e.g. an aspect ratio Ovis2.5's resize
+                    # cannot represent) before anything was generated: answer this chunk's items one at a time, so
+                    # only the refused ones are skipped (left padding: the batch size never changes an answer).
+                    for item, query in zip(chunk, queries):
+                        try:
+                            answers += generate_answers(model, processor, [query], batch_size=1,
+                                                        max_new_tokens=max_new_tokens, progress=False)
+                            answered.append(item)
+                        except Rejected as e:
+                            skipped[EVAL_REASONS.get(e.reason, e.reason)] += 1
+                            log.warning("%s %s: %s", desc, item.key, e)
             bar.update(len(items[start : start + batch_size]))
     return answered, answers, skipped
 
