@@ -24,6 +24,7 @@ from .native_resolution import (
 )
 from .processor import PREPROCESSOR_FILE, pad_ids, pad_token_id_of
 from .tokenizer import load_tokenizer
+from .video import VideoFrames
 
 
 @dataclass
@@ -37,6 +38,8 @@ class NativeSample:
 
 
 class NativeOvisProcessor:
+    takes_video = True  # a video is one visual input (frames on the temporal axis), not a list of images
+
     def __init__(self, tokenizer, chat_format: str, preprocessor: NativeResolutionPreprocessor):
         self.tokenizer = tokenizer
         self.formatter = ConversationFormatter(tokenizer, chat_format)
@@ -102,11 +105,20 @@ class NativeOvisProcessor:
         self, question: str, images: list[Image.Image] | None = None, thinking: bool = False,
         min_pixels: int | None = None, max_pixels: int | None = None,
     ) -> NativeSample:
-        """An inference prompt for one user turn (`<image>` is prepended per image when the text has none)."""
+        """An inference prompt for one user turn (`<image>` is prepended per image when the text has none).
+        `images` may be the frames of one video (`video.VideoFrames`): the prompt then holds them as one `<video>`
+        (prepended when the text has none), each frame within the video's pixel budget when it has one."""
+        preface = "" if thinking else NO_THINKING_PREFACE
+        if isinstance(images, VideoFrames):
+            if VIDEO_TOKEN not in question:
+                question = f"{VIDEO_TOKEN}\n{question}"
+            turns = [{"from": "human", "value": question}]
+            min_pixels = images.min_pixels if min_pixels is None else min_pixels
+            max_pixels = images.max_pixels if max_pixels is None else max_pixels
+            return self.conversation(turns, None, images, min_pixels, max_pixels, preface)
         images = images or []
         if images and IMAGE_TOKEN not in question:
             question = "".join(f"{IMAGE_TOKEN}\n" for _ in images) + question
-        preface = "" if thinking else NO_THINKING_PREFACE
         return self.conversation([{"from": "human", "value": question}], images, None, min_pixels, max_pixels, preface)
 
     # ------------------------------------------------------------------------------------------------ batches
