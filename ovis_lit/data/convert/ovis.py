@@ -25,6 +25,7 @@ from typing import Any, Iterator
 from .captions import CaptionConverter, check_template
 from .common import Limits, Options, add_common_arguments, limits_from, options_from, print_summary, run, safe_name
 from .llava import ConversationConverter, load_entries
+from .video import VideoOptions, add_video_arguments, video_options_from
 
 CAPTION_FIELDS = ("image_path", "image", "caption", "caption_template", "id")
 
@@ -72,7 +73,8 @@ def _path(root: Path, value: str | None) -> Path:
 
 
 def convert(dataset_info: str | Path, output: str | Path, options: Options, limits: Limits | None = None,
-            datasets: list[str] | None = None, root: str | Path | None = None) -> dict[str, Any]:
+            datasets: list[str] | None = None, root: str | Path | None = None,
+            video: VideoOptions | None = None) -> dict[str, Any]:
     """Convert the named datasets (default: all). Returns {"datasets": {name: report}, "sources": ..., "use": ...}."""
     info = read_dataset_info(dataset_info)
     root = Path(root) if root else Path(dataset_info).resolve().parent
@@ -97,7 +99,8 @@ def convert(dataset_info: str | Path, output: str | Path, options: Options, limi
             reports[name] = run(converter, rows, opts, total=total, info=meta)
         else:
             entries = load_entries(meta_file)
-            reports[name] = run(ConversationConverter(image_dir, limits), entries, opts, total=len(entries), info=meta)
+            converter = ConversationConverter(image_dir, limits, video or VideoOptions())
+            reports[name] = run(converter, entries, opts, total=len(entries), info=meta)
     summary = {
         "dataset_info": str(dataset_info),
         "datasets": {n: {k: r[k] for k in ("entries", "written", "rejected", "urls")} for n, r in reports.items()},
@@ -119,12 +122,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--add-missing-image-token", action="store_true",
                         help="conversations with images but no <image> mark get one per image first")
     add_common_arguments(parser)
+    add_video_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = [n.strip() for n in args.datasets.replace("|", ",").split(",") if n.strip()] if args.datasets else None
     try:
         summary = convert(args.dataset_info, args.output, options_from(args, "unused"), limits_from(args), names,
-                          args.root)
+                          args.root, video_options_from(args))
     except (ValueError, OSError) as exn:  # an unreadable dataset-info or meta file: a message, no traceback
         parser.exit(2, f"error: {exn}\n")
     print_summary(list(summary["reports"].values()))
