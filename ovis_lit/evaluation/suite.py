@@ -16,6 +16,7 @@ from ..processing.processor import OvisProcessor
 from .benchmarks.base import Benchmark, Item, Scores
 from .generation import generate_answers
 from .tsv import BadImage, open_image
+from .video import open_video
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ class BenchmarkResult:
 
 
 def _decoded(item: Item) -> list[Image.Image]:
+    if item.video is not None:  # VideoFrames: the processor takes them as one video
+        return open_video(item.video)
     return [open_image(source) for source in item.images]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from ..tsv import WARNINGS_PER_REASON, BadSample, ImageSource, image_sources, index_rows, read_rows
+from ..video import VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,7 @@ class Item:
     prompt: str  # the exact user-turn text the model sees (images are prepended by the processor)
     images: list[ImageSource]
     target: dict[str, Any]  # what the scorer needs: gold answer(s), options, category, ...
+    video: VideoSource | None = None  # a video item's frames (then `images` is empty): the processor's `<video>`
 
 
 @dataclass
