@@ -1,4 +1,5 @@
-"""Build the built-in coloured-shapes dataset (WebDataset shards + an MMBench-layout held-out TSV).
+"""Build the built-in coloured-shapes dataset (WebDataset shards of images and short videos + an MMBench-layout
+held-out TSV and a Video-MME-layout held-out video set).
 
 `python train.py` runs this automatically when the shards are missing; run it by hand to build elsewhere:
 

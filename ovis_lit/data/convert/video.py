@@ -36,7 +36,7 @@ from ..video_records import check_video
 from .common import Converted, Limits, Reject, check_turns, image_member
 from .files import read_image_file, resolve_image
 
-MAX_VIDEO_BYTES = 2**31  # 2 GiB per video file read
+MAX_VIDEO_BYTES = 2**30  # 1 GiB per video file (read into memory to be decoded)
 
 
 @dataclass
