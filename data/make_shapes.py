@@ -16,9 +16,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="data/shards/shapes", help="output directory")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full sample counts")
+    parser.add_argument("--no-videos", action="store_true", help="images only (what models without video input use)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    print(ensure_shapes_dataset(args.out, scale=args.scale))
+    print(ensure_shapes_dataset(args.out, scale=args.scale, videos=not args.no_videos))
 
 
 if __name__ == "__main__":

@@ -300,3 +300,18 @@ def test_the_video_benchmark_scores_a_tiny_ovis25_export_end_to_end(tmp_path):
     assert summary["benchmarks"]["videomme"]["max_pixels"] == 4096
     first = json.loads((tmp_path / "out" / "predictions" / "videomme.jsonl").read_text().splitlines()[0])
     assert first["prompt"].startswith("Select the best answer") and first["prompt"].endswith("The best answer is:")
+
+
+def test_the_shapes_data_builds_videos_only_for_models_with_a_video_input(tmp_path):
+    from ovis_lit.data.shapes import ensure_shapes_dataset
+
+    from .helpers import compose_train, resolved
+
+    for model, videos in (("ovis_tiny", False), ("ovis25_tiny", True)):
+        prepare = resolved(compose_train([f"model={model}"], tmp_path, tmp_path), "data.prepare")
+        assert prepare["videos"] is videos
+    ensure_shapes_dataset(tmp_path / "a", scale=0.001, videos=True)
+    assert sorted(p.name for p in (tmp_path / "a").glob("video-*.tar")) == \
+        ["video-train-000000.tar", "video-train-000001.tar", "video-train-000002.tar", "video-train-000003.tar",
+         "video-val-000000.tar"]
+    assert len(json.loads((tmp_path / "a" / "video-mc-test.json").read_text())) == 1

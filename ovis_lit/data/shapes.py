@@ -218,9 +218,10 @@ SPLITS = {  # name: (kind, split, samples, seed, shards); conf/data/shapes.yaml 
 MC_TEST = ("mc-test.tsv", 400, 5)
 
 
-def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: bool = True) -> Path:
+def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: bool = False) -> Path:
     """Build the dataset under `directory` unless an up-to-date copy is there (with `videos`, the video splits of
-    `shapes_video` too, under their own stamp). Returns the directory."""
+    `shapes_video` too, under their own stamp: conf/data/shapes.yaml asks for them for models with a video input).
+    Returns the directory."""
     directory = Path(directory)
     if videos:
         from .shapes_video import ensure_shapes_videos
