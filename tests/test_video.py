@@ -47,7 +47,7 @@ def grey_video(path: Path | None = None, n: int = FRAMES, fmt: str = "mp4", fast
 
 
 def frame_number(image: Image.Image) -> int:
-    return int(round(float(np.asarray(image)[..., 0].mean()) / 10))
+    return round(float(np.asarray(image)[..., 0].mean()) / 10)
 
 
 # ------------------------------------------------------------------------------------------------ decoding
@@ -120,7 +120,7 @@ def _write_shard(path: Path, records: list[dict]) -> str:
     return str(path)
 
 
-def _conversation(mark: str = "<video>") -> bytes:
+def _conversation(mark: str = "<video>") -> list[dict]:
     turns = [{"from": "human", "value": f"{mark}\nWhich way does it move?"}, {"from": "gpt", "value": "left"}]
     return turns
 
@@ -128,8 +128,8 @@ def _conversation(mark: str = "<video>") -> bytes:
 def test_corrupt_and_truncated_videos_in_a_shard_are_skipped_and_counted(tmp_path):
     _, processor = _ovis25_tiny(tmp_path)
     mp4 = grey_video(tmp_path / "v.mp4")
-    png = lambda i: shapes._png(Image.new("RGB", (32, 32), (10 * i,) * 3))  # noqa: E731
-    meta = lambda video: json.dumps({"conversations": _conversation(), "video": video}).encode()  # noqa: E731
+    png = lambda i: shapes._png(Image.new("RGB", (32, 32), (10 * i,) * 3))
+    meta = lambda video: json.dumps({"conversations": _conversation(), "video": video}).encode()
     shard = _write_shard(tmp_path / "v.tar", [
         {"__key__": "frames", "json": meta(["v0.png", "v1.png", "v2.png"]), **{f"v{i}.png": png(i) for i in range(3)}},
         {"__key__": "file", "json": meta("video.mp4"), "video.mp4": mp4},

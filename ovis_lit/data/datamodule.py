@@ -15,8 +15,8 @@ from webdataset.shardlists import expand_urls
 from ..processing.image import MAX_IMAGE_PIXELS
 from ..processing.processor import OvisProcessor
 from .samples import SampleBuilder
-from .video_records import DEFAULT_FRAMES
 from .stream import BatchStream, Source, StreamState, WorkerPosition, rank_world
+from .video_records import DEFAULT_FRAMES
 
 log = logging.getLogger(__name__)
 

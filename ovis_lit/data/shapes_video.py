@@ -78,7 +78,7 @@ def motion_video(rng: np.random.Generator, frames: int = FRAMES, side: int = SID
     sign = dx or dy  # along x for left / right, along y for up / down (image rows grow downwards)
     positions = []
     for k in range(frames):
-        a = int(round(along + sign * (k - (frames - 1) / 2) * STEP))
+        a = round(along + sign * (k - (frames - 1) / 2) * STEP)
         positions.append((a, across) if dx else (across, a))
     return render([Sprite(shape, colour, r, tuple(positions))], rng, frames, side), direction
 
@@ -92,7 +92,7 @@ def order_video(rng: np.random.Generator, frames: int = FRAMES, side: int = SIDE
     quadrants = rng.permutation(4)[:2]
     half = side // 2
     sprites = []
-    for shape, q, span in ((first, quadrants[0], range(0, end)), (second, quadrants[1], range(start, frames))):
+    for shape, q, span in ((first, quadrants[0], range(end)), (second, quadrants[1], range(start, frames))):
         r = int(rng.integers(int(half * 0.3), int(half * 0.4) + 1))
         cx = int(q % 2) * half + half // 2 + int(rng.integers(-1, 2))
         cy = int(q // 2) * half + half // 2 + int(rng.integers(-1, 2))

@@ -40,7 +40,7 @@ class VideoFrames(list):
     min_pixels: int | None = None
     max_pixels: int | None = None
 
-    def with_budget(self, min_pixels: int | None, max_pixels: int | None) -> "VideoFrames":
+    def with_budget(self, min_pixels: int | None, max_pixels: int | None) -> VideoFrames:
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
         return self
 

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 VIDEOMME_INSTRUCTION = ("Select the best answer to the following multiple-choice question based on the video. "
                         "Respond with only the letter (A, B, C, or D) of the correct option.")
 VIDEOMME_ANSWER_PREFIX = "The best answer is:"
-_LETTERED = re.compile(r"^\s*([A-I])[.)]\s*(.*)$", re.S)
+_LETTERED = re.compile(r"^\s*([A-I])[.)]\s*(.*)$", re.DOTALL)
 
 
 def read_question_rows(path: Path) -> list[dict[str, Any]]:
