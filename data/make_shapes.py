@@ -1,4 +1,5 @@
-"""Build the built-in coloured-shapes dataset (WebDataset shards + an MMBench-layout held-out TSV).
+"""Build the built-in coloured-shapes dataset (WebDataset shards of images and short videos + an MMBench-layout
+held-out TSV and a Video-MME-layout held-out video set).
 
 `python train.py` runs this automatically when the shards are missing; run it by hand to build elsewhere:
 
@@ -15,9 +16,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="data/shards/shapes", help="output directory")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the full sample counts")
+    parser.add_argument("--no-videos", action="store_true", help="images only (what models without video input use)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    print(ensure_shapes_dataset(args.out, scale=args.scale))
+    print(ensure_shapes_dataset(args.out, scale=args.scale, videos=not args.no_videos))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from ..processing.image_decoding import MAX_IMAGE_PIXELS
 from ..processing.processor import OvisProcessor
 from .samples import SampleBuilder
 from .stream import BatchStream, Source, StreamState, WorkerPosition, rank_world
+from .video_records import DEFAULT_FRAMES
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class OvisDataModule(L.LightningDataModule):
         caption_prompts: list[str] | None = None,
         truncate: bool = True,
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
+        video_frames: int = DEFAULT_FRAMES,
         prepare: Callable[[], Any] | None = None,
         heldout: str | None = None,
         heldout_instruction: str | None = None,
@@ -83,6 +85,7 @@ class OvisDataModule(L.LightningDataModule):
             caption_prompts=list(caption_prompts or ["Describe the image."]),
             truncate=truncate,
             max_image_pixels=max_image_pixels,  # larger images are skipped, undecoded
+            video_frames=video_frames,  # frames per video, sampled uniformly
         )
         self.stream_state = StreamState()
         # Skips in the batches consumed (BatchStream documents exactly what a batch's counts hold), this rank:

@@ -3,7 +3,8 @@
 Record layout (what `data/` builders and converters write): `<key>.json` holds either {"conversations": [...]}
 (LLaVA style, `<image>` marks) or {"caption": "..."}, optionally "images": [member names] giving the image order;
 images are members with image extensions (`<key>.png`, `<key>.0.jpg`, ...), in name order unless "images" says
-otherwise. A conversation without images is a text-only sample.
+otherwise. A conversation without images is a text-only sample. A conversation may hold one video instead of images
+("video" in its JSON: frame members or an encoded-video member, see `video_records`).
 
 Records arrive undecoded (member bytes). Only the JSON member and the image members a sample uses are decoded,
 with `json` and PIL: no other member (`.pyd`, `.pth`, `.pkl`, ...) is ever decoded, so a shard cannot run
@@ -15,7 +16,8 @@ evaluation), `degenerate_size` / `aspect_ratio` (an image Ovis2.5's resize rule 
 `empty_conversation`, `no_assistant_turn`, `empty_caption` (also a missing one: null, NaN), `invalid_sample`
 (`<image>` marks and images differ in number, a system turn that is not first, a caption containing `<image>`, or
 the chat format refuses the conversation), `too_long` (only with `truncate=False`),
-`no_supervised_tokens` (nothing left to learn from, e.g. after truncation). The JSON checks are
+`no_supervised_tokens` (nothing left to learn from, e.g. after truncation), and for videos the image reasons plus
+`empty_video` (a corrupt or truncated video is a `decode_error`). The JSON checks are
 `ovis_lit.data.validation`'s, the converters' own, so converted data is never skipped for them here.
 """
 
@@ -33,6 +35,7 @@ from ..processing.image_decoding import MAX_IMAGE_PIXELS, decode_image, to_rgb
 from ..processing.processor import OvisProcessor, Sample
 from ..rejection import Rejected
 from .validation import check_conversation, check_image_count, check_meta, count_image_marks  # noqa: F401
+from .video_records import DEFAULT_FRAMES, check_video, has_video, record_video, video_as_images
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
 
@@ -62,6 +65,8 @@ def image_names(record: dict, meta: dict) -> list[str]:
     """The members holding the sample's images, in order: the JSON's "images", else every image member."""
     names = meta.get("images")
     if names is None:
+        if has_video(meta):  # its frames are image members, not images of the sample
+            return []
         return sorted((k for k in record if k.rsplit(".", 1)[-1].lower() in IMAGE_EXTENSIONS), key=_natural)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise Rejected("bad_json", f"{record.get('__key__')}: 'images' must be a list of member names")
@@ -128,6 +133,7 @@ class SampleBuilder:
     caption_prompts: list[str] = field(default_factory=lambda: ["Describe the image."])
     truncate: bool = True  # False: over-long samples are skipped instead of cut
     max_image_pixels: int | None = MAX_IMAGE_PIXELS  # larger images are skipped (`too_many_pixels`), undecoded
+    video_frames: int = DEFAULT_FRAMES  # a video's frames are sampled uniformly down to this many (video_records)
 
     def __post_init__(self):
         if self.captions_as not in ("template", "chat"):
@@ -138,9 +144,11 @@ class SampleBuilder:
         meta = record_meta(record)
         check_meta(meta, key, self._allows_system())  # the converters' checks (ovis_lit.data.validation)
         check_image_count(meta, len(image_names(record, meta)), key)  # before any image is decoded
+        check_video(meta, key)
         images = record_images(record, meta, self.max_image_pixels)
+        video = record_video(record, meta, self.video_frames, self.max_image_pixels)
         try:
-            sample = self._format(meta, images, key)
+            sample = self._format(meta, images, key, video)
         except Rejected:  # an image the processor refuses (an Ovis2.5 degenerate size, ...): its own reason
             raise
         except ValueError as exn:  # formatter refusals: mismatched <image> count, system turn not first, ...
@@ -158,7 +166,11 @@ class SampleBuilder:
         spec = getattr(getattr(self.processor, "formatter", None), "format_spec", None)
         return getattr(spec, "allows_system", True)
 
-    def _format(self, meta: dict, images: list[Image.Image], key: str) -> Sample:
+    def _format(self, meta: dict, images: list[Image.Image], key: str, video: list[Image.Image] | None = None) -> Sample:
+        if video is not None:
+            if getattr(self.processor, "takes_video", False):  # Ovis2.5: one visual input on the temporal axis
+                return self.processor.conversation(meta["conversations"], None, video)
+            return self.processor.conversation(video_as_images(meta["conversations"], len(video)), list(video))
         if "conversations" in meta:
             return self.processor.conversation(meta["conversations"], images)
         if len(images) != 1:

@@ -9,7 +9,8 @@ Splits:
 - caption-{train,val}: WebDataset shards of {"caption"} + image (stages 1-2);
 - chat-{train,val}: shards of LLaVA-style {"conversations"} + image: open questions and A-D multiple choice, and a
   few text-only conversations (stage 3);
-- mc-test.tsv: the held-out multiple-choice split in VLMEvalKit's MMBench TSV layout (base64 PNG images).
+- mc-test.tsv: the held-out multiple-choice split in VLMEvalKit's MMBench TSV layout (base64 PNG images);
+- video-*: short videos with questions that need more than one frame (`shapes_video`).
 """
 
 from __future__ import annotations
@@ -61,19 +62,28 @@ def draw_scene(items: list[Item], rng: np.random.Generator, size: int = 64) -> I
         r = int(rng.integers(int(half * 0.3), int(half * 0.4) + 1))  # radius: 9-12 px at 64 px
         cx = (item.quadrant % 2) * half + half // 2 + int(rng.integers(-2, 3))
         cy = (item.quadrant // 2) * half + half // 2 + int(rng.integers(-2, 3))
-        fill = tuple(int(np.clip(c + rng.integers(-20, 21), 0, 255)) for c in COLOURS[item.colour])
-        box = (cx - r, cy - r, cx + r, cy + r)
-        if item.shape == "circle":
-            draw.ellipse(box, fill=fill)
-        elif item.shape == "square":
-            draw.rectangle(box, fill=fill)
-        elif item.shape == "triangle":
-            draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
-        else:  # cross
-            w = max(2, r // 2)
-            draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
-            draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
+        draw_shape(draw, item.shape, cx, cy, r, jittered(item.colour, rng))
     return image
+
+
+def jittered(colour: str, rng: np.random.Generator) -> tuple[int, int, int]:
+    """The colour's RGB with each channel moved by up to 20 (so colours are not single values)."""
+    return tuple(int(np.clip(c + rng.integers(-20, 21), 0, 255)) for c in COLOURS[colour])
+
+
+def draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: int, cy: int, r: int, fill: tuple[int, int, int]) -> None:
+    """One shape of radius `r` centred on (cx, cy)."""
+    box = (cx - r, cy - r, cx + r, cy + r)
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+    else:  # cross
+        w = max(2, r // 2)
+        draw.rectangle((cx - w, cy - r, cx + w, cy + r), fill=fill)
+        draw.rectangle((cx - r, cy - w, cx + r, cy + w), fill=fill)
 
 
 def random_scene(rng: np.random.Generator) -> list[Item]:
@@ -208,9 +218,15 @@ SPLITS = {  # name: (kind, split, samples, seed, shards); conf/data/shapes.yaml 
 MC_TEST = ("mc-test.tsv", 400, 5)
 
 
-def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0) -> Path:
-    """Build the dataset under `directory` unless an up-to-date copy is there. Returns the directory."""
+def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: bool = False) -> Path:
+    """Build the dataset under `directory` unless an up-to-date copy is there (with `videos`, the video splits of
+    `shapes_video` too, under their own stamp: conf/data/shapes.yaml asks for them for models with a video input).
+    Returns the directory."""
     directory = Path(directory)
+    if videos:
+        from .shapes_video import ensure_shapes_videos
+
+        ensure_shapes_videos(directory, scale)
     stamp = directory / "DONE.json"
     spec = {"version": VERSION, "scale": scale, "splits": SPLITS, "mc_test": MC_TEST}
     if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):

@@ -18,6 +18,7 @@ from ..rejection import Rejected
 from .benchmarks.base import Benchmark, Item, Scores
 from .generation import generate_answers
 from .tsv import image_bytes
+from .video import open_video
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,10 @@ EVAL_REASONS = {
 
 
 def _decoded(item: Item) -> list[Image.Image]:
-    """The item's images, through the guarded decoder training uses (Rejected for any that cannot be used)."""
+    """The item's images (or its video's sampled frames), through the guarded decoders training uses (Rejected
+    for any that cannot be used)."""
+    if item.video is not None:  # VideoFrames: the processor takes them as one video
+        return open_video(item.video)
     return [decode_image(image_bytes(source)) for source in item.images]
 
 

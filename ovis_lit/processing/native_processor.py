@@ -25,6 +25,7 @@ from .native_resolution import (
 )
 from .processor import PREPROCESSOR_FILE
 from .tokenizer import load_tokenizer
+from .video import VideoFrames
 
 
 @dataclass
@@ -38,6 +39,8 @@ class NativeSample:
 
 
 class NativeOvisProcessor(ChatProcessor):
+    takes_video = True  # a video is one visual input (frames on the temporal axis), not a list of images
+
     def __init__(self, tokenizer, chat_format: str, preprocessor: NativeResolutionPreprocessor):
         super().__init__(tokenizer, chat_format)
         self.image_preprocessor = preprocessor
@@ -91,9 +94,17 @@ class NativeOvisProcessor(ChatProcessor):
         self, question: str, images: list[Image.Image] | None = None, thinking: bool = False,
         min_pixels: int | None = None, max_pixels: int | None = None,
     ) -> NativeSample:
-        """An inference prompt for one user turn (`chat_processor.user_turn`)."""
-        images = images or []
+        """An inference prompt for one user turn (`chat_processor.user_turn`). `images` may be the frames of one
+        video (`video.VideoFrames`): the prompt then holds them as one `<video>` (prepended when the text has none),
+        each frame within the video's pixel budget when it has one."""
         preface = "" if thinking else NO_THINKING_PREFACE
+        if isinstance(images, VideoFrames):
+            if VIDEO_TOKEN not in question:
+                question = f"{VIDEO_TOKEN}\n{question}"
+            min_pixels = images.min_pixels if min_pixels is None else min_pixels
+            max_pixels = images.max_pixels if max_pixels is None else max_pixels
+            return self.conversation(user_turn(question, 0), None, images, min_pixels, max_pixels, preface)
+        images = images or []
         return self.conversation(user_turn(question, len(images)), images, None, min_pixels, max_pixels, preface)
 
     # ------------------------------------------------------------------------------------------------ batches

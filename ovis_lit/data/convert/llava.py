@@ -2,8 +2,10 @@
 
 Input: a JSON list (or JSON Lines) of {"id", "image": "rel/path" | ["p1", "p2", ...] (optional; also "images"),
 "conversations": [{"from": "human"|"gpt"|"system", "value": "...<image>..."}]}; image paths are relative to
-`--image-root` and must stay inside it (see `files`). An entry without images is a text-only sample. The file
-may start with a UTF-8 BOM; an entry holding bytes that are not UTF-8 is rejected (`bad_encoding`, with its line).
+`--image-root` and must stay inside it (see `files`). An entry without images is a text-only sample. An entry may
+hold a video instead ("video": a file or a folder of frames, or "video_frames": [paths]; LLaVA-Video's layout),
+stored as sampled frames (see `video`). The file may start with a UTF-8 BOM; an entry holding bytes that are not
+UTF-8 is rejected (`bad_encoding`, with its line).
 
     python data/convert_llava.py --json llava_v1_5_mix665k.json --image-root /data/llava --output shards/llava
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from .cli import limits_from, options_from, run_command
 from .files import read_image_file
 from .runner import run
 from .text import load_json_entries
+from .video import VideoOptions, add_video_arguments, convert_video_entry, has_video, video_options_from
 
 
 def load_entries(path: str | Path) -> list[Any]:
@@ -46,9 +49,14 @@ class ConversationConverter:
 
     image_root: Path
     limits: Limits
+    video: VideoOptions = field(default_factory=VideoOptions)  # entries with a "video" / "video_frames" (`video`)
 
     def __call__(self, index: int, entry: Any) -> Converted:
         key = object_entry_id(entry, index)
+        if has_video(entry):
+            converted = convert_video_entry(self.image_root, entry, key, self.limits, self.video)
+            converted.index = index
+            return converted
         names = image_list(entry, key)
         if len(names) > self.limits.max_images:
             raise Rejected("too_many_images", f"{key}: {len(names)} > {self.limits.max_images}")
@@ -65,13 +73,14 @@ class ConversationConverter:
         return Converted(index, meta, members, exif_rotated=rotated)
 
 
-def convert(json_files: list[str | Path], image_root: str | Path, options, limits: Limits | None = None) -> dict:
+def convert(json_files: list[str | Path], image_root: str | Path, options, limits: Limits | None = None,
+            video: VideoOptions | None = None) -> dict:
     """Convert LLaVA JSON files (one shard set). Returns the report."""
     lists = [load_entries(f) for f in json_files]
     entries = itertools.chain.from_iterable(lists)
     info = {"format": "llava", "inputs": [str(f) for f in json_files], "image_root": str(image_root)}
-    return run(ConversationConverter(Path(image_root), limits or Limits()), entries, options,
-               total=sum(map(len, lists)), info=info)
+    converter = ConversationConverter(Path(image_root), limits or Limits(), video or VideoOptions())
+    return run(converter, entries, options, total=sum(map(len, lists)), info=info)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,5 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--name", help="shard-set name (file prefix); default: the first JSON file's stem")
     parser.add_argument("--add-missing-image-token", action="store_true",
                         help="entries with images but no <image> mark get one per image before the first user turn")
+    add_video_arguments(parser)
     return run_command(parser, argv, lambda args: convert(
-        args.json, args.image_root, options_from(args, args.name or Path(args.json[0]).stem), limits_from(args)))[1]
+        args.json, args.image_root, options_from(args, args.name or Path(args.json[0]).stem), limits_from(args),
+        video_options_from(args)))[1]

@@ -27,6 +27,7 @@ from .cli import limits_from, options_from, run_command
 from .llava import ConversationConverter, load_entries
 from .runner import Options, run
 from .shards import safe_name
+from .video import VideoOptions, add_video_arguments, video_options_from
 
 CAPTION_FIELDS = ("image_path", "image", "caption", "caption_template", "id")
 
@@ -74,7 +75,8 @@ def _path(root: Path, value: str | None) -> Path:
 
 
 def convert(dataset_info: str | Path, output: str | Path, options: Options, limits: Limits | None = None,
-            datasets: list[str] | None = None, root: str | Path | None = None) -> dict[str, Any]:
+            datasets: list[str] | None = None, root: str | Path | None = None,
+            video: VideoOptions | None = None) -> dict[str, Any]:
     """Convert the named datasets (default: all). Returns {"datasets": {name: report}, "sources": ..., "use": ...}."""
     info = read_dataset_info(dataset_info)
     root = Path(root) if root else Path(dataset_info).resolve().parent
@@ -99,7 +101,8 @@ def convert(dataset_info: str | Path, output: str | Path, options: Options, limi
             reports[name] = run(converter, rows, opts, total=total, info=meta)
         else:
             entries = load_entries(meta_file)
-            reports[name] = run(ConversationConverter(image_dir, limits), entries, opts, total=len(entries), info=meta)
+            converter = ConversationConverter(image_dir, limits, video or VideoOptions())
+            reports[name] = run(converter, entries, opts, total=len(entries), info=meta)
     summary = {
         "dataset_info": str(dataset_info),
         "datasets": {n: {k: r[k] for k in ("entries", "written", "rejected", "urls")} for n, r in reports.items()},
@@ -120,11 +123,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--root", help="what relative meta_file / image_dir paths start from")
     parser.add_argument("--add-missing-image-token", action="store_true",
                         help="conversations with images but no <image> mark get one per image first")
+    add_video_arguments(parser)
 
     def convert_args(args: argparse.Namespace) -> dict:
         names = [n.strip() for n in args.datasets.replace("|", ",").split(",") if n.strip()] if args.datasets else None
         return convert(args.dataset_info, args.output, options_from(args, "unused"), limits_from(args), names,
-                       args.root)
+                       args.root, video_options_from(args))
 
     args, summary = run_command(parser, argv, convert_args, lambda summary: list(summary["reports"].values()))
     print(f"summary: {Path(args.output) / 'report.json'}")

@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (registration)
     pope,
     scienceqa,
     shapes,
+    videomme,
     vqa,
 )
 from .base import BENCHMARKS, Benchmark, Item, Scores, build_benchmark

@@ -11,6 +11,7 @@ from typing import Any, Callable, ClassVar
 
 from ...rejection import Rejected
 from ..tsv import WARNINGS_PER_REASON, ImageSource, image_sources, index_rows, read_rows
+from ..video import VideoSource
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ class Item:
     prompt: str  # the exact user-turn text the model sees (images are prepended by the processor)
     images: list[ImageSource]
     target: dict[str, Any]  # what the scorer needs: gold answer(s), options, category, ...
+    video: VideoSource | None = None  # a video item's frames (then `images` is empty): the processor's `<video>`
 
 
 @dataclass
