@@ -1,0 +1,54 @@
+"""Counted skips: the exception a sample that cannot be used raises, and the counting that keeps a run going.
+
+Every stage of the data path (shard reading, decoding, formatting, batching) drops what it cannot use by counting it
+under a reason; the counts travel with the batches (see BatchStream) into the run's skip counters and logs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+
+class SkipSample(Exception):
+    """A sample that cannot be used; `reason` is what the run's skip counters count it as."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+
+
+def note_skip(counter: Counter, seen: Counter | None, reason: str, exn: Exception | str) -> None:
+    """Count a skip; log it (a warning the 1st, 10th, 100th, ... time a reason comes up in this worker)."""
+    counter[reason] += 1
+    if seen is None:
+        log.debug("skipped (%s): %s", reason, exn)
+        return
+    seen[reason] += 1
+    n = seen[reason]
+    if str(n).rstrip("0") == "1":  # 1, 10, 100, ...
+        unexpected = isinstance(exn, Exception) and not isinstance(exn, SkipSample)
+        log.warning("data: skipped %d so far for %s (this worker); latest: %s", n, reason, exn,
+                    exc_info=unexpected and n == 1)
+    else:
+        log.debug("skipped (%s): %s", reason, exn)
+
+
+def counting_handler(
+    counter: Counter, default_reason: str | None = None, seen: Counter | None = None
+) -> Callable[[Exception], bool]:
+    """A webdataset exception handler that counts and carries on. SkipSample counts as its reason; any other
+    exception as `default_reason`, or (None) as `error_<ExceptionType>` so that a bug is not taken for bad data."""
+
+    def handler(exn: Exception) -> bool:
+        if isinstance(exn, SkipSample):
+            reason = exn.reason
+        else:
+            reason = default_reason or f"error_{type(exn).__name__}"
+        note_skip(counter, seen, reason, exn)
+        return True  # keep going
+
+    return handler
