@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from .batching import Batching, FixedCount, TokenBudget, sample_tokens
 from .positions import Source, StreamState, WorkerPosition, rank_world
 from .shards import MAX_MEMBER_BYTES, read_shards
 from .skips import SkipSample, counting_handler, note_skip
@@ -38,14 +39,17 @@ class BatchStream(IterableDataset):
     """Endless (train) or single-pass (validation) stream of collated batches.
 
     `to_sample(record)` turns a WebDataset record into a model sample (or raises SkipSample);
-    `collate(samples)` makes a batch dict. Each batch carries `stream`: its worker's position after it, and
+    `collate(samples)` makes a batch dict. A batch holds `batch_size` samples, or with `token_budget` as many as
+    fit in that many tokens (visual + text; see data/batching.py); a sample over the budget on its own is a
+    counted skip, `over_token_budget`. Each batch carries `stream`: its worker's position after it, and
     `skipped`: {reason: count} of the samples that worker dropped since its previous batch. Records reach
     `to_sample` raw (member bytes): decoding is its job.
 
     What a batch's `skipped` counts, exactly: the records its worker drew and dropped (to_sample refused them)
     after its previous batch's last sample and up to this batch's last sample, plus the shard-level losses
     (`read_shards`: unreadable or truncated shards, broken headers, oversized members) its reader met in that
-    time; the reader runs ahead of the batches by at most the shuffle buffer. The last batch of a single pass also
+    time (up to the moment that last sample was made, even when the batch is closed later, by a sample that did
+    not fit); the reader runs ahead of the batches by at most the shuffle buffer. The last batch of a single pass also
     carries the skips after its last sample. So summing the `skipped` of the batches a stage consumed counts the
     skips of the data it consumed, and nothing from batches the DataLoader prefetched but the stage never used
     (a resumed run meets those again, and counts them then).
@@ -58,12 +62,13 @@ class BatchStream(IterableDataset):
         sources: list[Source],
         to_sample: Callable[[dict], Any],
         collate: Callable[[list], dict],
-        batch_size: int,
+        batch_size: int | None,
         seed: int = 0,
         shuffle_buffer: int = 1000,
         train: bool = True,
         state: StreamState | None = None,
         num_workers: int = 0,
+        token_budget: int | None = None,
     ):
         super().__init__()
         sources = [s for s in sources if s.urls]
@@ -75,6 +80,9 @@ class BatchStream(IterableDataset):
         self.to_sample = to_sample
         self.collate = collate
         self.batch_size = batch_size
+        self.token_budget = token_budget
+        if token_budget is None and batch_size is None:
+            raise ValueError("a stream needs a batch_size or a token_budget")
         self.seed = seed
         self.shuffle_buffer = shuffle_buffer if train else 0
         self.train = train
@@ -134,9 +142,11 @@ class BatchStream(IterableDataset):
             s.name: self._source_records(s, position.sources.get(s.name, [0, 0]), rank, world, worker)
             for s in self.sources
         }
+        drawn = self._drawn
         if len(self.sources) == 1 or not self.train:
             for source in self.sources:  # validation: every source once, in order
                 for record in streams[source.name]:
+                    drawn.sources[source.name] = [record["__epoch__"], record["__position__"]]
                     yield {**record, "__draws__": 0}
             return
         mixer = random.Random(f"{self.seed}-mixer-{rank}-{worker}")
@@ -148,45 +158,52 @@ class BatchStream(IterableDataset):
         while True:
             name = mixer.choices(names, weights)[0]
             draws += 1
-            yield {**next(streams[name]), "__draws__": draws}
+            record = next(streams[name])
+            # every drawn record moves its source's position, a skipped one too: a resumed run must not read it
+            # again (the mixer's next draws would then take other records than the interrupted run's)
+            drawn.sources[name], drawn.draws = [record["__epoch__"], record["__position__"]], draws
+            yield {**record, "__draws__": draws}
+
+    def batching(self) -> Batching:
+        return TokenBudget(self.token_budget) if self.token_budget is not None else FixedCount(self.batch_size)
 
     def __iter__(self) -> Iterator[dict]:
         rank, world = rank_world()
         worker = self._logical_worker()
-        self.skipped: Counter = Counter()
+        self.skipped: Counter = Counter()  # this worker's skips since it started
+        self._handed: Counter = Counter()  # the part of them the batches made so far carry
         self._seen: Counter = Counter()  # skips per reason in this worker since it started (for the log)
         position = self.state.workers.get(worker, WorkerPosition())
-        current = WorkerPosition({k: list(v) for k, v in position.sources.items()}, position.draws)
+        # where this worker stands: updated by `_mixed` as it draws each record (so, lazily, when a sample comes out
+        # it holds the position just after that sample's record)
+        self._drawn = WorkerPosition({k: list(v) for k, v in position.sources.items()}, position.draws)
+        self._batching = batching = self.batching()
         # Records stay undecoded until `to_sample`, which decodes only what it uses (never a pickle).
         to_samples = wds.map(self._sample, handler=counting_handler(self.skipped, None, self._seen))
-        batch: list = []
         # A single pass (validation) holds each batch back until the next one is made, so that its last batch can
         # carry the skips met after its last sample (they would otherwise be counted in no batch).
         held: dict | None = None
         self._since_good = 0
         for sample in to_samples(self._guarded(self._mixed(rank, world, worker, position), worker, rank)):
             self._since_good = 0
-            meta = sample.meta
-            current.sources[meta["source"]] = [meta["epoch"], meta["position"]]
-            current.draws = meta["draws"]
-            batch.append(sample)
-            if len(batch) == self.batch_size:
-                out = self._finish(batch, worker, current)
-                batch = []
+            # the stream's position and skips as of this sample: what its batch records if it is the batch's last
+            at = WorkerPosition({k: list(v) for k, v in self._drawn.sources.items()}, self._drawn.draws)
+            for done in batching.add((sample, (at, Counter(self.skipped)))):
+                out = self._finish(done, worker)
                 if self.train:
                     yield out
                 else:
                     if held is not None:
                         yield held
                     held = out
-        if batch:  # validation keeps its last partial batch
+        last = batching.flush()
+        if last:  # validation keeps its last partial batch
             if held is not None:
                 yield held
-            held = self._finish(batch, worker, current)
+            held = self._finish(last, worker)
         if held is not None:
-            for reason, n in self.skipped.items():  # skips after the last sample of the pass
+            for reason, n in (self.skipped - self._handed).items():  # skips after the last sample of the pass
                 held["skipped"][reason] = held["skipped"].get(reason, 0) + n
-            self.skipped.clear()
             yield held
         elif self.skipped:  # a pass that made no batch: nothing can carry its skips to the trainer
             log.warning("data worker %d of rank %d made no batch; it skipped %s", worker, rank, dict(self.skipped))
@@ -204,16 +221,23 @@ class BatchStream(IterableDataset):
 
     def _sample(self, record: dict):
         sample = self.to_sample(record)
+        if not self._batching.admits(sample):
+            raise SkipSample("over_token_budget", f"{record.get('__key__')}: {sample_tokens(sample)} tokens, the "
+                             f"budget is {self.token_budget} per batch")
         sample.meta.update(
             source=record["__source__"], epoch=record["__epoch__"], position=record["__position__"], draws=record["__draws__"]
         )
         return sample
 
-    def _finish(self, samples: list, worker: int, position: WorkerPosition) -> dict:
+    def _finish(self, items: list, worker: int) -> dict:
+        """The batch of (sample, (position, skips)) items: it records the stream as of its last sample."""
+        samples = [sample for sample, _ in items]
+        position, skipped = items[-1][1]
         out = self.collate(samples)
         out["stream"] = {"worker": worker, "sources": {k: list(v) for k, v in position.sources.items()},
                          "draws": position.draws}
         out["keys"] = [f"{s.meta['source']}/{s.meta.get('key')}" for s in samples]  # which records (audits, tests)
-        out["skipped"] = dict(self.skipped)
-        self.skipped.clear()
+        # the skips up to its last sample that no earlier batch carries (those after it belong to the next batch)
+        out["skipped"] = dict(skipped - self._handed)
+        self._handed = skipped
         return out
