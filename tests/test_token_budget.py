@@ -126,3 +126,58 @@ def test_resume_of_a_mixed_stream_with_skips_continues_exactly(tmp_path, budget)
         # each skip is counted once: in the batch that consumed it, in both runs
         assert [r["skipped"] for r in resumed] == [s["skipped"] for s in straight[cut:]]
     assert sum(sum(s["skipped"].values()) for s in straight) > 3
+
+
+# ------------------------------------------------------------------------------------ the DataModule, Ovis2.5 tiny
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    from ovis_lit.data.shapes import ensure_shapes_dataset
+
+    from .helpers import SMALL_DATA
+
+    root = tmp_path_factory.mktemp("data")
+    ensure_shapes_dataset(root / "shapes", scale=SMALL_DATA)
+    return root
+
+
+def _datamodule(tmp_path, data_dir, budget, workers=2):
+    from ovis_lit.training.run import build_processor, instantiate_datamodule
+
+    from .helpers import compose_train
+
+    cfg = compose_train(["stage=s3", "model=ovis25_tiny", f"data.num_workers={workers}", f"data.token_budget={budget}"],
+                        tmp_path, data_dir)
+    dm = instantiate_datamodule(cfg)
+    dm.attach(build_processor(cfg.model))
+    dm.prepare_data()
+    return dm
+
+
+def test_ovis25_tiny_budget_batches_fit_and_resume_exactly(tmp_path, data_dir):
+    import torch
+
+    budget = 700
+    dm = _datamodule(tmp_path, data_dir, budget)
+    it = iter(dm.train_dataloader())
+    straight = [next(it) for _ in range(7)]
+    del it
+    sizes = [b["input_ids"].shape[0] for b in straight]
+    for b in straight:
+        tokens = int(b["attention_mask"].sum())  # visual (one id each) + text tokens
+        assert tokens <= budget and tokens > budget - 100  # full up to about one sample (~60-95 tokens here)
+        assert int(b["grid_thws"].prod(dim=1).sum()) == b["pixel_values"].shape[0]
+    assert len(set(sizes)) > 1, sizes  # the sample count follows the samples' lengths
+    for b in straight[:3]:
+        dm.observe(b)
+    resumed_dm = _datamodule(tmp_path, data_dir, budget)
+    resumed_dm.load_state_dict(json.loads(json.dumps(dm.state_dict())))  # as it travels in a checkpoint
+    it = iter(resumed_dm.train_dataloader())
+    for a in straight[3:]:
+        b = next(it)
+        assert a["keys"] == b["keys"]
+        for k in ("input_ids", "labels", "pixel_values", "grid_thws"):
+            assert torch.equal(a[k], b[k]), k
+    # the budget is part of the stream's layout: another budget cannot resume it exactly
+    other = _datamodule(tmp_path, data_dir, budget + 1)
+    with pytest.raises(ValueError, match="token_budget changed"):
+        other.load_state_dict(json.loads(json.dumps(dm.state_dict())))
