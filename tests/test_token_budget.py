@@ -181,3 +181,35 @@ def test_ovis25_tiny_budget_batches_fit_and_resume_exactly(tmp_path, data_dir):
     other = _datamodule(tmp_path, data_dir, budget + 1)
     with pytest.raises(ValueError, match="token_budget changed"):
         other.load_state_dict(json.loads(json.dumps(dm.state_dict())))
+
+
+@pytest.mark.slow
+def test_two_process_fsdp_equals_one_process_for_ovis25_tiny_with_budget_batches(tmp_path, data_dir):
+    """FSDP2 on 2 CPU processes (gloo), each rank taking the same token-budget batches of ovis25_tiny (their sample
+    counts vary): the same losses and weights as one process."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+    from safetensors.torch import load_file
+
+    from .conftest import REPO
+
+    def job(out, *args):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+        proc = subprocess.run([sys.executable, "-m", "tests.fsdp_job", "--out", str(out), "--budget-data",
+                               str(data_dir), "--steps", "6", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+        return json.loads((out / "losses.json").read_text()), json.loads((out / "report.json").read_text())
+
+    losses_1, _ = job(tmp_path / "single", "--strategy", "single", "--devices", "1")
+    losses_2, reports = job(tmp_path / "fsdp", "--strategy", "fsdp", "--devices", "2")
+    sizes = json.loads((tmp_path / "fsdp" / "batch_sizes.json").read_text())
+    assert sizes == json.loads((tmp_path / "single" / "batch_sizes.json").read_text()) and len(set(sizes)) > 1
+    assert len(losses_1) == 6 and losses_2 == pytest.approx(losses_1, rel=1e-5, abs=1e-6)
+    assert all(r["world"] == 2 and r["dtensor"] == r["params"] for r in reports)
+    one, two = load_file(tmp_path / "single" / "full.safetensors"), load_file(tmp_path / "fsdp" / "full.safetensors")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)
