@@ -6,9 +6,10 @@ seed-permuted shard list, split across ranks and dataloader workers, through a s
 records where its worker stood (per source: epoch and records taken; mixer: draws taken), so a resumed run replays
 the tar streams up to there without decoding anything and continues exactly where the interrupted run was.
 
-webdataset does the shuffle buffers; this module reads the tar shards itself (so that a truncated shard is told
-from a complete one), fixes the seeds and keeps the positions. Records reach `to_sample` undecoded: nothing here
-decodes a member, so no pickle in a shard ever runs.
+webdataset does the shuffle buffers; shards.py reads the tar shards (so that a truncated shard is told from a
+complete one), positions.py holds the positions, batching.py groups samples into batches (a sample count or a token
+budget), skips.py counts what is dropped; this module fixes the seeds and drives them. Records reach `to_sample`
+undecoded: nothing here decodes a member, so no pickle in a shard ever runs.
 """
 
 from __future__ import annotations
