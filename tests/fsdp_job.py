@@ -5,6 +5,9 @@ the averaged gradient, and with it every loss, must equal a one-process run's.
 Writes to --out: losses.json (rank 0's loss per step), report.json (sharding facts gathered on every rank),
 full.safetensors (the consolidated weights after training), and a sharded checkpoint (ckpt/) under FSDP.
 --resume: Lightning's resume (ckpt_path) from a checkpoint, e.g. the ckpt/ of an earlier run.
+--budget-data DIR: Ovis2.5 tiny (model=ovis25_tiny) on shapes data in DIR, batched by a token budget: every rank
+makes the same batches (before the process group exists, the stream reads as one process), so their number of
+samples varies from step to step as in a budget-batched run.
 """
 
 import argparse
@@ -85,23 +88,27 @@ def main() -> None:
     parser.add_argument("--pretrained", help="an original Ovis checkpoint directory to start from")
     parser.add_argument("--checkpointing", default="none", help="activation checkpointing of the ViT and LLM layers")
     parser.add_argument("--resume", help="a checkpoint to resume from (Lightning's ckpt_path)")
+    parser.add_argument("--budget-data", help="shapes data directory: ovis25_tiny with token-budget batches")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     batches = []
-    if args.pretrained:
+    if args.budget_data:
+        model, batches = budget_batches(Path(args.budget_data), out, args.steps)
+    elif args.pretrained:
         per_crop = original_tokens_per_crop(read_original_config(args.pretrained))
     else:
         per_crop = build_ovis(spec(args.tied), device="meta").visual_tokenizer.tokens_per_crop()
-    for _ in range(args.steps):
+    for _ in range(args.steps if not batches else 0):
         ids, mask, labels, pixels = _batch(None, crops_per_sample=(2, 0, 1, 3), pad_extra=(0, 3, 1, 0),
                                            per_crop=per_crop)
         batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixels})
     L.seed_everything(0)
-    model = {"pretrained": args.pretrained, "spec": {"dtype": "float32"}} if args.pretrained else {"spec": spec(args.tied)}
-    module = OvisLitModule(model, STAGE3 if args.tied else STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"},
+    if not args.budget_data:
+        model = {"pretrained": args.pretrained, "spec": {"dtype": "float32"}} if args.pretrained else {"spec": spec(args.tied)}
+    module = OvisLitModule(model, STAGE3 if args.tied or args.budget_data else STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"},
                            activation_checkpointing={"vision": args.checkpointing, "llm": args.checkpointing})
     strategy = FSDP2Strategy() if args.strategy == "fsdp" else "auto"
     trainer = L.Trainer(
@@ -114,6 +121,24 @@ def main() -> None:
                 weights_only=True)
     trainer.save_checkpoint(out / "ckpt")
     close_process_group()  # else the job can abort at exit after passing (Gloo threads outlive the interpreter)
+
+
+def budget_batches(data_dir: Path, out: Path, steps: int, budget: int = 500) -> tuple[dict, list[dict]]:
+    """(ovis25_tiny's model config, `steps` batches of its DataModule under a token budget of `budget` tokens)."""
+    from omegaconf import OmegaConf
+
+    from ovis_lit.training.run import build_processor, instantiate_datamodule
+
+    from .helpers import compose_train
+
+    cfg = compose_train(["stage=s3", "model=ovis25_tiny", f"data.token_budget={budget}"], out / "compose", data_dir)
+    dm = instantiate_datamodule(cfg)
+    dm.attach(build_processor(cfg.model))
+    it = iter(dm.train_dataloader())
+    keep = ("input_ids", "attention_mask", "labels", "pixel_values", "grid_thws")
+    batches = [{k: v for k, v in next(it).items() if k in keep} for _ in range(steps)]
+    (out / "batch_sizes.json").write_text(json.dumps([b["input_ids"].shape[0] for b in batches]))
+    return {"spec": OmegaConf.to_container(cfg.model.spec, resolve=True)}, batches
 
 
 if __name__ == "__main__":

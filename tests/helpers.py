@@ -6,7 +6,6 @@ import signal
 from pathlib import Path
 
 import lightning as L
-
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict

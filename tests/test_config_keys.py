@@ -15,6 +15,7 @@ from hydra.utils import get_method
 from omegaconf import OmegaConf
 
 from ovis_lit.model.build import BackboneSpec, LLMSpec, OvisSpec
+from ovis_lit.processing.pixel_budgets import PixelBudgets
 from ovis_lit.training.run import RECIPE_DATA_KEYS, RECIPE_STAGE_KEYS
 from ovis_lit.training.sharding import shard_model
 
@@ -32,7 +33,8 @@ TOP = {"paths", "model", "recipe", "stage", "data", "trainer", "logger", "callba
        "seed", "run_name", "init_from", "ckpt_path", "evaluate", "fsdp", "matmul_precision"}  # entry.py, run.py
 PATHS = {"root_dir", "data_dir", "output_dir", "log_dir"}
 MODEL = {"name", "pretrained", "spec", "processor", "activation_checkpointing", "multimodal_max_length"}  # run.py
-PROCESSOR = {"tokenizer", "chat_format", "image", "max_partition", "multi_image_max_partition", "native"}
+PROCESSOR = {"tokenizer", "chat_format", "image", "max_partition", "multi_image_max_partition", "native",
+             "pixel_budgets"}  # pixel_budgets: build_native_processor
 STAGE = {"name", "trainable", "warmup_ratio", "min_lr_ratio", "weight_decay", "val_every", "val_batches", "data"}
 CHAIN = {"name", "chain"}  # stage=all
 STAGE_DATA = {"use", "captions_as"}  # OvisDataModule arguments, handed over by build_stage
@@ -76,6 +78,8 @@ def unread_keys(cfg) -> list[str]:
     bad += _extra(spec.get("backbone") or {}, _fields(BackboneSpec), "model.spec.backbone")
     bad += _extra(spec.get("llm") or {}, _fields(LLMSpec), "model.spec.llm")
     bad += _extra(m["processor"], PROCESSOR, "model.processor")
+    bad += _extra(m["processor"].get("pixel_budgets") or {}, _fields(PixelBudgets) - {"single_image_min_pixels",
+                  "single_image_max_pixels"}, "model.processor.pixel_budgets")  # single image: `image`
     if "_target_" in m["processor"].get("tokenizer", {}):
         bad += _unread_in_target(m["processor"]["tokenizer"], "model.processor.tokenizer")
     bad += _extra(m["activation_checkpointing"], AC, "model.activation_checkpointing")

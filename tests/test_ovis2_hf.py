@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 from transformers import Ovis2Config, Ovis2ForConditionalGeneration
 
 from ovis_lit.constants import IMAGE_ATOM_ID, INDICATOR_IDS
-from ovis_lit.interop.hf_ovis2 import export_hf_ovis2, load_hf_ovis2
 from ovis_lit.interop.export_files import TOKENIZER_FILES
+from ovis_lit.interop.hf_ovis2 import export_hf_ovis2, load_hf_ovis2
 from ovis_lit.model.build import llm_config_from_dict
 
 from . import parity

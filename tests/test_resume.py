@@ -1,5 +1,6 @@
 """Exact resume: a training process SIGKILLed mid-epoch and resumed from its last checkpoint produces the same
-losses, on the same samples, as an uninterrupted run; the W&B run continues under the same id."""
+losses, on the same samples, as an uninterrupted run; the W&B run continues under the same id. For Ovis 1.6 with
+batches of a fixed sample count, and for Ovis2.5 (native resolution) with batches by token budget."""
 
 import json
 import os
@@ -20,7 +21,7 @@ def _train(run_dir, log, *extra, expect_kill=False):
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     args = [
         "stage=s3", f"paths.data_dir={run_dir.parent / 'data'}", f"+data.prepare.scale={SMALL_DATA}",
-        "data.num_workers=2", "evaluate=false", "recipe.s3.batch_size=4", f"recipe.s3.max_steps={STEPS}",
+        "data.num_workers=2", "evaluate=false", f"recipe.s3.max_steps={STEPS}",
         f"callbacks.checkpoint.every_n_train_steps={EVERY}", "stage.val_every=1000", f"hydra.run.dir={run_dir}",
         "+callbacks.steplog._target_=tests.helpers.StepLog", f"+callbacks.steplog.path={log}", *extra,
     ]
@@ -36,14 +37,24 @@ def _lines(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def test_sigkill_then_resume_gives_the_uninterrupted_losses_and_samples(tmp_path):
+BATCHING = {
+    "ovis16-batch-size": ("recipe.s3.batch_size=4",),
+    # 4-6 samples of 60-95 tokens per micro-batch, their number varying with their lengths
+    "ovis25-token-budget": ("model=ovis25_tiny", "data.token_budget=400"),
+}
+
+
+@pytest.mark.parametrize("batching", list(BATCHING))
+def test_sigkill_then_resume_gives_the_uninterrupted_losses_and_samples(tmp_path, batching):
+    config = BATCHING[batching]
     straight_log, broken_log = tmp_path / "straight.jsonl", tmp_path / "broken.jsonl"
-    _train(tmp_path / "straight", straight_log, "logger=csv")
+    _train(tmp_path / "straight", straight_log, "logger=csv", *config)
     run = tmp_path / "broken"
-    _train(run, broken_log, "logger=wandb", f"+callbacks.steplog.kill_after_step={KILL_AFTER}", expect_kill=True)
+    _train(run, broken_log, "logger=wandb", f"+callbacks.steplog.kill_after_step={KILL_AFTER}", *config,
+           expect_kill=True)
     killed = _lines(broken_log)
     assert [r["step"] for r in killed] == list(range(1, KILL_AFTER + 1))
-    _train(run, broken_log, "logger=wandb", "ckpt_path=last")
+    _train(run, broken_log, "logger=wandb", "ckpt_path=last", *config)
 
     straight, lines = _lines(straight_log), _lines(broken_log)
     resumed = lines[KILL_AFTER:]
@@ -57,6 +68,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_losses_and_samples(tmp_path
     seen = [k for r in lines[:EVERY] + resumed for k in r["keys"]]
     assert seen == [k for r in straight for k in r["keys"]]
     assert len(seen) == len(set(seen))
+    if batching == "ovis25-token-budget":  # the batches were sized by the budget, not by a count
+        assert len({len(r["keys"]) for r in straight}) > 1
     # one W&B run, continued
     runs = list((run / "wandb").glob("offline-run-*"))
     ids = {p.name.rsplit("-", 1)[-1] for p in runs}

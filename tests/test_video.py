@@ -19,9 +19,9 @@ from ovis_lit.constants import IMAGE_ATOM_ID
 from ovis_lit.data import shapes, shapes_video
 from ovis_lit.data.samples import SampleBuilder
 from ovis_lit.data.stream import BatchStream, Source
-from ovis_lit.rejection import Rejected
 from ovis_lit.processing.native_resolution import NATIVE_VIDEO_END_ID, NATIVE_VIDEO_START_ID
 from ovis_lit.processing.video import VideoFrames, decode_video, read_frame_folder, uniform_indices
+from ovis_lit.rejection import Rejected
 
 from .conftest import REPO
 
@@ -152,8 +152,8 @@ def test_corrupt_and_truncated_videos_in_a_shard_are_skipped_and_counted(tmp_pat
 
 # ------------------------------------------------------------------------------------------------ converters
 def test_a_converted_video_record_trains_the_tiny_ovis25(tmp_path):
-    from ovis_lit.data.convert.common import Options
     from ovis_lit.data.convert.llava import convert
+    from ovis_lit.data.convert.runner import Options
     from ovis_lit.data.convert.video import VideoOptions
     from ovis_lit.data.datamodule import OvisDataModule
 
@@ -193,7 +193,7 @@ def test_a_converted_video_record_trains_the_tiny_ovis25(tmp_path):
 
 
 def test_the_file_store_keeps_the_video_and_training_samples_it(tmp_path):
-    from ovis_lit.data.convert.common import Limits
+    from ovis_lit.data.convert.checks import Limits
     from ovis_lit.data.convert.llava import ConversationConverter
     from ovis_lit.data.convert.video import VideoOptions
 
@@ -204,7 +204,9 @@ def test_the_file_store_keeps_the_video_and_training_samples_it(tmp_path):
     _, processor = _ovis25_tiny(tmp_path)
     record = {"__key__": "x", "json": json.dumps(converted.meta).encode(), "video.mp4": converted.images[0][1]}
     sample = SampleBuilder(processor, max_length=512, video_frames=5)(record)
-    assert sample.grid_thws.tolist() == [[5, 4, 4]]
+    low, high = processor.pixel_budgets.limits(0, 5)  # each frame within the video budget
+    _, grid, _ = processor.image_preprocessor.video(decode_video(tmp_path / "a.mp4", 5), low, high)
+    assert sample.grid_thws.tolist() == [list(grid)] and grid[0] == 5
 
 
 def test_models_without_a_video_input_get_the_frames_as_images():

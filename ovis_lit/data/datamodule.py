@@ -34,6 +34,11 @@ class OvisDataModule(L.LightningDataModule):
     as a list (equal weights) or {name: weight} (samples are drawn from the sets in these proportions).
     The stream position of every worker travels in the trainer's checkpoints (`state_dict`), so resuming a run
     continues the data exactly where it stopped.
+
+    Batches hold `batch_size` samples, or, with `token_budget`, as many samples as fit in that many tokens (visual +
+    text, per micro-batch and rank; data/batching.py): for Ovis2.5, whose samples at native resolution differ in
+    visual tokens. A sample over the budget is skipped and counted (`over_token_budget`); with `max_length` at most
+    the budget none is.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class OvisDataModule(L.LightningDataModule):
         heldout: str | None = None,
         heldout_instruction: str | None = None,
         processor: OvisProcessor | None = None,
+        token_budget: int | None = None,
     ):
         super().__init__()
         unknown = set(use) - set(sources)
@@ -71,6 +77,10 @@ class OvisDataModule(L.LightningDataModule):
         self.use = {k: w for k, w in weights.items() if w > 0}
         self.batch_size = batch_size
         self.val_batch_size = val_batch_size or batch_size
+        self.token_budget = token_budget  # validation batches by the same budget
+        if token_budget is not None and token_budget < max_length:
+            log.warning("data.token_budget %d < max_length %d: samples longer than the budget are skipped "
+                        "(over_token_budget)", token_budget, max_length)
         self.num_workers = num_workers
         self.shuffle_buffer = shuffle_buffer
         self.seed = seed
@@ -135,6 +145,7 @@ class OvisDataModule(L.LightningDataModule):
             train=True,
             state=self.stream_state,
             num_workers=self.num_workers,
+            token_budget=self.token_budget,
         )
         return self._loader(stream, self.num_workers)
 
@@ -144,7 +155,8 @@ class OvisDataModule(L.LightningDataModule):
             return []
         workers = min(self.num_workers, min(len(s.urls) for s in sources))
         stream = BatchStream(
-            sources, self._builder(), self.processor.collate, self.val_batch_size, train=False, num_workers=workers
+            sources, self._builder(), self.processor.collate, self.val_batch_size, train=False, num_workers=workers,
+            token_budget=self.token_budget,
         )
         return self._loader(stream, workers)
 
@@ -187,12 +199,13 @@ class OvisDataModule(L.LightningDataModule):
             state = state["ranks"][rank]
         elif world > 1:
             raise ValueError("the checkpoint was saved by one process; resume it with one process")
-        saved = state.get("layout")
-        if saved is not None and saved != self.stream_layout():
-            changed = sorted(k for k in saved if saved[k] != self.stream_layout().get(k))
+        saved, now = state.get("layout"), self.stream_layout()
+        # a key missing from either side was not set (an older checkpoint has no token_budget: it batched by count)
+        changed = sorted(k for k in set(saved or {}) | set(now) if (saved or {}).get(k) != now.get(k))
+        if saved is not None and changed:
             raise ValueError(
                 f"cannot resume the data stream exactly: {', '.join(changed)} changed since the checkpoint "
-                f"(saved {[saved[k] for k in changed]}, now {[self.stream_layout()[k] for k in changed]}). Resume "
+                f"(saved {[saved.get(k) for k in changed]}, now {[now.get(k) for k in changed]}). Resume "
                 "with the same data settings, or start a new run from these weights with init_from"
             )
         self.stream_state = StreamState.from_dict(state.get("stream"))
@@ -203,7 +216,8 @@ class OvisDataModule(L.LightningDataModule):
         return {
             "num_workers": self.num_workers,
             "seed": self.seed,
-            "batch_size": self.batch_size,
+            "batch_size": self.batch_size if self.token_budget is None else None,  # unused under a budget
+            "token_budget": self.token_budget,
             "shuffle_buffer": self.shuffle_buffer,
             "use": dict(self.use),
             "train_urls": {name: str(self.sources[name].get("train")) for name in sorted(self.use)},

@@ -2,7 +2,8 @@
 
 A sample holds images or one video, not both (as in the original). Each `<image>` (or the `<video>`) becomes its
 indicator ids around one -300 per visual token; the patches of all images are concatenated with one grid_thw row
-per image.
+per image. Training samples resize their images within the pixel budget of their kind (one image, several, a
+video: `pixel_budgets`, as the original recipe); inference prompts within the preprocessor's own range.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .native_resolution import (
     NATIVE_VIDEO_START_ID,
     NativeResolutionPreprocessor,
 )
+from .pixel_budgets import PixelBudgets
 from .processor import PREPROCESSOR_FILE
 from .tokenizer import load_tokenizer
 from .video import VideoFrames
@@ -41,9 +43,12 @@ class NativeSample:
 class NativeOvisProcessor(ChatProcessor):
     takes_video = True  # a video is one visual input (frames on the temporal axis), not a list of images
 
-    def __init__(self, tokenizer, chat_format: str, preprocessor: NativeResolutionPreprocessor):
+    def __init__(self, tokenizer, chat_format: str, preprocessor: NativeResolutionPreprocessor,
+                 pixel_budgets: dict | None = None):
         super().__init__(tokenizer, chat_format)
         self.image_preprocessor = preprocessor
+        # the single-image range is the preprocessor's; `pixel_budgets` sets the multiple-image and video ranges
+        self.pixel_budgets = PixelBudgets(preprocessor.min_pixels, preprocessor.max_pixels, **(pixel_budgets or {}))
 
     # ------------------------------------------------------------------------------------------------ samples
     def conversation(
@@ -52,7 +57,8 @@ class NativeOvisProcessor(ChatProcessor):
         generation_preface: str | None = None,
     ) -> NativeSample:
         """Training sample (`generation_preface` None) or inference prompt (an open assistant turn starting with
-        the preface: "" with thinking, `NO_THINKING_PREFACE` without)."""
+        the preface: "" with thinking, `NO_THINKING_PREFACE` without). Without min/max pixels, the images (or the
+        video's frames) are resized within the pixel budget for their number (`pixel_budgets`)."""
         text = self.formatter.format(conversations, generation_preface)
         images = images or []
         n_images, n_videos = text.input_ids.count(IMAGE_TOKEN_ID), text.input_ids.count(VIDEO_TOKEN_ID)
@@ -63,6 +69,8 @@ class NativeOvisProcessor(ChatProcessor):
         if images and video:
             raise ValueError("a sample holds images or one video, not both")
         pp = self.image_preprocessor
+        if min_pixels is None and max_pixels is None:
+            min_pixels, max_pixels = self.pixel_budgets.limits(len(images), len(video) if video else 0)
         patches, grids, image_iter = [], [], iter(images)
 
         def patches_of(token: int) -> list[int] | None:  # an image's or the video's patches; its placeholder ids
@@ -94,15 +102,20 @@ class NativeOvisProcessor(ChatProcessor):
         self, question: str, images: list[Image.Image] | None = None, thinking: bool = False,
         min_pixels: int | None = None, max_pixels: int | None = None,
     ) -> NativeSample:
-        """An inference prompt for one user turn (`chat_processor.user_turn`). `images` may be the frames of one
-        video (`video.VideoFrames`): the prompt then holds them as one `<video>` (prepended when the text has none),
-        each frame within the video's pixel budget when it has one."""
+        """An inference prompt for one user turn (`chat_processor.user_turn`). Images are resized within the
+        preprocessor's range unless min/max pixels are given (as the original's inference). `images` may be the
+        frames of one video (`video.VideoFrames`): the prompt then holds them as one `<video>` (prepended when the
+        text has none), each frame within the video's pixel budget when it has one."""
+        pp = self.image_preprocessor
         preface = "" if thinking else NO_THINKING_PREFACE
         if isinstance(images, VideoFrames):
             if VIDEO_TOKEN not in question:
                 question = f"{VIDEO_TOKEN}\n{question}"
             min_pixels = images.min_pixels if min_pixels is None else min_pixels
             max_pixels = images.max_pixels if max_pixels is None else max_pixels
+        min_pixels = pp.min_pixels if min_pixels is None else min_pixels
+        max_pixels = pp.max_pixels if max_pixels is None else max_pixels
+        if isinstance(images, VideoFrames):
             return self.conversation(user_turn(question, 0), None, images, min_pixels, max_pixels, preface)
         images = images or []
         return self.conversation(user_turn(question, len(images)), images, None, min_pixels, max_pixels, preface)
@@ -119,7 +132,8 @@ class NativeOvisProcessor(ChatProcessor):
     # ----------------------------------------------------------------------------------------------------- I/O
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, chat_format: str, vit_config: dict, **preprocessor_kwargs
+        cls, directory: str | Path, chat_format: str, vit_config: dict, pixel_budgets: dict | None = None,
+        **preprocessor_kwargs,
     ) -> "NativeOvisProcessor":
         """Tokenizer files + preprocessor_config.json (normalisation, resample) of a directory; patch sizes come
         from the ViT's config (the image processor's `size` is not used at native resolution)."""
@@ -136,7 +150,7 @@ class NativeOvisProcessor(ChatProcessor):
             resample=int(config.get("resample", 3)),
             **preprocessor_kwargs,
         )
-        processor = cls(load_tokenizer(directory), chat_format, pp)
+        processor = cls(load_tokenizer(directory), chat_format, pp, pixel_budgets)
         processor.tokenizer_source = directory
         processor.preprocessor_config = config  # written back unchanged by an export
         return processor
@@ -163,17 +177,18 @@ def fit_native_length(sample: NativeSample, max_length: int) -> NativeSample:
 
 def build_native_processor(model_cfg) -> NativeOvisProcessor:
     """From a Hydra model config: the pretrained Ovis2.5 directory's tokenizer and normalisation (with the config's
-    min/max pixels), or the config's own tokenizer and `image` fields."""
+    min/max pixels), or the config's own tokenizer and `image` fields; `pixel_budgets` for several images, video."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
     p = model_cfg.processor
     image = OmegaConf.to_container(p.image, resolve=True)
+    budgets = OmegaConf.to_container(p.pixel_budgets, resolve=True) if p.get("pixel_budgets") else None
     if model_cfg.get("pretrained"):
         from ..interop.local_files import read_json_file
 
         vit_config = read_json_file(Path(model_cfg.pretrained) / "config.json")["vit_config"]
         limits = {k: image[k] for k in ("min_pixels", "max_pixels") if k in image}
-        return NativeOvisProcessor.from_pretrained(model_cfg.pretrained, p.chat_format, vit_config, **limits)
+        return NativeOvisProcessor.from_pretrained(model_cfg.pretrained, p.chat_format, vit_config, budgets, **limits)
     image["image_mean"], image["image_std"] = tuple(image["image_mean"]), tuple(image["image_std"])
-    return NativeOvisProcessor(instantiate(p.tokenizer), p.chat_format, NativeResolutionPreprocessor(**image))
+    return NativeOvisProcessor(instantiate(p.tokenizer), p.chat_format, NativeResolutionPreprocessor(**image), budgets)

@@ -13,8 +13,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..model.build import build_ovis

@@ -17,8 +17,8 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
-from ..model.ovis import OvisModel
 from ..model.build import as_dtype
+from ..model.ovis import OvisModel
 
 log = logging.getLogger(__name__)
 

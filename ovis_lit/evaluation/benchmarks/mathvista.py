@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from ..modes.vlmevalkit import extract_choice
-from ..judge_prompts import MATHVISTA_EXTRACT_V1
 from ...rejection import Rejected
+from ..judge_prompts import MATHVISTA_EXTRACT_V1
+from ..modes.vlmevalkit import extract_choice
 from ..tsv import cell, parse_list
 from .base import Item, Scores, ratio, register
 from .judged import JudgedBenchmark

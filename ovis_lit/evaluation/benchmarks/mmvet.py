@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..judge_prompts import MMVET_GRADER_V1
 from ...rejection import Rejected
+from ..judge_prompts import MMVET_GRADER_V1
 from ..tsv import cell
 from .base import Item, Scores, ratio, register
 from .judged import JUDGE_RETRIES, JudgedBenchmark

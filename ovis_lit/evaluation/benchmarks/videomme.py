@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from ...data import shapes, shapes_video
-from ..mcq import LETTERS
 from ...rejection import Rejected
+from ..mcq import LETTERS
 from ..tsv import WARNINGS_PER_REASON
 from ..video import VideoSource, find_video
 from .base import Benchmark, Item, Scores, ratio, register
