@@ -70,8 +70,8 @@ def compose_tiny_384(data_dir: Path, batch_size: int):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("train", overrides=[
             "stage=s3", f"paths.data_dir={data_dir}", f"paths.output_dir={data_dir}", "logger=csv",
-            "model.spec.backbone.config.image_size=384", "model.processor.image.side=384",
-            "model.processor.max_partition=9", "model.spec.llm.config.max_position_embeddings=8192",
+            "model.spec.backbone.config.image_size=384", "processor.image.side=384",
+            "processor.max_partition=9", "model.spec.llm.config.max_position_embeddings=8192",
             f"recipe.s3.batch_size={batch_size}", "recipe.s3.max_length=8192",
         ])
 
@@ -88,7 +88,7 @@ def pipeline_rate(cfg, urls: str, workers: int, batches: int) -> dict:
         wait_for_cpu()
         dm = instantiate_datamodule(cfg, None, **stage, sources={"photos": {"train": urls}}, prepare=None, heldout=None,
                          num_workers=workers, shuffle_buffer=64)
-        dm.attach(build_processor(cfg.model))
+        dm.attach(build_processor(cfg))
         it = iter(dm.train_dataloader())
         started = time.perf_counter()
         first = next(it)
@@ -114,10 +114,9 @@ def pipeline_rate(cfg, urls: str, workers: int, batches: int) -> dict:
 def model_step(cfg, batch, repeats: int = 3) -> dict:
     import torch
 
-    from ovis_lit.training.module import OvisLitModule
-    from ovis_lit.training.run import model_dict, stage_settings
+    from ovis_lit.training.run import build_stage
 
-    module = OvisLitModule(model_dict(cfg.model), stage_settings(cfg))
+    module = build_stage(cfg).module  # train.py's module for this stage (freezing included)
     module.configure_model()
     model = module.model.train()
     times = []
@@ -174,7 +173,7 @@ def main() -> None:
         stage["use"] = ["photos"]
         dm = instantiate_datamodule(cfg, None, **stage, sources={"photos": {"train": report["urls"]["train"]}}, prepare=None,
                          heldout=None, num_workers=0, shuffle_buffer=1)
-        dm.attach(build_processor(cfg.model))
+        dm.attach(build_processor(cfg))
         batch = next(iter(dm.train_dataloader()))
         results["model_step"] = model_step(cfg, batch)
         m = results["model_step"]

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from ovis_lit.data.shapes import ensure_shapes_dataset
-from ovis_lit.training.module import OvisLitModule
 from ovis_lit.training.optim import param_groups
-from ovis_lit.training.run import build_stage, model_dict, stage_settings
+from ovis_lit.training.run import build_stage, stage_settings
 
 from .helpers import SMALL_DATA, compose_train
 
@@ -60,7 +59,7 @@ def test_each_module_learning_rate_reaches_the_optimizer(tmp_path, data_dir):
          "++recipe.s3.module_lr={vte:5e-4,visual_tokenizer:1e-4,visual_tokenizer.head:3e-4}"],
         tmp_path, data_dir,
     )
-    module = OvisLitModule(model_dict(cfg.model), stage_settings(cfg))
+    module = build_stage(cfg).module
     module.configure_model()
     groups = {g["name"]: g for g in param_groups(module.model, 2e-3, stage_settings(cfg)["module_lr"])}
     assert {k: g["lr"] for k, g in groups.items()} == {
@@ -78,7 +77,7 @@ def test_unknown_module_lr_pattern_is_an_error():
         param_groups(tiny_model(), 1e-3, {"visual_tokenizr": 1e-4})
 
 
-def test_warmup_then_cosine():
+def test_warmup_then_cosine(tmp_path, data_dir):
     """The module's schedule (transformers', as the original's HF Trainer): linear warmup from 0, then cosine to
     min_lr_ratio; the numbers of the hand-written schedule it replaced after warmup, and step/warmup during it."""
     import math
@@ -86,7 +85,9 @@ def test_warmup_then_cosine():
 
     from .tiny import tiny_model
 
-    module = OvisLitModule({"spec": {}}, {"trainable": ["all"], "lr": 1.0, "warmup_ratio": 0.1, "min_lr_ratio": 0.1})
+    cfg = compose_train(["stage=s3", "recipe.s3.lr=1.0", "stage.warmup_ratio=0.1", "stage.min_lr_ratio=0.1",
+                         "~recipe.s3.module_lr"], tmp_path, data_dir)
+    module = build_stage(cfg).module
     module.model = tiny_model()
     module._trainer = SimpleNamespace(estimated_stepping_batches=100)
     schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"]

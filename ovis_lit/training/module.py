@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from ..model.build import as_dtype, build_ovis
+from ..model.build import as_dtype
 from ..model.ovis import OvisModel
+from ..model.source import ModelSource
 from .checkpoints import load_model_weights
 from .freezing import apply_trainable, format_table, trainable_table
 from .optim import param_groups
@@ -19,34 +20,27 @@ from .optim import param_groups
 log = logging.getLogger(__name__)
 
 
-def build_model(model_cfg: dict[str, Any], device: str | None = None) -> OvisModel:
-    """`model_cfg`: {"spec": OvisSpec fields} (built here) or {"pretrained": original Ovis dir}. `device="meta"`:
-    the same model without weights (nothing is read or initialised)."""
-    if model_cfg.get("pretrained"):
-        from ..interop.original import load_original, original_skeleton
-
-        spec = model_cfg.get("spec") or {}
-        dtype = spec.get("dtype")
-        if device == "meta":
-            model = original_skeleton(model_cfg["pretrained"], dtype=dtype)
-        else:
-            model, _ = load_original(model_cfg["pretrained"], dtype=dtype)
-        model.fast_path = spec.get("fast_path", True)
-        return model
-    return build_ovis(model_cfg["spec"], device=device)
-
-
 class OvisLitModule(L.LightningModule):
+    """Trains the model `model` describes, by stage. Built by `training.run.build_stage` from the `module` config
+    group (a partial: `optimizer`, `fsdp`) with what the other groups decide (model, stage, init_from, activation
+    checkpointing)."""
+
     def __init__(
         self,
-        model: dict[str, Any],
+        model: ModelSource,
         stage: dict[str, Any],
         init_from: str | None = None,
         activation_checkpointing: dict[str, bool | str] | None = None,  # per part: none/selective/full
         fsdp: dict[str, Any] | None = None,  # shard_model() options under trainer=fsdp (mixed precision, offload)
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,  # param groups -> optimiser (default AdamW)
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # Checkpoints hold plain values only (they are read back with weights_only): the model's description as a
+        # dict (evaluation rebuilds the model from it), not the optimiser factory.
+        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.hparams["model"] = model.to_dict()
+        self.source = model
+        self.make_optimizer = optimizer or torch.optim.AdamW
         self.model: OvisModel | None = None
 
     # ------------------------------------------------------------------------------------------------- building
@@ -58,7 +52,7 @@ class OvisLitModule(L.LightningModule):
         # ranks build on the meta device, so a 10 B model is not materialised 8 times on a node's CPU.
         rank0_builds = self.device_mesh is not None and self.trainer.world_size > 1
         on_meta = rank0_builds and self.trainer.global_rank != 0
-        self.model = build_model(self.hparams.model, device="meta" if on_meta else None)
+        self.model = self.source.build(device="meta" if on_meta else None)
         if self.hparams.init_from and not on_meta:
             load_model_weights(self.model, self.hparams.init_from)
             log.info("initialised weights from %s", self.hparams.init_from)
@@ -153,7 +147,7 @@ class OvisLitModule(L.LightningModule):
     def configure_optimizers(self):
         stage = self.hparams.stage
         groups = param_groups(self.model, stage["lr"], stage.get("module_lr"), stage.get("weight_decay", 0.0))
-        optimizer = torch.optim.AdamW(groups)  # betas (0.9, 0.999), eps 1e-8: the original's (HF Trainer's) defaults
+        optimizer = self.make_optimizer(groups)  # each group carries its lr and weight decay
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(round(stage.get("warmup_ratio", 0.0) * total))
         min_ratio = stage.get("min_lr_ratio", 0.0)
