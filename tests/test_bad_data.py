@@ -25,6 +25,7 @@ from ovis_lit.data.samples import SampleBuilder
 from ovis_lit.data.stream import SkipSample, read_shards
 from ovis_lit.processing.image import open_image
 from ovis_lit.training.run import build_processor, build_stage, instantiate_datamodule, stage_settings
+from ovis_lit.training.skips import SkipCountLogger
 
 from .helpers import compose_train
 
@@ -243,7 +244,7 @@ def test_training_on_the_bad_corpus_runs_and_logs_the_skips(corpus):
 
     trainer = L.Trainer(accelerator="cpu", max_steps=8, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, limit_val_batches=0, enable_model_summary=False,
-                        callbacks=[Record()])
+                        callbacks=[Record(), SkipCountLogger()])
     trainer.fit(module, datamodule=dm)  # 32 samples: more than an epoch of the corpus (25 good ones)
     assert trainer.global_step == 8 and all(math.isfinite(x) for x in losses)
     assert set(dm.skipped) == set(corpus["expected"])

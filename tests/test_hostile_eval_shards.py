@@ -529,11 +529,13 @@ def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_
     import torch
 
     from ovis_lit.data.datamodule import OvisDataModule
+    from ovis_lit.model.source import ModelSource
     from ovis_lit.training.module import OvisLitModule
+    from ovis_lit.training.skips import skip_summary
 
-    class Tiny(OvisLitModule):  # the real module's validation hooks and summary; a one-weight model
+    class Tiny(OvisLitModule):  # the real module's validation step; a one-weight model
         def __init__(self):
-            super().__init__(model={}, stage={})
+            super().__init__(model=ModelSource(), stage={})
             self.w = torch.nn.Parameter(torch.zeros(1))
             self.consumed = []
 
@@ -543,8 +545,7 @@ def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_
         def forward(self, batch):
             return SimpleNamespace(loss=(self.w ** 2).sum())
 
-        def training_step(self, batch, batch_idx):
-            self.trainer.datamodule.observe(batch)
+        def training_step(self, batch, batch_idx):  # the DataModule's own hook has recorded the batch
             self.consumed.append((batch["stream"]["worker"], batch["keys"][0]))
             return self(batch).loss
 
@@ -583,7 +584,7 @@ def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_
         last[worker] = int(key.split("/k")[1])
     expected = sum(1 for n in last.values() for k in bad if k < n)
     assert len(module.consumed) == 5 and 0 < expected < 2 * len(bad)  # the workers had read more than that
-    assert module.skip_summary(dm) == {"train": {"bad_json": expected}, "val": {"bad_json": 1}}
+    assert skip_summary(dm) == {"train": {"bad_json": expected}, "val": {"bad_json": 1}}
 
 
 def test_training_reads_every_good_sample_of_a_hostile_shard_and_counts_the_rest(tmp_path):

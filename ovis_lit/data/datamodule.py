@@ -88,6 +88,7 @@ class OvisDataModule(L.LightningDataModule):
         # Skips in the batches consumed (BatchStream documents exactly what a batch's counts hold), this rank:
         self.skipped: Counter = Counter()  # training, over the whole run (saved in checkpoints)
         self.val_skipped: Counter = Counter()  # validation, in the latest validation pass
+        self._val_pass_step: int | None = None  # the training step of that pass
 
     def attach(self, processor: OvisProcessor) -> None:
         """What comes from the model: its processor (which expands each image into the model's visual tokens)."""
@@ -146,20 +147,29 @@ class OvisDataModule(L.LightningDataModule):
         return self._loader(stream, workers)
 
     # -------------------------------------------------------------------------------------- stream position
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning hands every batch here right before its step (after the loader's prefetch: what is recorded is
+        what the model consumes, never a batch read ahead and dropped by an interruption)."""
+        trainer = self.trainer
+        if trainer is not None and isinstance(batch, dict):
+            if trainer.training:
+                self.observe(batch)
+            elif trainer.validating and not trainer.sanity_checking:  # the sanity check's batches come again
+                self.observe_validation(batch, trainer.global_step)
+        return batch
+
     def observe(self, batch: dict[str, Any]) -> None:
-        """Called by the LightningModule for every training batch it consumes."""
+        """A consumed training batch: its worker's stream position (exact resume) and skip counts."""
         stream = batch["stream"]
         worker = int(stream["worker"])
         self.stream_state.workers[worker] = WorkerPosition({k: list(v) for k, v in stream["sources"].items()}, int(stream["draws"]))
         self.stream_state.next_worker = (worker + 1) % max(1, self.num_workers)
         self.skipped.update(batch.get("skipped", {}))
 
-    def start_validation(self) -> None:
-        """Called by the LightningModule when a validation pass starts (not for the sanity check)."""
-        self.val_skipped = Counter()
-
-    def observe_validation(self, batch: dict[str, Any]) -> None:
-        """Called by the LightningModule for every validation batch it consumes (not for the sanity check)."""
+    def observe_validation(self, batch: dict[str, Any], step: int) -> None:
+        """A consumed validation batch of the pass at training step `step` (a new step: a new pass)."""
+        if step != self._val_pass_step:
+            self.val_skipped, self._val_pass_step = Counter(), step
         self.val_skipped.update(batch.get("skipped", {}))
 
     def state_dict(self) -> dict[str, Any]:

@@ -89,13 +89,7 @@ class OvisLitModule(L.LightningModule):
                           grid_thws=batch.get("grid_thws"))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "observe"):
-            datamodule.observe(batch)  # stream position for exact resume, skip counts
-            # one process logs its own counts every step; several gather theirs only when the logger will write
-            if self.trainer.world_size == 1 or self.global_step % self.trainer.log_every_n_steps == 0:
-                for reason, count in self._skipped_on_all_ranks(datamodule.skipped).items():
-                    self.log(f"data/skipped/{reason}", float(count), reduce_fx="max", rank_zero_only=True)
+        # (the DataModule records each batch's stream position and skips itself; SkipCountLogger logs the skips)
         out = self(batch)
         # The LLM's tokens (visual ones included), for ThroughputMonitor's tokens/s: it reads the batch after this step.
         batch["n_tokens"] = int(out.merged.attention_mask.sum())
@@ -104,35 +98,7 @@ class OvisLitModule(L.LightningModule):
             self.log_dict(visual_token_stats(out.merged.visual_tokens.detach()), batch_size=batch["input_ids"].shape[0])
         return out.loss
 
-    def _skipped_on_all_ranks(self, skipped: dict[str, int]) -> dict[str, int]:
-        """Skip counts summed over ranks. Each rank counts its own samples, and which reasons occur differs by
-        rank, so the counters are gathered as objects (every rank calls this at the same steps)."""
-        if self.trainer.world_size == 1:
-            return dict(skipped)
-        gathered: list[Any] = [None] * self.trainer.world_size
-        torch.distributed.all_gather_object(gathered, dict(skipped))
-        total: dict[str, int] = {}
-        for counts in gathered:
-            for reason, n in counts.items():
-                total[reason] = total.get(reason, 0) + n
-        return total
-
-    def skip_summary(self, datamodule) -> dict[str, dict[str, int]]:
-        """The end-of-stage skip counts, summed over ranks (a collective: every rank calls it): `train`, the skips
-        in the training batches the stage consumed (over the whole run, resumes included); `val`, those of the
-        latest validation pass. See BatchStream for what a batch's counts hold."""
-        return {"train": self._skipped_on_all_ranks(getattr(datamodule, "skipped", {})),
-                "val": self._skipped_on_all_ranks(getattr(datamodule, "val_skipped", {}))}
-
-    def on_validation_epoch_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not self.trainer.sanity_checking and hasattr(datamodule, "start_validation"):
-            datamodule.start_validation()
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not self.trainer.sanity_checking and hasattr(datamodule, "observe_validation"):
-            datamodule.observe_validation(batch)  # the sanity check's batches are read again by the first pass
         out = self(batch)
         self.log("val/loss", out.loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
 

@@ -22,6 +22,7 @@ from ..processing.native_processor import NativeOvisProcessor
 from ..processing.processor import OvisProcessor
 from .checkpoints import check_resumable, check_resume_strategy
 from .module import OvisLitModule
+from .skips import skip_summary
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
     if trainer.checkpoint_callback is None or not every or trainer.global_step % every:
         trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimiser state
 
-    skips = module.skip_summary(datamodule)  # every rank's, in the data this stage consumed (a collective)
+    skips = skip_summary(datamodule)  # every rank's, in the data this stage consumed (a collective)
     summary = {
         "stage": stage.settings["name"],
         "steps": trainer.global_step,
