@@ -22,6 +22,7 @@ from torch.distributed.tensor import DTensor
 
 from ovis_lit.interop.original import original_tokens_per_crop, read_original_config
 from ovis_lit.model.build import build_ovis
+from ovis_lit.model.source import ModelSource
 from ovis_lit.training.entry import close_process_group
 from ovis_lit.training.module import OvisLitModule
 from ovis_lit.training.run import full_state_dict
@@ -100,7 +101,9 @@ def main() -> None:
                                            per_crop=per_crop)
         batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixels})
     L.seed_everything(0)
-    model = {"pretrained": args.pretrained, "spec": {"dtype": "float32"}} if args.pretrained else {"spec": spec(args.tied)}
+    # a hand-made module (not build_stage): synthetic batches and a spec no config holds, the same FSDP2 path
+    model = ModelSource(pretrained=args.pretrained, spec={"dtype": "float32"}) if args.pretrained else ModelSource(
+        spec=spec(args.tied))
     module = OvisLitModule(model, STAGE3 if args.tied else STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"},
                            activation_checkpointing={"vision": args.checkpointing, "llm": args.checkpointing})
     strategy = FSDP2Strategy() if args.strategy == "fsdp" else "auto"

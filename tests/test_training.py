@@ -116,3 +116,29 @@ def test_loss_decreases_on_the_synthetic_data(tmp_path, data_dir):
               limit_val_batches=0, enable_model_summary=False, callbacks=[Record()]).fit(module, datamodule=datamodule)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.5 * first, (first, last)
+
+
+def test_module_group_options_reach_the_module_and_checkpoints_hold_plain_values(tmp_path, data_dir):
+    """module.optimizer (AdamW's betas, eps), the recipe's activation checkpointing and module.fsdp get to the
+    LightningModule build_stage makes; its hyper-parameters (saved in every checkpoint, read back with
+    weights_only) are plain values from which evaluation rebuilds the same model."""
+    import json
+    from types import SimpleNamespace
+
+    from ovis_lit.model.source import build_model
+
+    cfg = compose_train(["stage=s3", "module.optimizer.betas=[0.8,0.9]", "module.optimizer.eps=1e-6",
+                         "recipe.activation_checkpointing.llm=full", "module.fsdp.cpu_offload=true"],
+                        tmp_path, data_dir)
+    module = build_stage(cfg).module
+    module.configure_model()
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert {(tuple(g["betas"]), g["eps"]) for g in optimizer.param_groups} == {((0.8, 0.9), 1e-6)}
+    model = module.model
+    assert model.llm.is_activation_checkpointing and not model.visual_tokenizer.backbone.is_activation_checkpointing
+    hparams = json.loads(json.dumps(module.hparams))  # plain values only
+    assert hparams["fsdp"]["cpu_offload"] is True and hparams["model"]["name"] == "ovis_tiny"
+    rebuilt = build_model(hparams["model"])
+    assert {n: p.shape for n, p in rebuilt.named_parameters()} == {n: p.shape for n, p in model.named_parameters()}

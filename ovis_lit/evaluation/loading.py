@@ -28,9 +28,9 @@ from ..interop.original import (
 )
 from ..model.build import as_dtype
 from ..model.ovis import OvisModel
+from ..model.source import ModelSource, build_model
 from ..processing.processor import OvisProcessor
 from ..training.checkpoints import lightning_model_state, load_model_state, read_lightning_checkpoint
-from ..model.source import ModelSource, build_model
 
 log = logging.getLogger(__name__)
 
