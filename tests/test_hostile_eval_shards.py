@@ -521,7 +521,7 @@ def _collate_with_ids(samples):
 
 
 def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_path):
-    """Two workers prefetching 4 batches each, a 5-step stage: the summary's counts are those of the consumed
+    """Two workers prefetching 4 batches each, a 10-step stage: the summary's counts are those of the consumed
     batches' records (what a resumed run would not count again), never those of batches prefetched and dropped;
     validation skips are counted too, once per pass (the sanity check's batches are read again by the pass), the
     ones after the pass's last sample included."""
@@ -574,16 +574,16 @@ def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_
                     num_workers=2, shuffle_buffer=1)
     dm.processor = SimpleNamespace(collate=_collate_with_ids)
     module = Tiny()
-    trainer = L.Trainer(accelerator="cpu", max_steps=5, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator="cpu", max_steps=10, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, val_check_interval=5,
-                        num_sanity_val_steps=2)
+                        num_sanity_val_steps=2)  # two validation passes: the summary holds the latest one's
     trainer.fit(module, datamodule=dm)
     # each worker reads one shard in order, one record per batch: a consumed batch carries the bad records before it
     last = {}
     for worker, key in module.consumed:
         last[worker] = int(key.split("/k")[1])
     expected = sum(1 for n in last.values() for k in bad if k < n)
-    assert len(module.consumed) == 5 and 0 < expected < 2 * len(bad)  # the workers had read more than that
+    assert len(module.consumed) == 10 and 0 < expected < 2 * len(bad)  # the workers had read more than that
     assert skip_summary(dm) == {"train": {"bad_json": expected}, "val": {"bad_json": 1}}
 
 
