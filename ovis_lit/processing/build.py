@@ -50,12 +50,12 @@ def crop_processor(
     `multimodal_max_length`: what exports write to config.json (the original's preprocessing truncates there).
     `tokens_per_crop`: the model's, when the caller knows it (else from the model)."""
     per_crop = tokens_per_crop or model.tokens_per_crop()
-    partitions = {"max_partition": max_partition, "multi_image_max_partition": multi_image_max_partition,
+    options = {"max_partition": max_partition, "multi_image_max_partition": multi_image_max_partition,
                   "multimodal_max_length": multimodal_max_length}
     if model.pretrained:
-        return OvisProcessor.from_pretrained(model.pretrained, chat_format, per_crop, **partitions)
+        return OvisProcessor.from_pretrained(model.pretrained, chat_format, per_crop, **options)
     return OvisProcessor(_tokenizer(model, tokenizer), chat_format, ImagePreprocessor(**_plain(image)), per_crop,
-                         **partitions)
+                         **options)
 
 
 def native_processor(
