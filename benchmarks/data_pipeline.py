@@ -77,8 +77,8 @@ def compose_tiny_384(data_dir: Path, batch_size: int):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose("train", overrides=[
             "stage=s3", f"paths.data_dir={data_dir}", f"paths.output_dir={data_dir}", "logger=csv",
-            "model.spec.backbone.config.image_size=384", "model.processor.image.side=384",
-            "model.processor.max_partition=9", "model.spec.llm.config.max_position_embeddings=8192",
+            "model.spec.backbone.config.image_size=384", "processor.image.side=384",
+            "processor.max_partition=9", "model.spec.llm.config.max_position_embeddings=8192",
             f"recipe.s3.batch_size={batch_size}", "recipe.s3.max_length=8192",
         ])
 
@@ -90,7 +90,7 @@ def ovis16_datamodule(cfg, urls: str, workers: int):
     stage["use"] = ["photos"]
     dm = instantiate_datamodule(cfg, None, **stage, sources={"photos": {"train": urls}}, prepare=None, heldout=None,
                                 num_workers=workers, shuffle_buffer=64)
-    dm.attach(build_processor(cfg.model))
+    dm.attach(build_processor(cfg))
     return dm
 
 
@@ -132,10 +132,9 @@ def pipeline_rate(make_datamodule, workers: int, batches: int) -> dict:
 def model_step(cfg, batch, repeats: int = 3) -> dict:
     import torch
 
-    from ovis_lit.training.module import OvisLitModule
-    from ovis_lit.training.run import model_dict, stage_settings
+    from ovis_lit.training.run import build_stage
 
-    module = OvisLitModule(model_dict(cfg.model), stage_settings(cfg))
+    module = build_stage(cfg).module  # train.py's module for this stage (freezing included)
     module.configure_model()
     model = module.model.train()
     times = []
@@ -155,8 +154,8 @@ def model_step(cfg, batch, repeats: int = 3) -> dict:
 
 def main_ovis25(args) -> None:
     import native_data
-
     from ovis_lit.data.convert.common import Options
+
     from ovis_lit.data.convert.llava import convert
 
     results = {"config": "ovis25", "inputs": args.inputs, "token_budget": args.token_budget,
@@ -238,14 +237,7 @@ def main() -> None:
                   + "  ".join(f"{p['workers']} worker(s): {p['samples_per_s']:>6} samples/s" for p in row["pipeline"])
                   + f"  ({row['pipeline'][0]['crops_per_sample']} crops/sample, {row['jpeg_kb']} KB/JPEG)", flush=True)
         # the model step on a batch of the largest photos
-
-        from ovis_lit.training.run import build_processor, instantiate_datamodule, stage_settings
-
-        stage = stage_settings(cfg)["data"]
-        stage["use"] = ["photos"]
-        dm = instantiate_datamodule(cfg, None, **stage, sources={"photos": {"train": report["urls"]["train"]}}, prepare=None,
-                         heldout=None, num_workers=0, shuffle_buffer=1)
-        dm.attach(build_processor(cfg.model))
+        dm = ovis16_datamodule(cfg, report["urls"]["train"], 0)
         batch = next(iter(dm.train_dataloader()))
         results["model_step"] = model_step(cfg, batch)
         m = results["model_step"]

@@ -98,7 +98,9 @@ def main() -> None:
     spec = OmegaConf.to_container(cfg.model.spec, resolve=True)
     if cfg.stage.get("chain"):
         sys.exit("pick one stage (stage=s1, s2 or s3): the stages train different parts")
-    from ovis_lit.training.run import stage_settings, tokens_per_crop
+    from hydra.utils import instantiate
+
+    from ovis_lit.training.run import stage_settings
 
     stage = stage_settings(cfg)
     strategy = str(OmegaConf.select(cfg, "trainer.strategy._target_", default="") or "")
@@ -106,14 +108,14 @@ def main() -> None:
     world = int(cfg.trainer.get("devices", 1) if str(cfg.trainer.get("devices")).isdigit() else 1) * int(
         cfg.trainer.get("num_nodes", 1) or 1)
     precision = str(cfg.trainer.precision)
-    compute = "bfloat16" if (sharded and cfg.fsdp.param_dtype == "bfloat16") or precision.startswith("bf16") else (
+    compute = "bfloat16" if (sharded and cfg.module.fsdp.param_dtype == "bfloat16") or precision.startswith("bf16") else (
         spec.get("dtype") or "float32")
-    crops = args.crops if args.crops is not None else cfg.model.processor.max_partition + 1
-    tpc = tokens_per_crop(cfg.model)
+    crops = args.crops if args.crops is not None else cfg.processor.max_partition + 1
+    tpc = instantiate(cfg.model).tokens_per_crop()
     max_length = stage["data"]["max_length"]
     text = args.text_tokens if args.text_tokens is not None else max(16, max_length - crops * (tpc + 3))
     work = Workload(batch_size=stage["data"]["batch_size"], text_tokens=text, crops=crops)
-    ac = cfg.model.activation_checkpointing
+    ac = cfg.recipe.activation_checkpointing
     checkpointing = {"vision": checkpoint_mode(ac.get("vision")), "llm": checkpoint_mode(ac.get("llm"))}
     master = "float32" if sharded else None
     p = plan(spec, list(stage["trainable"]), work, world, sharded, compute, master, checkpointing)

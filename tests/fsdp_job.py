@@ -25,6 +25,7 @@ from torch.distributed.tensor import DTensor
 
 from ovis_lit.interop.original import original_tokens_per_crop, read_original_config
 from ovis_lit.model.build import build_ovis
+from ovis_lit.model.source import ModelSource
 from ovis_lit.training.entry import close_process_group
 from ovis_lit.training.module import OvisLitModule
 from ovis_lit.training.run import full_state_dict
@@ -106,9 +107,12 @@ def main() -> None:
                                            per_crop=per_crop)
         batches.append({"input_ids": ids, "attention_mask": mask, "labels": labels, "pixel_values": pixels})
     L.seed_everything(0)
+    # a hand-made module (not build_stage): synthetic batches and a spec no config holds, the same FSDP2 path
     if not args.budget_data:
-        model = {"pretrained": args.pretrained, "spec": {"dtype": "float32"}} if args.pretrained else {"spec": spec(args.tied)}
-    module = OvisLitModule(model, STAGE3 if args.tied or args.budget_data else STAGE2, fsdp={"param_dtype": None, "reduce_dtype": "float32"},
+        model = ModelSource(pretrained=args.pretrained, spec={"dtype": "float32"}) if args.pretrained else ModelSource(
+            spec=spec(args.tied))
+    module = OvisLitModule(model, STAGE3 if args.tied or args.budget_data else STAGE2,
+                           fsdp={"param_dtype": None, "reduce_dtype": "float32"},
                            activation_checkpointing={"vision": args.checkpointing, "llm": args.checkpointing})
     strategy = FSDP2Strategy() if args.strategy == "fsdp" else "auto"
     trainer = L.Trainer(
@@ -123,7 +127,7 @@ def main() -> None:
     close_process_group()  # else the job can abort at exit after passing (Gloo threads outlive the interpreter)
 
 
-def budget_batches(data_dir: Path, out: Path, steps: int, budget: int = 500) -> tuple[dict, list[dict]]:
+def budget_batches(data_dir: Path, out: Path, steps: int, budget: int = 500) -> tuple[ModelSource, list[dict]]:
     """(ovis25_tiny's model config, `steps` batches of its DataModule under a token budget of `budget` tokens)."""
     from omegaconf import OmegaConf
 
@@ -133,12 +137,12 @@ def budget_batches(data_dir: Path, out: Path, steps: int, budget: int = 500) -> 
 
     cfg = compose_train(["stage=s3", "model=ovis25_tiny", f"data.token_budget={budget}"], out / "compose", data_dir)
     dm = instantiate_datamodule(cfg)
-    dm.attach(build_processor(cfg.model))
+    dm.attach(build_processor(cfg))
     it = iter(dm.train_dataloader())
     keep = ("input_ids", "attention_mask", "labels", "pixel_values", "grid_thws")
     batches = [{k: v for k, v in next(it).items() if k in keep} for _ in range(steps)]
     (out / "batch_sizes.json").write_text(json.dumps([b["input_ids"].shape[0] for b in batches]))
-    return {"spec": OmegaConf.to_container(cfg.model.spec, resolve=True)}, batches
+    return ModelSource(spec=OmegaConf.to_container(cfg.model.spec, resolve=True)), batches
 
 
 if __name__ == "__main__":

@@ -25,8 +25,8 @@ from ovis_lit.data.samples import SampleBuilder
 from ovis_lit.data.stream import read_shards
 from ovis_lit.processing.image_decoding import decode_image
 from ovis_lit.rejection import Rejected
-from ovis_lit.training.module import OvisLitModule
-from ovis_lit.training.run import build_processor, instantiate_datamodule, model_dict, stage_settings
+from ovis_lit.training.run import build_processor, build_stage, instantiate_datamodule, stage_settings
+from ovis_lit.training.skips import SkipCountLogger
 
 from .helpers import compose_train
 
@@ -193,7 +193,7 @@ class EpochCollate:
 
 def _datamodule(root: Path, urls: list[str], batch_size: int, workers: int, shuffle_buffer: int, keyed=True):
     cfg = compose_train(["stage=s3", f"recipe.s3.batch_size={batch_size}"], root, root)
-    processor = build_processor(cfg.model)
+    processor = build_processor(cfg)
     if keyed:
         processor.collate = EpochCollate(processor.collate)
     stage = stage_settings(cfg)["data"]
@@ -236,7 +236,7 @@ def test_an_epoch_of_the_training_stream_counts_every_defect_and_delivers_every_
 
 def test_training_on_the_bad_corpus_runs_and_logs_the_skips(corpus):
     cfg, dm = _datamodule(corpus["root"], corpus["urls"], batch_size=4, workers=2, shuffle_buffer=20, keyed=False)
-    module = OvisLitModule(model_dict(cfg.model), stage_settings(cfg))
+    module = build_stage(cfg).module  # train.py's module for this stage; the data module is the test's
     losses = []
 
     class Record(L.Callback):
@@ -245,7 +245,7 @@ def test_training_on_the_bad_corpus_runs_and_logs_the_skips(corpus):
 
     trainer = L.Trainer(accelerator="cpu", max_steps=8, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, limit_val_batches=0, enable_model_summary=False,
-                        callbacks=[Record()])
+                        callbacks=[Record(), SkipCountLogger()])
     trainer.fit(module, datamodule=dm)  # 32 samples: more than an epoch of the corpus (25 good ones)
     assert trainer.global_step == 8 and all(math.isfinite(x) for x in losses)
     assert set(dm.skipped) == set(corpus["expected"])

@@ -15,6 +15,8 @@ from hydra.utils import get_method
 from omegaconf import OmegaConf
 
 from ovis_lit.model.build import BackboneSpec, LLMSpec, OvisSpec
+from ovis_lit.processing.image import ImagePreprocessor
+from ovis_lit.processing.native_resolution import NativeResolutionPreprocessor
 from ovis_lit.processing.pixel_budgets import PixelBudgets
 from ovis_lit.training.run import RECIPE_DATA_KEYS, RECIPE_STAGE_KEYS
 from ovis_lit.training.sharding import shard_model
@@ -29,17 +31,23 @@ def _fields(cls) -> set[str]:
 
 
 # readers of the nodes without a `_target_` (code that reads them by name)
-TOP = {"paths", "model", "recipe", "stage", "data", "trainer", "logger", "callbacks",  # the groups
-       "seed", "run_name", "init_from", "ckpt_path", "evaluate", "fsdp", "matmul_precision"}  # entry.py, run.py
+TOP = {"paths", "model", "processor", "recipe", "module", "stage", "data", "trainer", "logger", "callbacks",  # groups
+       "seed", "run_name", "init_from", "ckpt_path", "evaluate", "matmul_precision"}  # entry.py, run.py
 PATHS = {"root_dir", "data_dir", "output_dir", "log_dir"}
-MODEL = {"name", "pretrained", "spec", "processor", "activation_checkpointing", "multimodal_max_length"}  # run.py
-PROCESSOR = {"tokenizer", "chat_format", "image", "max_partition", "multi_image_max_partition", "native",
-             "pixel_budgets"}  # pixel_budgets: build_native_processor
+# the image preprocessors' arguments (the processors' `image` node)
+IMAGE = {"crop_processor": set(inspect.signature(ImagePreprocessor).parameters),
+         "native_processor": set(inspect.signature(NativeResolutionPreprocessor).parameters)}
+# the native processor's `pixel_budgets` node: PixelBudgets' fields (the single-image range is `image`'s)
+PIXEL_BUDGETS = _fields(PixelBudgets) - {"single_image_min_pixels", "single_image_max_pixels"}
 STAGE = {"name", "trainable", "warmup_ratio", "min_lr_ratio", "weight_decay", "val_every", "val_batches", "data"}
 CHAIN = {"name", "chain"}  # stage=all
 STAGE_DATA = {"use", "captions_as"}  # OvisDataModule arguments, handed over by build_stage
 FSDP = set(inspect.signature(shard_model).parameters) - {"model", "mesh"} | {"master_dtype"}  # module.py
 AC = {"vision", "llm"}  # OvisModel.set_activation_checkpointing
+RECIPE_TOP = {"activation_checkpointing"}  # build_stage; the other keys are stage names
+# what build_stage hands to each partial: a config must not set these (they would be overridden or clash)
+HANDED = {"processor": {"model", "tokens_per_crop"},
+          "module": {"model", "stage", "init_from", "activation_checkpointing"}}
 
 
 def _params(target: str) -> tuple[set[str], bool]:
@@ -72,18 +80,21 @@ def unread_keys(cfg) -> list[str]:
     bad = _extra(c, TOP, "")
     bad += _extra(c["paths"], PATHS, "paths")
     m = c["model"]
-    bad += _extra(m, MODEL, "model")
+    bad += _unread_in_target(m, "model")
     spec = m.get("spec") or {}
     bad += _extra(spec, _fields(OvisSpec), "model.spec")
     bad += _extra(spec.get("backbone") or {}, _fields(BackboneSpec), "model.spec.backbone")
     bad += _extra(spec.get("llm") or {}, _fields(LLMSpec), "model.spec.llm")
-    bad += _extra(m["processor"], PROCESSOR, "model.processor")
-    bad += _extra(m["processor"].get("pixel_budgets") or {}, _fields(PixelBudgets) - {"single_image_min_pixels",
-                  "single_image_max_pixels"}, "model.processor.pixel_budgets")  # single image: `image`
-    if "_target_" in m["processor"].get("tokenizer", {}):
-        bad += _unread_in_target(m["processor"]["tokenizer"], "model.processor.tokenizer")
-    bad += _extra(m["activation_checkpointing"], AC, "model.activation_checkpointing")
-    for name, numbers in c["recipe"].items():
+    p = c["processor"]
+    bad += _unread_in_target(p, "processor") + _extra(p, set(p) - HANDED["processor"], "processor")
+    bad += _extra(p["image"], IMAGE[p["_target_"].rsplit(".", 1)[-1]], "processor.image")
+    bad += _extra(p.get("pixel_budgets") or {}, PIXEL_BUDGETS, "processor.pixel_budgets")
+    module = c["module"]
+    bad += _unread_in_target(module, "module") + _extra(module, set(module) - HANDED["module"], "module")
+    bad += _extra(module.get("fsdp") or {}, FSDP, "module.fsdp")
+    recipe = dict(c["recipe"])
+    bad += _extra(recipe.pop("activation_checkpointing"), AC, "recipe.activation_checkpointing")
+    for name, numbers in recipe.items():
         bad += _extra(numbers, set(RECIPE_STAGE_KEYS) | set(RECIPE_DATA_KEYS), f"recipe.{name}")
     s = c["stage"]
     if "chain" in s:
@@ -97,7 +108,6 @@ def unread_keys(cfg) -> list[str]:
     for group in ("logger", "callbacks"):
         for name, node in (c.get(group) or {}).items():
             bad += _unread_in_target(node, f"{group}.{name}")
-    bad += _extra(c.get("fsdp") or {}, FSDP, "fsdp")
     return bad
 
 
@@ -111,7 +121,7 @@ def _compose(overrides: list[str]):
         return compose("train", overrides=overrides)
 
 
-CASES = ([f"model={o}" for o in _options("model")] + [f"stage={o}" for o in _options("stage")]
+CASES = ([f"model={o}" for o in _options("model")] + [f"processor={o}" for o in _options("processor")] + [f"stage={o}" for o in _options("stage")]
          + [f"trainer={o}" for o in _options("trainer")] + [f"data={o}" for o in _options("data")]
          + [f"logger={o}" for o in _options("logger")] + [f"experiment={o}" for o in _options("experiment")])
 
@@ -123,6 +133,12 @@ def test_every_config_key_is_read_by_code(override):
 
 def test_an_unread_key_is_found():
     cfg = _compose(["+stage.betas=[0.9,0.95]", "+trainer.max_step=3", "+data.shufle_buffer=1",
-                    "+model.spec.visual_vocab=3", "+callbacks.checkpoint.every=2", "+recipe.s3.warmup=0.1"])
-    assert sorted(unread_keys(cfg)) == ["callbacks.checkpoint.every", "data.shufle_buffer", "model.spec.visual_vocab",
-                                        "recipe.s3.warmup", "stage.betas", "trainer.max_step"]
+                    "+model.spec.visual_vocab=3", "+callbacks.checkpoint.every=2", "+recipe.s3.warmup=0.1",
+                    "+model.multimodal_max_length=8", "+processor.image.size=3", "+processor.max_partitions=2",
+                    "+module.optimizer.beta=0.9", "+module.fsdp.offload=true", "+module.stage={}",
+                    "+recipe.activation_checkpointing.vit=full", "+fsdp.cpu_offload=true"])
+    assert sorted(unread_keys(cfg)) == [
+        ".fsdp", "callbacks.checkpoint.every", "data.shufle_buffer", "model.multimodal_max_length",
+        "model.spec.visual_vocab", "module.fsdp.offload", "module.optimizer.beta", "module.stage",
+        "processor.image.size", "processor.max_partitions", "recipe.activation_checkpointing.vit",
+        "recipe.s3.warmup", "stage.betas", "trainer.max_step"]

@@ -123,8 +123,8 @@ def test_ovis2_configs_are_the_released_parts(model, llm, vit, tmp_path):
     assert sum(p.numel() for p in built.llm.parameters()) == llm
     assert sum(p.numel() for p in built.visual_tokenizer.backbone.parameters()) == vit
     assert built.visual_tokenizer.tokens_per_crop() == 256
-    assert cfg.model.processor.chat_format == "qwen"
-    assert (cfg.model.processor.max_partition, cfg.model.processor.multi_image_max_partition) == (9, 1)
+    assert cfg.processor.chat_format == "qwen"
+    assert (cfg.processor.max_partition, cfg.processor.multi_image_max_partition) == (9, 1)
 
 
 def test_memory_plan_matches_a_measured_cpu_step():

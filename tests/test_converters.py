@@ -20,8 +20,7 @@ from ovis_lit.data.convert import ovis as ovis_converter
 from ovis_lit.data.convert.checks import Limits
 from ovis_lit.data.convert.runner import Options
 from ovis_lit.data.stream import read_shards
-from ovis_lit.training.module import OvisLitModule
-from ovis_lit.training.run import build_processor, instantiate_datamodule, model_dict, stage_settings
+from ovis_lit.training.run import build_processor, build_stage, instantiate_datamodule, stage_settings
 
 from .helpers import compose_train
 
@@ -92,7 +91,7 @@ def datamodule(cfg, sources: dict, use, workers: int = 0):
     stage["use"] = use
     dm = instantiate_datamodule(cfg, None, **stage, sources=sources, prepare=None, heldout=None, num_workers=workers,
                      shuffle_buffer=50)
-    dm.attach(build_processor(cfg.model))
+    dm.attach(build_processor(cfg))
     return dm
 
 
@@ -109,7 +108,7 @@ def stream_all(cfg, urls: dict[str, str]) -> tuple[int, Counter]:
 
 def train_steps(cfg, sources: dict, use, steps: int = 3) -> L.Trainer:
     dm = datamodule(cfg, sources, use)
-    module = OvisLitModule(model_dict(cfg.model), stage_settings(cfg))
+    module = build_stage(cfg).module  # train.py's module for this stage; the data module is the test's
     losses = []
 
     class Record(L.Callback):
@@ -366,7 +365,7 @@ def test_mixture_example_config_draws_sources_by_weight(tmp_path):
         sources[name] = {"train": report["urls"]["train"]}
     stage = stage_settings(cfg)["data"]
     dm = instantiate_datamodule(cfg, None, **stage, sources=sources, prepare=None, num_workers=2)
-    dm.attach(build_processor(cfg.model))
+    dm.attach(build_processor(cfg))
     drawn = Counter()
     it = iter(dm.train_dataloader())
     for _ in range(40):  # 640 samples, 320 per worker

@@ -25,7 +25,7 @@ def data_dir(tmp_path_factory):
 
 def _datamodule(tmp_path, data_dir, overrides=(), workers=2):
     cfg = compose_train(["stage=s3", f"data.num_workers={workers}", *overrides], tmp_path, data_dir)
-    processor = build_processor(cfg.model)
+    processor = build_processor(cfg)
     dm = instantiate_datamodule(cfg)
     dm.attach(processor)
     dm.prepare_data()

@@ -98,11 +98,11 @@ def test_checkpoint_without_processor_is_a_clear_error(stage_dir, tmp_path):
         load_for_eval(lone / "x.ckpt")
     _, processor, _ = load_for_eval(lone / "x.ckpt", processor=stage_dir / "export")
     assert processor.chat_format == "qwen"
-    (lone.parent / ".hydra").mkdir()  # a run directory: the processor is rebuilt from the run's model config
+    (lone.parent / ".hydra").mkdir()  # a run directory: the processor is rebuilt from the run's processor config
     (lone.parent / ".hydra" / "config.yaml").write_text(
-        "model:\n  pretrained: null\n  processor:\n    tokenizer:\n"
-        "      _target_: ovis_lit.processing.tokenizer.byte_level_tokenizer\n      chat_format: qwen\n"
-        "    chat_format: qwen\n    image: {side: 42}\n    max_partition: 9\n    multi_image_max_partition: 1\n")
+        "processor:\n  _target_: ovis_lit.processing.build.crop_processor\n  _partial_: true\n  tokenizer:\n"
+        "    _target_: ovis_lit.processing.tokenizer.byte_level_tokenizer\n    chat_format: qwen\n"
+        "  chat_format: qwen\n  image: {side: 42}\n  max_partition: 9\n  multi_image_max_partition: 1\n")
     _, processor, _ = load_for_eval(lone / "x.ckpt")
     assert processor.image_preprocessor.side == 42
     with pytest.raises(FileNotFoundError, match="neither"):

@@ -168,7 +168,7 @@ def test_the_contiguous_vit_stream_belongs_to_the_fast_path():
 
 
 def test_fast_path_switch_reaches_an_imported_checkpoint():
-    from ovis_lit.training.module import build_model
+    from ovis_lit.model.source import build_model
 
     model = build_model({"pretrained": str(FIXTURE / "checkpoint"), "spec": {"fast_path": False}})
     assert not model.fast_path

@@ -344,16 +344,20 @@ def test_hydra_config_beside_a_ckpt_cannot_name_code(good, tmp_path, marker):
     (run / ".hydra").mkdir()
     _copy(good["ckpt"], run / "stage1" / "checkpoints" / "last.ckpt")
     (run / ".hydra" / "config.yaml").write_text(
-        "model:\n  processor:\n    tokenizer:\n      _target_: builtins.open\n"
-        f"      file: {marker}\n      mode: w\n    chat_format: qwen\n"
+        "processor:\n  _target_: ovis_lit.processing.build.crop_processor\n  tokenizer:\n"
+        f"    _target_: builtins.open\n    file: {marker}\n    mode: w\n  chat_format: qwen\n"
     )
     with pytest.raises(ValueError, match=r"config\.yaml: refused: _target_ 'builtins\.open'"):
         load_for_eval(run / "stage1" / "checkpoints" / "last.ckpt")
-    # the same call hidden behind an interpolation to a node outside `model`
+    # the same call hidden behind an interpolation to a node outside `processor`
     (run / ".hydra" / "config.yaml").write_text(
         f"evil:\n  _target_: builtins.open\n  file: {marker}\n  mode: w\n"
-        "model:\n  processor:\n    tokenizer: ${evil}\n    chat_format: qwen\n"
+        "processor:\n  _target_: ovis_lit.processing.build.crop_processor\n  tokenizer: ${evil}\n"
     )
+    with pytest.raises(ValueError, match=r"config\.yaml: refused: _target_ 'builtins\.open'"):
+        load_for_eval(run / "stage1" / "checkpoints" / "last.ckpt")
+    # or as the processor itself
+    (run / ".hydra" / "config.yaml").write_text(f"processor:\n  _target_: builtins.open\n  file: {marker}\n")
     with pytest.raises(ValueError, match=r"config\.yaml: refused: _target_ 'builtins\.open'"):
         load_for_eval(run / "stage1" / "checkpoints" / "last.ckpt")
 

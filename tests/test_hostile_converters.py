@@ -100,7 +100,7 @@ def builders(tmp_path_factory):
     """Training's SampleBuilder in both caption forms (stage 1 template, stages 2-3 chat)."""
     out = tmp_path_factory.mktemp("cfg")
     cfg = compose_train(["stage=s3"], out, out)
-    processor = build_processor(cfg.model)
+    processor = build_processor(cfg)
     return [SampleBuilder(processor, 100_000, captions_as=form) for form in ("template", "chat")]
 
 

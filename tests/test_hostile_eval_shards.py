@@ -522,7 +522,7 @@ def _collate_with_ids(samples):
 
 
 def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_path):
-    """Two workers prefetching 4 batches each, a 5-step stage: the summary's counts are those of the consumed
+    """Two workers prefetching 4 batches each, a 10-step stage: the summary's counts are those of the consumed
     batches' records (what a resumed run would not count again), never those of batches prefetched and dropped;
     validation skips are counted too, once per pass (the sanity check's batches are read again by the pass), the
     ones after the pass's last sample included."""
@@ -530,11 +530,13 @@ def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_
     import torch
 
     from ovis_lit.data.datamodule import OvisDataModule
+    from ovis_lit.model.source import ModelSource
     from ovis_lit.training.module import OvisLitModule
+    from ovis_lit.training.skips import skip_summary
 
-    class Tiny(OvisLitModule):  # the real module's validation hooks and summary; a one-weight model
+    class Tiny(OvisLitModule):  # the real module's validation step; a one-weight model
         def __init__(self):
-            super().__init__(model={}, stage={})
+            super().__init__(model=ModelSource(), stage={})
             self.w = torch.nn.Parameter(torch.zeros(1))
             self.consumed = []
 
@@ -544,8 +546,7 @@ def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_
         def forward(self, batch):
             return SimpleNamespace(loss=(self.w ** 2).sum())
 
-        def training_step(self, batch, batch_idx):
-            self.trainer.datamodule.observe(batch)
+        def training_step(self, batch, batch_idx):  # the DataModule's own hook has recorded the batch
             self.consumed.append((batch["stream"]["worker"], batch["keys"][0]))
             return self(batch).loss
 
@@ -574,17 +575,17 @@ def test_the_stage_summary_counts_exactly_the_skips_of_the_batches_consumed(tmp_
                     num_workers=2, shuffle_buffer=1)
     dm.processor = SimpleNamespace(collate=_collate_with_ids)
     module = Tiny()
-    trainer = L.Trainer(accelerator="cpu", max_steps=5, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(accelerator="cpu", max_steps=10, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, val_check_interval=5,
-                        num_sanity_val_steps=2)
+                        num_sanity_val_steps=2)  # two validation passes: the summary holds the latest one's
     trainer.fit(module, datamodule=dm)
     # each worker reads one shard in order, one record per batch: a consumed batch carries the bad records before it
     last = {}
     for worker, key in module.consumed:
         last[worker] = int(key.split("/k")[1])
     expected = sum(1 for n in last.values() for k in bad if k < n)
-    assert len(module.consumed) == 5 and 0 < expected < 2 * len(bad)  # the workers had read more than that
-    assert module.skip_summary(dm) == {"train": {"bad_json": expected}, "val": {"bad_json": 1}}
+    assert len(module.consumed) == 10 and 0 < expected < 2 * len(bad)  # the workers had read more than that
+    assert skip_summary(dm) == {"train": {"bad_json": expected}, "val": {"bad_json": 1}}
 
 
 def test_training_reads_every_good_sample_of_a_hostile_shard_and_counts_the_rest(tmp_path):

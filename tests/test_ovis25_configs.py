@@ -8,22 +8,23 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from ovis_lit.model.build import build_ovis
+from ovis_lit.training.run import build_processor
 
 from .conftest import REPO
 
 
-def _model_cfg(name: str, tmp_path):
+def _cfg(name: str, tmp_path):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose("train", overrides=[f"model={name}", f"paths.output_dir={tmp_path}"]).model
+        return compose("train", overrides=[f"model={name}", f"paths.output_dir={tmp_path}"])
 
 
 # Released shapes: SigLIP2-so400m NaViT (0.414 B without a pooling head) + visual head (1152*4 x 65532) +
 # table (65536 x d) + Qwen3-1.7B (1.72 B, tied) / Qwen3-8B (8.19 B, untied).
 @pytest.mark.parametrize("name,billions,llm_billions", [("ovis25_2b", 2.570, 1.721), ("ovis25_9b", 9.175, 8.191)])
 def test_released_shapes_have_the_released_parameter_counts(name, billions, llm_billions, tmp_path):
-    cfg = _model_cfg(name, tmp_path)
-    model = build_ovis(OmegaConf.to_container(cfg.spec, resolve=True), device="meta")
+    cfg = _cfg(name, tmp_path)
+    model = build_ovis(OmegaConf.to_container(cfg.model.spec, resolve=True), device="meta")
     count = lambda module: sum(p.numel() for p in module.parameters()) / 1e9  # noqa: E731
     print(f"{name}: {count(model):.3f} B parameters (ViT {count(model.visual_tokenizer.backbone):.3f} B, "
           f"LLM {count(model.llm):.3f} B)")
@@ -34,11 +35,9 @@ def test_released_shapes_have_the_released_parameter_counts(name, billions, llm_
 
 
 def test_tiny_model_trains_and_generates_on_mixed_sizes(tmp_path):
-    from ovis_lit.processing.native_processor import build_native_processor
-
-    cfg = _model_cfg("ovis25_tiny", tmp_path)
-    model = build_ovis(OmegaConf.to_container(cfg.spec, resolve=True))
-    processor = build_native_processor(cfg)
+    cfg = _cfg("ovis25_tiny", tmp_path)
+    model = build_ovis(OmegaConf.to_container(cfg.model.spec, resolve=True))
+    processor = build_processor(cfg)
     images = [Image.new("RGB", (w, h), (40 * i, 90, 200)) for i, (w, h) in enumerate([(64, 32), (20, 50), (33, 33)])]
     samples = [
         processor.conversation([{"from": "human", "value": "<image>\nWhat shape?"}, {"from": "gpt", "value": "a circle"}],
@@ -64,11 +63,9 @@ def test_tiny_model_trains_and_generates_on_mixed_sizes(tmp_path):
 
 
 def test_text_only_training_batch_keeps_the_vit_in_the_graph(tmp_path):
-    from ovis_lit.processing.native_processor import build_native_processor
-
-    cfg = _model_cfg("ovis25_tiny", tmp_path)
-    model = build_ovis(OmegaConf.to_container(cfg.spec, resolve=True)).train()
-    processor = build_native_processor(cfg)
+    cfg = _cfg("ovis25_tiny", tmp_path)
+    model = build_ovis(OmegaConf.to_container(cfg.model.spec, resolve=True)).train()
+    processor = build_processor(cfg)
     batch = processor.collate([processor.conversation([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "yo"}])])
     out = model(batch["input_ids"], batch["attention_mask"], batch["labels"], None)
     out.loss.backward()
@@ -76,9 +73,9 @@ def test_text_only_training_batch_keeps_the_vit_in_the_graph(tmp_path):
 
 
 def test_truncation_keeps_whole_images_and_their_patches(tmp_path):
-    from ovis_lit.processing.native_processor import build_native_processor, fit_native_length
+    from ovis_lit.processing.native_processor import fit_native_length
 
-    processor = build_native_processor(_model_cfg("ovis25_tiny", tmp_path))
+    processor = build_processor(_cfg("ovis25_tiny", tmp_path))
     images = [Image.new("RGB", (64, 32)), Image.new("RGB", (32, 32))]  # 8 and 4 visual tokens
     sample = processor.conversation(
         [{"from": "human", "value": "<image>\n<image>\nSame?"}, {"from": "gpt", "value": "no"}], images)
@@ -90,9 +87,7 @@ def test_truncation_keeps_whole_images_and_their_patches(tmp_path):
 
 
 def test_caption_sample_supervises_only_the_caption(tmp_path):
-    from ovis_lit.processing.native_processor import build_native_processor
-
-    processor = build_native_processor(_model_cfg("ovis25_tiny", tmp_path))
+    processor = build_processor(_cfg("ovis25_tiny", tmp_path))
     sample = processor.caption("a red square", Image.new("RGB", (32, 32)))
     assert sample.input_ids[0] == -301 and sample.input_ids.count(-300) == 4
     assert processor.tokenizer.decode([t for t in sample.labels if t >= 0]) == "a red square"

@@ -41,7 +41,7 @@ def test_bad_budgets_are_refused(bad):
 def processor(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("budgets")
     cfg = compose_train(["model=ovis25_tiny"], tmp, tmp)  # 8 px patches, hidden_stride 2, 256..4096 pixels
-    return build_processor(cfg.model)
+    return build_processor(cfg)
 
 
 def _conv(text):

@@ -149,7 +149,7 @@ def _datamodule(tmp_path, data_dir, budget, workers=2):
     cfg = compose_train(["stage=s3", "model=ovis25_tiny", f"data.num_workers={workers}", f"data.token_budget={budget}"],
                         tmp_path, data_dir)
     dm = instantiate_datamodule(cfg)
-    dm.attach(build_processor(cfg.model))
+    dm.attach(build_processor(cfg))
     dm.prepare_data()
     return dm
 
@@ -170,8 +170,10 @@ def test_ovis25_tiny_budget_batches_fit_and_resume_exactly(tmp_path, data_dir):
     assert len(set(sizes)) > 1, sizes  # the sample count follows the samples' lengths
     for b in straight[:3]:
         dm.observe(b)
+    assert dm.consumed == sum(sizes[:3])  # what the stage summary counts as samples (not steps x batch_size)
     resumed_dm = _datamodule(tmp_path, data_dir, budget)
     resumed_dm.load_state_dict(json.loads(json.dumps(dm.state_dict())))  # as it travels in a checkpoint
+    assert resumed_dm.consumed == sum(sizes[:3])
     it = iter(resumed_dm.train_dataloader())
     for a in straight[3:]:
         b = next(it)

@@ -5,9 +5,8 @@ import pytest
 import torch
 
 from ovis_lit.data.shapes import ensure_shapes_dataset
-from ovis_lit.training.module import OvisLitModule
 from ovis_lit.training.optim import param_groups
-from ovis_lit.training.run import build_stage, model_dict, stage_settings
+from ovis_lit.training.run import build_stage, stage_settings
 
 from .helpers import SMALL_DATA, compose_train
 
@@ -60,7 +59,7 @@ def test_each_module_learning_rate_reaches_the_optimizer(tmp_path, data_dir):
          "++recipe.s3.module_lr={vte:5e-4,visual_tokenizer:1e-4,visual_tokenizer.head:3e-4}"],
         tmp_path, data_dir,
     )
-    module = OvisLitModule(model_dict(cfg.model), stage_settings(cfg))
+    module = build_stage(cfg).module
     module.configure_model()
     groups = {g["name"]: g for g in param_groups(module.model, 2e-3, stage_settings(cfg)["module_lr"])}
     assert {k: g["lr"] for k, g in groups.items()} == {
@@ -78,7 +77,7 @@ def test_unknown_module_lr_pattern_is_an_error():
         param_groups(tiny_model(), 1e-3, {"visual_tokenizr": 1e-4})
 
 
-def test_warmup_then_cosine():
+def test_warmup_then_cosine(tmp_path, data_dir):
     """The module's schedule (transformers', as the original's HF Trainer): linear warmup from 0, then cosine to
     min_lr_ratio; the numbers of the hand-written schedule it replaced after warmup, and step/warmup during it."""
     import math
@@ -86,7 +85,9 @@ def test_warmup_then_cosine():
 
     from .tiny import tiny_model
 
-    module = OvisLitModule({"spec": {}}, {"trainable": ["all"], "lr": 1.0, "warmup_ratio": 0.1, "min_lr_ratio": 0.1})
+    cfg = compose_train(["stage=s3", "recipe.s3.lr=1.0", "stage.warmup_ratio=0.1", "stage.min_lr_ratio=0.1",
+                         "~recipe.s3.module_lr"], tmp_path, data_dir)
+    module = build_stage(cfg).module
     module.model = tiny_model()
     module._trainer = SimpleNamespace(estimated_stepping_batches=100)
     schedule = module.configure_optimizers()["lr_scheduler"]["scheduler"]
@@ -115,3 +116,29 @@ def test_loss_decreases_on_the_synthetic_data(tmp_path, data_dir):
               limit_val_batches=0, enable_model_summary=False, callbacks=[Record()]).fit(module, datamodule=datamodule)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.5 * first, (first, last)
+
+
+def test_module_group_options_reach_the_module_and_checkpoints_hold_plain_values(tmp_path, data_dir):
+    """module.optimizer (AdamW's betas, eps), the recipe's activation checkpointing and module.fsdp get to the
+    LightningModule build_stage makes; its hyper-parameters (saved in every checkpoint, read back with
+    weights_only) are plain values from which evaluation rebuilds the same model."""
+    import json
+    from types import SimpleNamespace
+
+    from ovis_lit.model.source import build_model
+
+    cfg = compose_train(["stage=s3", "module.optimizer.betas=[0.8,0.9]", "module.optimizer.eps=1e-6",
+                         "recipe.activation_checkpointing.llm=full", "module.fsdp.cpu_offload=true"],
+                        tmp_path, data_dir)
+    module = build_stage(cfg).module
+    module.configure_model()
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert {(tuple(g["betas"]), g["eps"]) for g in optimizer.param_groups} == {((0.8, 0.9), 1e-6)}
+    model = module.model
+    assert model.llm.is_activation_checkpointing and not model.visual_tokenizer.backbone.is_activation_checkpointing
+    hparams = json.loads(json.dumps(module.hparams))  # plain values only
+    assert hparams["fsdp"]["cpu_offload"] is True and hparams["model"]["name"] == "ovis_tiny"
+    rebuilt = build_model(hparams["model"])
+    assert {n: p.shape for n, p in rebuilt.named_parameters()} == {n: p.shape for n, p in model.named_parameters()}

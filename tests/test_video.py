@@ -91,13 +91,13 @@ def test_frames_over_the_pixel_limit_are_refused_before_decoding(tmp_path):
 # ------------------------------------------------------------------------------------------------ the model side
 def _ovis25_tiny(tmp_path):
     from ovis_lit.model.build import build_ovis
-    from ovis_lit.processing.native_processor import build_native_processor
+    from ovis_lit.training.run import build_processor
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["model=ovis25_tiny", f"paths.output_dir={tmp_path}"]).model
+        cfg = compose("train", overrides=["model=ovis25_tiny", f"paths.output_dir={tmp_path}"])
     torch.manual_seed(0)
-    return build_ovis(OmegaConf.to_container(cfg.spec, resolve=True)), build_native_processor(cfg)
+    return build_ovis(OmegaConf.to_container(cfg.model.spec, resolve=True)), build_processor(cfg)
 
 
 def test_a_query_with_video_frames_is_one_visual_input_on_the_temporal_axis(tmp_path):
@@ -306,12 +306,17 @@ def test_the_video_benchmark_scores_a_tiny_ovis25_export_end_to_end(tmp_path):
 
 def test_the_shapes_data_builds_videos_only_for_models_with_a_video_input(tmp_path):
     from ovis_lit.data.shapes import ensure_shapes_dataset
+    from ovis_lit.training.run import build_processor, instantiate_datamodule
 
-    from .helpers import compose_train, resolved
+    from .helpers import compose_train
 
+    asked = []
     for model, videos in (("ovis_tiny", False), ("ovis25_tiny", True)):
-        prepare = resolved(compose_train([f"model={model}"], tmp_path, tmp_path), "data.prepare")
-        assert prepare["videos"] is videos
+        cfg = compose_train([f"model={model}", "stage=s3"], tmp_path, tmp_path)
+        dm = instantiate_datamodule(cfg, prepare=lambda **kw: asked.append(kw))
+        dm.attach(build_processor(cfg))
+        dm.prepare_data()  # the DataModule tells the builder whether the attached model reads videos
+        assert asked.pop() == {"videos": videos}
     ensure_shapes_dataset(tmp_path / "a", scale=0.001, videos=True)
     assert sorted(p.name for p in (tmp_path / "a").glob("video-*.tar")) == \
         ["video-train-000000.tar", "video-train-000001.tar", "video-train-000002.tar", "video-train-000003.tar",

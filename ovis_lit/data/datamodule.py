@@ -57,7 +57,7 @@ class OvisDataModule(L.LightningDataModule):
         truncate: bool = True,
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
         video_frames: int = DEFAULT_FRAMES,
-        prepare: Callable[[], Any] | None = None,
+        prepare: Callable[..., Any] | None = None,
         heldout: str | None = None,
         heldout_instruction: str | None = None,
         processor: OvisProcessor | None = None,
@@ -100,7 +100,10 @@ class OvisDataModule(L.LightningDataModule):
         self.stream_state = StreamState()
         # Skips in the batches consumed (BatchStream documents exactly what a batch's counts hold), this rank:
         self.skipped: Counter = Counter()  # training, over the whole run (saved in checkpoints)
+        self.consumed = 0  # training samples consumed, over the whole run (saved in checkpoints; varies by batch
+        # under a token budget)
         self.val_skipped: Counter = Counter()  # validation, in the latest validation pass
+        self._val_pass_step: int | None = None  # the training step of that pass
 
     def attach(self, processor: OvisProcessor) -> None:
         """What comes from the model: its processor (which expands each image into the model's visual tokens)."""
@@ -109,7 +112,9 @@ class OvisDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------------------------------------ set-up
     def prepare_data(self) -> None:
         if self.prepare is not None:
-            self.prepare()  # e.g. build the synthetic shards if they are missing (rank 0 only)
+            # e.g. build the synthetic shards if they are missing (rank 0 only); `videos`: whether the attached
+            # model reads videos (Ovis2.5), so that a data builder makes its video splits only for such a model
+            self.prepare(videos=bool(getattr(self.processor, "takes_video", False)))
 
     def _sources(self, split: str) -> list[Source]:
         return [
@@ -161,26 +166,37 @@ class OvisDataModule(L.LightningDataModule):
         return self._loader(stream, workers)
 
     # -------------------------------------------------------------------------------------- stream position
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Lightning hands every batch here right before its step (after the loader's prefetch: what is recorded is
+        what the model consumes, never a batch read ahead and dropped by an interruption)."""
+        trainer = self.trainer
+        if trainer is not None and isinstance(batch, dict):
+            if trainer.training:
+                self.observe(batch)
+            elif trainer.validating and not trainer.sanity_checking:  # the sanity check's batches come again
+                self.observe_validation(batch, trainer.global_step)
+        return batch
+
     def observe(self, batch: dict[str, Any]) -> None:
-        """Called by the LightningModule for every training batch it consumes."""
+        """A consumed training batch: its worker's stream position (exact resume) and skip counts."""
         stream = batch["stream"]
         worker = int(stream["worker"])
         self.stream_state.workers[worker] = WorkerPosition({k: list(v) for k, v in stream["sources"].items()}, int(stream["draws"]))
         self.stream_state.next_worker = (worker + 1) % max(1, self.num_workers)
         self.skipped.update(batch.get("skipped", {}))
+        self.consumed += int(batch["input_ids"].shape[0])
 
-    def start_validation(self) -> None:
-        """Called by the LightningModule when a validation pass starts (not for the sanity check)."""
-        self.val_skipped = Counter()
-
-    def observe_validation(self, batch: dict[str, Any]) -> None:
-        """Called by the LightningModule for every validation batch it consumes (not for the sanity check)."""
+    def observe_validation(self, batch: dict[str, Any], step: int) -> None:
+        """A consumed validation batch of the pass at training step `step` (a new step: a new pass)."""
+        if step != self._val_pass_step:
+            self.val_skipped, self._val_pass_step = Counter(), step
         self.val_skipped.update(batch.get("skipped", {}))
 
     def state_dict(self) -> dict[str, Any]:
         """This rank's stream position and skip counts; under DDP/FSDP every rank's (Lightning calls this on all
         ranks when it saves, and only rank 0 writes the file, so the positions are gathered here)."""
-        local = {"stream": self.stream_state.to_dict(), "skipped": dict(self.skipped), "layout": self.stream_layout()}
+        local = {"stream": self.stream_state.to_dict(), "skipped": dict(self.skipped), "consumed": self.consumed,
+                 "layout": self.stream_layout()}
         rank, world = rank_world()
         if world == 1:
             return local
@@ -210,6 +226,7 @@ class OvisDataModule(L.LightningDataModule):
             )
         self.stream_state = StreamState.from_dict(state.get("stream"))
         self.skipped = Counter(state.get("skipped", {}))
+        self.consumed = int(state.get("consumed", 0))
 
     def stream_layout(self) -> dict[str, Any]:
         """What the order of the training stream depends on, besides the positions: a resume must keep it."""

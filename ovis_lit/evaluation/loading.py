@@ -4,7 +4,7 @@ original Ovis checkpoint directory.
 A `.ckpt` holds the weights and the model hyper-parameters (OvisLitModule.save_hyperparameters) but no tokenizer,
 so its processor comes from, in this order: an explicit `processor` directory; the stage's `export/` directory
 beside `checkpoints/`; the pretrained Ovis directory the model was built from; the run's `.hydra/config.yaml`
-(the tokenizer rebuilt from the model config). Nothing found is an error that lists what was tried.
+(its `processor` config, for the checkpoint's model). Nothing found is an error that lists what was tried.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from ..interop.original import load_original, original_tokens_per_crop, read_ori
 from ..interop.reading import chat_format_of, has_tokenizer, is_ovis25_dir
 from ..model.build import as_dtype
 from ..model.ovis import OvisModel
+from ..model.source import ModelSource, build_model
 from ..processing.processor import OvisProcessor
 from ..training.checkpoints import lightning_model_state, load_model_state, read_lightning_checkpoint
-from ..training.module import build_model
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ def _hydra_config(checkpoint: Path) -> Path | None:
 
 # What a run's .hydra/config.yaml may name for Hydra to call when the processor is rebuilt from it: the file lies
 # beside a checkpoint, so any other `_target_` (os.system, ...) would be code run from a checkpoint folder.
-TOKENIZER_TARGETS = frozenset({
+PROCESSOR_TARGETS = frozenset({
+    "ovis_lit.processing.build.crop_processor",
+    "ovis_lit.processing.build.native_processor",
     "ovis_lit.processing.tokenizer.load_tokenizer",
     "ovis_lit.processing.tokenizer.qwen_tokenizer",
     "ovis_lit.processing.tokenizer.byte_level_tokenizer",
@@ -71,9 +73,9 @@ TOKENIZER_TARGETS = frozenset({
 def _check_targets(node: Any, source: Path) -> None:
     if isinstance(node, dict):
         target = node.get("_target_")
-        if target is not None and target not in TOKENIZER_TARGETS:
-            raise ValueError(f"{source}: refused: _target_ {target!r} is not one of ovis-lit's tokenizer builders "
-                             f"({sorted(TOKENIZER_TARGETS)}); pass processor=<a directory> instead")
+        if target is not None and target not in PROCESSOR_TARGETS:
+            raise ValueError(f"{source}: refused: _target_ {target!r} is not one of ovis-lit's processor builders "
+                             f"({sorted(PROCESSOR_TARGETS)}); pass processor=<a directory> instead")
         for value in node.values():
             _check_targets(value, source)
     elif isinstance(node, list):
@@ -97,20 +99,17 @@ def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit
     config_path = _hydra_config(checkpoint)
     tried.append(f".hydra/config.yaml in the {HYDRA_SEARCH_DEPTH} directories above {checkpoint.name}")
     if config_path is not None:
-        from ..training.run import build_processor, tokens_per_crop
+        from hydra.utils import instantiate
 
         try:  # resolved first, so that what is checked is what is instantiated (no node hidden behind ${...})
-            model_cfg = OmegaConf.create(OmegaConf.to_container(OmegaConf.load(config_path).model, resolve=True))
+            processor_cfg = OmegaConf.to_container(OmegaConf.load(config_path).processor, resolve=True)
         except Exception as e:
-            raise ValueError(f"{config_path}: no usable model config ({type(e).__name__}: {e})") from None
-        _check_targets(OmegaConf.to_container(model_cfg), config_path)
+            raise ValueError(f"{config_path}: no usable processor config ({type(e).__name__}: {e})") from None
+        _check_targets(processor_cfg, config_path)
         log.info("processor rebuilt from %s", config_path)
-        # the crops' visual tokens are the checkpoint's model's (what its weights were built as)
-        model = hparams.get("model") or {}
-        per_crop = None
-        if not model_cfg.processor.get("native") and (model.get("spec") or model.get("pretrained")):
-            per_crop = tokens_per_crop(OmegaConf.create({**model, "processor": {"native": False}}))
-        return build_processor(model_cfg, per_crop)
+        # for the checkpoint's model (its pretrained directory, its visual tokens per crop)
+        build = instantiate({**processor_cfg, "_partial_": True})
+        return build(model=ModelSource.from_dict(hparams.get("model") or {}))
     raise FileNotFoundError(
         f"no processor (tokenizer) found for {checkpoint}; tried: " + "; ".join(tried)
         + ". Pass processor=<an ovis-lit export or original Ovis directory>."

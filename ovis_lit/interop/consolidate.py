@@ -40,7 +40,7 @@ def read_sharded_meta(path: str | Path) -> dict[str, Any]:
 def load_sharded_model(path: str | Path, meta: dict[str, Any] | None = None) -> OvisModel:
     """The OvisModel stored in a sharded Lightning checkpoint directory, consolidated on the CPU. `meta`: its
     `read_sharded_meta`, when the caller has read it already."""
-    from ..training.module import build_model
+    from ..model.source import build_model
 
     meta = read_sharded_meta(path) if meta is None else meta
     hparams = meta.get("hyper_parameters")

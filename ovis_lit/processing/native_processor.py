@@ -173,22 +173,3 @@ def fit_native_length(sample: NativeSample, max_length: int) -> NativeSample:
     n_patches = int(grids.prod(dim=1).sum()) if kept else 0
     return NativeSample(sample.input_ids[:cut], sample.labels[:cut], sample.pixel_values[:n_patches], grids,
                         sample.prompt, {**sample.meta, "truncated": True})
-
-
-def build_native_processor(model_cfg) -> NativeOvisProcessor:
-    """From a Hydra model config: the pretrained Ovis2.5 directory's tokenizer and normalisation (with the config's
-    min/max pixels), or the config's own tokenizer and `image` fields; `pixel_budgets` for several images, video."""
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    p = model_cfg.processor
-    image = OmegaConf.to_container(p.image, resolve=True)
-    budgets = OmegaConf.to_container(p.pixel_budgets, resolve=True) if p.get("pixel_budgets") else None
-    if model_cfg.get("pretrained"):
-        from ..interop.local_files import read_json_file
-
-        vit_config = read_json_file(Path(model_cfg.pretrained) / "config.json")["vit_config"]
-        limits = {k: image[k] for k in ("min_pixels", "max_pixels") if k in image}
-        return NativeOvisProcessor.from_pretrained(model_cfg.pretrained, p.chat_format, vit_config, budgets, **limits)
-    image["image_mean"], image["image_std"] = tuple(image["image_mean"]), tuple(image["image_std"])
-    return NativeOvisProcessor(instantiate(p.tokenizer), p.chat_format, NativeResolutionPreprocessor(**image), budgets)

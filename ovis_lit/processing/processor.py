@@ -41,6 +41,7 @@ class OvisProcessor(ChatProcessor):
         tokens_per_crop: int,
         max_partition: int = 9,
         multi_image_max_partition: int = 1,
+        multimodal_max_length: int = 8192,
     ):
         if tokens_per_crop < 1:
             raise ValueError(f"tokens_per_crop must be positive, got {tokens_per_crop}")
@@ -49,6 +50,8 @@ class OvisProcessor(ChatProcessor):
         self.image_preprocessor = image_preprocessor
         self.max_partition = max_partition  # single-image samples
         self.multi_image_max_partition = multi_image_max_partition  # each image of a several-image sample
+        # the longest sequence the original's preprocessing keeps: what an export's config.json says
+        self.multimodal_max_length = multimodal_max_length
 
     # ------------------------------------------------------------------------------------------------ samples
     def conversation(

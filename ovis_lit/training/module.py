@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import torch
 from torch.distributed.tensor import DTensor
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from ..model.build import as_dtype, build_ovis
+from ..model.build import as_dtype
 from ..model.ovis import OvisModel
+from ..model.source import ModelSource
 from .checkpoints import load_model_weights
 from .freezing import apply_trainable, format_table, trainable_table
 from .optim import param_groups
@@ -19,34 +20,27 @@ from .optim import param_groups
 log = logging.getLogger(__name__)
 
 
-def build_model(model_cfg: dict[str, Any], device: str | None = None) -> OvisModel:
-    """`model_cfg`: {"spec": OvisSpec fields} (built here) or {"pretrained": original Ovis dir}. `device="meta"`:
-    the same model without weights (nothing is read or initialised)."""
-    if model_cfg.get("pretrained"):
-        from ..interop.original import load_original, original_skeleton
-
-        spec = model_cfg.get("spec") or {}
-        dtype = spec.get("dtype")
-        if device == "meta":
-            model = original_skeleton(model_cfg["pretrained"], dtype=dtype)
-        else:
-            model, _ = load_original(model_cfg["pretrained"], dtype=dtype)
-        model.fast_path = spec.get("fast_path", True)
-        return model
-    return build_ovis(model_cfg["spec"], device=device)
-
-
 class OvisLitModule(L.LightningModule):
+    """Trains the model `model` describes, by stage. Built by `training.run.build_stage` from the `module` config
+    group (a partial: `optimizer`, `fsdp`) with what the other groups decide (model, stage, init_from, activation
+    checkpointing)."""
+
     def __init__(
         self,
-        model: dict[str, Any],
+        model: ModelSource,
         stage: dict[str, Any],
         init_from: str | None = None,
         activation_checkpointing: dict[str, bool | str] | None = None,  # per part: none/selective/full
         fsdp: dict[str, Any] | None = None,  # shard_model() options under trainer=fsdp (mixed precision, offload)
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,  # param groups -> optimiser (default AdamW)
     ):
         super().__init__()
-        self.save_hyperparameters()
+        # Checkpoints hold plain values only (they are read back with weights_only): the model's description as a
+        # dict (evaluation rebuilds the model from it), not the optimiser factory.
+        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.hparams["model"] = model.to_dict()
+        self.source = model
+        self.make_optimizer = optimizer or torch.optim.AdamW
         self.model: OvisModel | None = None
 
     # ------------------------------------------------------------------------------------------------- building
@@ -58,7 +52,7 @@ class OvisLitModule(L.LightningModule):
         # ranks build on the meta device, so a 10 B model is not materialised 8 times on a node's CPU.
         rank0_builds = self.device_mesh is not None and self.trainer.world_size > 1
         on_meta = rank0_builds and self.trainer.global_rank != 0
-        self.model = build_model(self.hparams.model, device="meta" if on_meta else None)
+        self.model = self.source.build(device="meta" if on_meta else None)
         if self.hparams.init_from and not on_meta:
             load_model_weights(self.model, self.hparams.init_from)
             log.info("initialised weights from %s", self.hparams.init_from)
@@ -95,13 +89,7 @@ class OvisLitModule(L.LightningModule):
                           grid_thws=batch.get("grid_thws"))
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is not None and hasattr(datamodule, "observe"):
-            datamodule.observe(batch)  # stream position for exact resume, skip counts
-            # one process logs its own counts every step; several gather theirs only when the logger will write
-            if self.trainer.world_size == 1 or self.global_step % self.trainer.log_every_n_steps == 0:
-                for reason, count in self._skipped_on_all_ranks(datamodule.skipped).items():
-                    self.log(f"data/skipped/{reason}", float(count), reduce_fx="max", rank_zero_only=True)
+        # (the DataModule records each batch's stream position and skips itself; SkipCountLogger logs the skips)
         out = self(batch)
         # The LLM's tokens (visual ones included), for ThroughputMonitor's tokens/s: it reads the batch after this step.
         batch["n_tokens"] = int(out.merged.attention_mask.sum())
@@ -110,35 +98,7 @@ class OvisLitModule(L.LightningModule):
             self.log_dict(visual_token_stats(out.merged.visual_tokens.detach()), batch_size=batch["input_ids"].shape[0])
         return out.loss
 
-    def _skipped_on_all_ranks(self, skipped: dict[str, int]) -> dict[str, int]:
-        """Skip counts summed over ranks. Each rank counts its own samples, and which reasons occur differs by
-        rank, so the counters are gathered as objects (every rank calls this at the same steps)."""
-        if self.trainer.world_size == 1:
-            return dict(skipped)
-        gathered: list[Any] = [None] * self.trainer.world_size
-        torch.distributed.all_gather_object(gathered, dict(skipped))
-        total: dict[str, int] = {}
-        for counts in gathered:
-            for reason, n in counts.items():
-                total[reason] = total.get(reason, 0) + n
-        return total
-
-    def skip_summary(self, datamodule) -> dict[str, dict[str, int]]:
-        """The end-of-stage skip counts, summed over ranks (a collective: every rank calls it): `train`, the skips
-        in the training batches the stage consumed (over the whole run, resumes included); `val`, those of the
-        latest validation pass. See BatchStream for what a batch's counts hold."""
-        return {"train": self._skipped_on_all_ranks(getattr(datamodule, "skipped", {})),
-                "val": self._skipped_on_all_ranks(getattr(datamodule, "val_skipped", {}))}
-
-    def on_validation_epoch_start(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not self.trainer.sanity_checking and hasattr(datamodule, "start_validation"):
-            datamodule.start_validation()
-
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if not self.trainer.sanity_checking and hasattr(datamodule, "observe_validation"):
-            datamodule.observe_validation(batch)  # the sanity check's batches are read again by the first pass
         out = self(batch)
         self.log("val/loss", out.loss, prog_bar=True, sync_dist=True, batch_size=batch["input_ids"].shape[0])
 
@@ -153,7 +113,7 @@ class OvisLitModule(L.LightningModule):
     def configure_optimizers(self):
         stage = self.hparams.stage
         groups = param_groups(self.model, stage["lr"], stage.get("module_lr"), stage.get("weight_decay", 0.0))
-        optimizer = torch.optim.AdamW(groups)  # betas (0.9, 0.999), eps 1e-8: the original's (HF Trainer's) defaults
+        optimizer = self.make_optimizer(groups)  # each group carries its lr and weight decay
         total = int(self.trainer.estimated_stepping_batches)
         warmup = int(round(stage.get("warmup_ratio", 0.0) * total))
         min_ratio = stage.get("min_lr_ratio", 0.0)

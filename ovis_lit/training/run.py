@@ -17,59 +17,24 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ..model.build import build_ovis
-from ..processing.image import ImagePreprocessor
+from ..model.source import ModelSource
+from ..processing.native_processor import NativeOvisProcessor
 from ..processing.processor import OvisProcessor
 from .checkpoints import check_resumable, check_resume_strategy
 from .module import OvisLitModule
+from .skips import skip_summary, summed_over_ranks
 
 log = logging.getLogger(__name__)
 
 
-def build_processor(model_cfg: DictConfig, per_crop: int | None = None) -> OvisProcessor:
-    """Tokenizer + chat format + image preprocessing, from the model config (or the pretrained Ovis directory).
-    `per_crop`: the model's visual tokens per crop, if the caller knows them (else from the model config)."""
-    if model_cfg.processor.get("native"):  # Ovis2.5: native-resolution images
-        from ..processing.native_processor import build_native_processor
-
-        return build_native_processor(model_cfg)
-    if model_cfg.get("pretrained"):
-        return OvisProcessor.from_pretrained(
-            model_cfg.pretrained, model_cfg.processor.chat_format, per_crop or tokens_per_crop(model_cfg)
-        )
-    p = model_cfg.processor
-    return OvisProcessor(
-        instantiate(p.tokenizer),
-        p.chat_format,
-        ImagePreprocessor(**OmegaConf.to_container(p.image, resolve=True)),
-        per_crop or tokens_per_crop(model_cfg),
-        max_partition=p.max_partition,
-        multi_image_max_partition=p.multi_image_max_partition,
-    )
+def build_processor(cfg: DictConfig, model: ModelSource | None = None) -> OvisProcessor | NativeOvisProcessor:
+    """The `processor` group's processor for the `model` group's model (or `model`, when the caller has it)."""
+    return instantiate(cfg.processor)(model=model or instantiate(cfg.model))
 
 
-def model_dict(model_cfg: DictConfig) -> dict[str, Any]:
-    return {
-        "spec": OmegaConf.to_container(model_cfg.spec, resolve=True),
-        "pretrained": model_cfg.get("pretrained"),
-    }
-
-
-def tokens_per_crop(model_cfg: DictConfig) -> int:
-    """From a weightless (meta-device) build, so it is right whatever the backbone family."""
-    if model_cfg.processor.get("native"):
-        return 1  # one -300 per visual token
-    if model_cfg.get("pretrained"):
-        from ..interop.original import original_tokens_per_crop, read_original_config
-
-        return original_tokens_per_crop(read_original_config(model_cfg.pretrained))
-    return build_ovis(OmegaConf.to_container(model_cfg.spec, resolve=True), device="meta").visual_tokenizer.tokens_per_crop()
-
-
-def check_vocab(processor: OvisProcessor, model_cfg: DictConfig) -> None:
-    llm = model_cfg.spec.llm.get("config") or {}
-    vocab = llm.get("vocab_size")
-    if not model_cfg.get("pretrained") and vocab is not None and len(processor.tokenizer) > vocab:
+def check_vocab(processor, model: ModelSource) -> None:
+    vocab = model.llm_vocab_size()
+    if vocab is not None and len(processor.tokenizer) > vocab:
         raise ValueError(f"the tokenizer has {len(processor.tokenizer)} tokens but the LLM vocab_size is {vocab}")
 
 
@@ -87,7 +52,8 @@ def stage_settings(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"stage={name} is a chain of stages ({stage['chain']}): run_stage takes one of them")
     recipe = OmegaConf.to_container(cfg.recipe, resolve=True).get(name)
     if recipe is None:
-        raise ValueError(f"recipe has no numbers for stage {name!r} (it has {sorted(cfg.recipe)})")
+        stages = sorted(k for k, v in cfg.recipe.items() if k != "activation_checkpointing")
+        raise ValueError(f"recipe has no numbers for stage {name!r} (it has {stages})")
     unknown = set(recipe) - set(RECIPE_STAGE_KEYS) - set(RECIPE_DATA_KEYS)
     if unknown:
         raise ValueError(f"recipe.{name} has unknown keys {sorted(unknown)}: known are "
@@ -110,7 +76,7 @@ class Stage:
     builds its model in configure_model)."""
 
     settings: dict[str, Any]
-    processor: OvisProcessor
+    processor: OvisProcessor | NativeOvisProcessor
     datamodule: L.LightningDataModule
     module: OvisLitModule
     trainer: L.Trainer
@@ -128,16 +94,17 @@ def instantiate_datamodule(cfg: DictConfig, settings: dict[str, Any] | None = No
 def build_stage(cfg: DictConfig) -> Stage:
     """The processor, DataModule, LightningModule and Trainer of one stage, as train.py runs it."""
     settings = stage_settings(cfg)
-    processor = build_processor(cfg.model)
-    check_vocab(processor, cfg.model)
+    model = instantiate(cfg.model)
+    processor = build_processor(cfg, model)
+    check_vocab(processor, model)
     datamodule = instantiate_datamodule(cfg, settings)
     datamodule.attach(processor)
-    module = OvisLitModule(
-        model=model_dict(cfg.model),
+    # plain values (_convert_): the module's arguments are saved in checkpoints, its optimiser's in the optimiser state
+    module = instantiate(cfg.module, _convert_="all")(
+        model=model,
         stage=settings,
         init_from=cfg.get("init_from"),
-        activation_checkpointing=OmegaConf.to_container(cfg.model.activation_checkpointing, resolve=True),
-        fsdp=OmegaConf.to_container(cfg.fsdp, resolve=True) if cfg.get("fsdp") else None,
+        activation_checkpointing=OmegaConf.to_container(cfg.recipe.activation_checkpointing, resolve=True),
     )
     output_dir = Path(cfg.paths.output_dir)
     loggers = [instantiate(lg, **_logger_identity(lg, output_dir)) for lg in (cfg.get("logger") or {}).values()]
@@ -184,13 +151,14 @@ def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
     if trainer.checkpoint_callback is None or not every or trainer.global_step % every:
         trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt", weights_only=False)  # with optimiser state
 
-    skips = module.skip_summary(datamodule)  # every rank's, in the data this stage consumed (a collective)
+    skips = skip_summary(datamodule)  # every rank's, in the data this stage consumed (a collective)
     summary = {
         "stage": stage.settings["name"],
         "steps": trainer.global_step,
         "seconds": round(seconds, 1),
-        "samples": trainer.global_step * stage.settings["data"]["batch_size"] * trainer.accumulate_grad_batches
-        * trainer.world_size,
+        # the samples the training batches held (every rank's, resumes included): under a token budget batches
+        # hold different numbers of samples, so steps x batch_size would not count them
+        "samples": summed_over_ranks({"samples": getattr(datamodule, "consumed", 0)})["samples"],
         "last_checkpoint": str(output_dir / "checkpoints" / "last.ckpt"),
         "skipped_samples": skips["train"],
         "val_skipped_samples": skips["val"],
@@ -203,10 +171,10 @@ def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
         export = output_dir / "export"
         from ..interop.original_export import export_original
 
-        export_original(
-            module.model, stage.processor, export, multimodal_max_length=cfg.model.multimodal_max_length,
-            state=full_state,
-        )
+        # Ovis 1.6/2 exports write the processor's multimodal_max_length into config.json (Ovis2.5's have none)
+        max_length = getattr(stage.processor, "multimodal_max_length", None)
+        export_original(module.model, stage.processor, export, state=full_state,
+                        **({"multimodal_max_length": max_length} if max_length else {}))
         summary["export"] = str(export)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary, stage
