@@ -33,7 +33,9 @@ TOP = {"paths", "model", "recipe", "stage", "data", "trainer", "logger", "callba
 PATHS = {"root_dir", "data_dir", "output_dir", "log_dir"}
 MODEL = {"name", "pretrained", "spec", "processor", "activation_checkpointing", "multimodal_max_length"}  # run.py
 PROCESSOR = {"tokenizer", "chat_format", "image", "max_partition", "multi_image_max_partition", "native"}
-STAGE = {"name", "trainable", "warmup_ratio", "min_lr_ratio", "weight_decay", "val_every", "val_batches", "data"}
+STAGE = {"name", "trainable", "warmup_ratio", "min_lr_ratio", "weight_decay", "val_every", "val_batches", "data",
+         "train_modules",  # train_modules.py
+         "visual_re_init_layer_begin", "vte_re_init"}  # reinit.py
 CHAIN = {"name", "chain"}  # stage=all
 STAGE_DATA = {"use", "captions_as"}  # OvisDataModule arguments, handed over by build_stage
 FSDP = set(inspect.signature(shard_model).parameters) - {"model", "mesh"} | {"master_dtype"}  # module.py
