@@ -195,3 +195,32 @@ def test_reinit_is_ignored_when_the_stage_starts_from_ovis_weights(tmp_path, cap
     assert apply_stage_reinit(model, stage, from_ovis=True) == []
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert "ignored" in caplog.text
+
+
+def test_a_chain_gives_the_options_to_one_stage_through_its_recipe(tmp_path):
+    """`recipe.s1.*` reaches stage s1 only (a `stage.*` override would reach every stage of a chain; the stages
+    after the first start from Ovis weights, where the options are ignored)."""
+    overrides = ["++recipe.s1.visual_re_init_layer_begin=-1", "++recipe.s1.vte_re_init=true",
+                 '++recipe.s1.train_modules="visual_tokenizer.head|vte:1e-3"']
+    s1 = stage_settings(compose_train(["model=ovis25_tiny", "stage=s1", *overrides], tmp_path, tmp_path))
+    s2 = stage_settings(compose_train(["model=ovis25_tiny", "stage=s2", *overrides], tmp_path, tmp_path))
+    assert (s1["visual_re_init_layer_begin"], s1["vte_re_init"]) == (-1, True)
+    assert s1["trainable"] == ["visual_tokenizer.head", "vte"] and s1["module_lr"] == {"vte": 1e-3}
+    assert (s2["visual_re_init_layer_begin"], s2["vte_re_init"], s2["trainable"]) == (None, False, ["visual_tokenizer", "vte"])
+
+
+@pytest.mark.parametrize("model", ["ovis2_1b", "ovis2_8b", "ovis25_2b", "ovis25_9b"])
+def test_released_configs_resolve_every_stage(model, tmp_path):
+    """The stage files' module names on the full-size AIMv2 and NaViT models (meta device, no weights)."""
+    from ovis_lit.model.build import build_ovis
+    from ovis_lit.training.freezing import apply_trainable
+
+    cfg = compose_train([f"model={model}"], tmp_path, tmp_path)
+    built = build_ovis(OmegaConf.to_container(cfg.model.spec, resolve=True), device="meta")
+    n_layers = len(built.visual_tokenizer.backbone.encoder.layers)
+    for stage in ("s1", "s2", "s3"):
+        settings = stage_settings(compose_train([f"model={model}", f"stage={stage}"], tmp_path, tmp_path))
+        names = apply_trainable(built, list(settings["trainable"]))
+        layers = {n.split(".")[4] for n in names if n.startswith("visual_tokenizer.backbone.encoder.layers.")}
+        assert layers == ({str(n_layers - 1)} if stage == "s1" else {str(i) for i in range(n_layers)}), stage
+        assert any(n.startswith("llm.") for n in names) == (stage == "s3")
