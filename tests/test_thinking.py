@@ -2,7 +2,6 @@
 thinking on, with a budget, through evaluation's generate_answers on a tiny model."""
 
 import pytest
-import torch
 from PIL import Image
 from transformers import AutoTokenizer
 
@@ -127,4 +126,3 @@ def test_thinking_needs_the_qwen3_format(tmp_path):
         generate_answers(build_ovis(tiny_spec()), processor, [("Hi", [])], thinking=True)
     with pytest.raises(ValueError, match="thinking is off"):
         generate_answers(build_ovis(tiny_spec()), processor, [("Hi", [])], thinking_budget=4)
-    torch.manual_seed(0)
