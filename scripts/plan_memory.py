@@ -41,8 +41,8 @@ def _compose(overrides: list[str]):
 def measure(spec: dict, trainable: list[str], work: Workload, checkpointing: dict[str, str]) -> float:
     """Peak resident memory (bytes) added by one training step, above the built model."""
     from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
-    from ovis_lit.processing.native_resolution import NATIVE_IMAGE_END_ID, NATIVE_IMAGE_START_ID
     from ovis_lit.model.build import build_ovis
+    from ovis_lit.processing.native_resolution import NATIVE_IMAGE_END_ID, NATIVE_IMAGE_START_ID
     from ovis_lit.training.freezing import apply_trainable
 
     model = build_ovis(spec)

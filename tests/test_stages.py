@@ -81,7 +81,7 @@ def test_each_generation_trains_what_its_stage_says(model, stage, tmp_path):
 
 def test_train_modules_string_sets_trainable_and_module_lr(tmp_path):
     spec = '"visual_tokenizer.head:1e-4|vte|visual_tokenizer.vit.last_block:5e-5"'  # the original's names
-    cfg, module = _module("ovis25_tiny", ["stage=s1", f"stage.train_modules={spec}", "recipe.s1.lr=2e-3"], tmp_path)
+    _, module = _module("ovis25_tiny", ["stage=s1", f"stage.train_modules={spec}", "recipe.s1.lr=2e-3"], tmp_path)
     settings = module.hparams.stage
     assert settings["trainable"] == ["visual_tokenizer.head", "vte", "visual_tokenizer.vit.last_block"]
     assert settings["module_lr"] == {"visual_tokenizer.head": 1e-4, "visual_tokenizer.vit.last_block": 5e-5}
@@ -95,8 +95,8 @@ def test_train_modules_string_sets_trainable_and_module_lr(tmp_path):
 
 @pytest.mark.parametrize("model", ["ovis_tiny", "ovis2_tiny"])
 def test_module_lr_string_and_original_layer_names(model, tmp_path):
-    cfg, module = _module(model, ["stage=s2", 'recipe.s2.module_lr="visual_tokenizer.backbone.layer.-1:3e-4|vte:1e-4"'],
-                          tmp_path)
+    _, module = _module(model, ["stage=s2", 'recipe.s2.module_lr="visual_tokenizer.backbone.layer.-1:3e-4|vte:1e-4"'],
+                        tmp_path)
     assert module.hparams.stage["module_lr"] == {"visual_tokenizer.backbone.layer.-1": 3e-4, "vte": 1e-4}
     groups = {g["name"]: g for g in param_groups(module.model, 1e-3, module.hparams.stage["module_lr"])}
     last = module.model.visual_tokenizer.backbone.encoder.layers[-1]

@@ -92,8 +92,8 @@ def split_thinking(tokenizer, new_tokens: list[int]) -> tuple[str, str]:
         thinking, answer = new_tokens[:cut], new_tokens[cut:]
     else:
         thinking, answer = [], new_tokens
-    decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()  # noqa: E731
-    return decode(thinking), decode(answer)
+    return (tokenizer.decode(thinking, skip_special_tokens=True).strip(),
+            tokenizer.decode(answer, skip_special_tokens=True).strip())
 
 
 def _rows_visual_input(input_ids, attention_mask, pixel_values, grid_thws, rows):
