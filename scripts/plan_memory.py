@@ -2,9 +2,11 @@
 
     python scripts/plan_memory.py model=ovis_9b stage=s3 trainer=fsdp trainer.devices=8 --gpu-gib 80
     python scripts/plan_memory.py model=ovis_tiny stage=s3 --crops 1 --text-tokens 60 --measure   # check on the CPU
+    python scripts/plan_memory.py experiment=ovis25_finetune --gpu-gib 80   # Ovis2.5-9B: one image at max_pixels
 
 Overrides are the same as train.py's. The workload per sample (text tokens, crops) defaults to the stage's
-max length with `--crops` crops. `--measure` runs one real forward+backward+AdamW step of the config on the CPU
+max length with `--crops` crops. Native-resolution models (Ovis2.5): `--crops` images per sample (default 1) of
+`--pixels` pixels each (default: the config's processor.image.max_pixels). `--measure` runs one real forward+backward+AdamW step of the config on the CPU
 (small configs only) and prints its measured peak memory next to the estimate.
 """
 
@@ -40,22 +42,34 @@ def measure(spec: dict, trainable: list[str], work: Workload, checkpointing: dic
     """Peak resident memory (bytes) added by one training step, above the built model."""
     from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
     from ovis_lit.model.build import build_ovis
+    from ovis_lit.processing.native_resolution import NATIVE_IMAGE_END_ID, NATIVE_IMAGE_START_ID
     from ovis_lit.training.freezing import apply_trainable
 
     model = build_ovis(spec)
     apply_trainable(model, trainable)
     model.set_activation_checkpointing(**checkpointing)
-    side = model.visual_tokenizer.backbone.config.image_size
+    vt = model.visual_tokenizer
     ids = []
-    per_crop = model.visual_tokenizer.tokens_per_crop()
+    native = vt.native_resolution
+    per_crop = work.tokens_per_image if native else vt.tokens_per_crop()
+    begin, end = (NATIVE_IMAGE_START_ID, NATIVE_IMAGE_END_ID) if native else (INDICATOR_IDS[0], INDICATOR_IDS[-1])
     for _ in range(work.crops):
-        ids += [INDICATOR_IDS[0], *[IMAGE_ATOM_ID] * per_crop, INDICATOR_IDS[-1]]  # one -300 per visual token
+        ids += [begin, *[IMAGE_ATOM_ID] * per_crop, end]  # one -300 per visual token
     ids += [5] * work.text_tokens
     input_ids = torch.tensor([ids] * work.batch_size)
     labels = input_ids.clone()
     n_sup = int(work.text_tokens * work.supervised_fraction)
     labels[:, : len(ids) - n_sup] = IGNORE_ID
-    pixels = torch.randn(work.batch_size * work.crops, 3, side, side)
+    grids = None
+    if native:  # packed patches: each image a 1 x hs x (hs * tokens) patch grid
+        cfg, hs = vt.backbone.config, vt.hidden_stride
+        n_images = work.batch_size * work.crops
+        grids = torch.tensor([[1, hs, hs * per_crop]] * n_images)
+        patch_dim = cfg.num_channels * cfg.temporal_patch_size * cfg.patch_size**2
+        pixels = torch.randn(n_images * per_crop * hs * hs, patch_dim)
+    else:
+        side = vt.backbone.config.image_size
+        pixels = torch.randn(work.batch_size * work.crops, 3, side, side)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
     gc.collect()
     # Sample the resident set while the step runs (the process's high-water mark may already be higher from
@@ -72,7 +86,7 @@ def measure(spec: dict, trainable: list[str], work: Workload, checkpointing: dic
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out = model(input_ids, torch.ones_like(input_ids), labels, pixels)
+    out = model(input_ids, torch.ones_like(input_ids), labels, pixels, grid_thws=grids)
     out.loss.backward()
     optimizer.step()
     running.clear()
@@ -89,7 +103,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*")
     parser.add_argument("--gpu-gib", type=float, default=80.0)
-    parser.add_argument("--crops", type=int, default=None, help="crops per sample (default: the max partition + 1)")
+    parser.add_argument("--crops", type=int, default=None,
+                        help="crops per sample (default: the max partition + 1); native resolution: images (default 1)")
+    parser.add_argument("--pixels", type=int, default=None,
+                        help="native resolution: pixels per image (default: processor.image.max_pixels)")
     parser.add_argument("--text-tokens", type=int, default=None, help="text tokens per sample")
     parser.add_argument("--measure", action="store_true")
     args = parser.parse_intermixed_args()
@@ -110,18 +127,27 @@ def main() -> None:
     precision = str(cfg.trainer.precision)
     compute = "bfloat16" if (sharded and cfg.module.fsdp.param_dtype == "bfloat16") or precision.startswith("bf16") else (
         spec.get("dtype") or "float32")
-    crops = args.crops if args.crops is not None else cfg.processor.max_partition + 1
-    tpc = instantiate(cfg.model).tokens_per_crop()
+    native = str(cfg.processor._target_).endswith("native_processor")
+    if native:  # one visual token per (patch * hidden_stride)^2 pixels
+        image = cfg.processor.image
+        pixels = args.pixels if args.pixels is not None else int(image.max_pixels)
+        tpc = max(1, pixels // (image.patch_size * image.hidden_stride) ** 2)
+        crops = args.crops if args.crops is not None else 1
+    else:
+        tpc = instantiate(cfg.model).tokens_per_crop()
+        crops = args.crops if args.crops is not None else cfg.processor.max_partition + 1
     max_length = stage["data"]["max_length"]
     text = args.text_tokens if args.text_tokens is not None else max(16, max_length - crops * (tpc + 3))
-    work = Workload(batch_size=stage["data"]["batch_size"], text_tokens=text, crops=crops)
+    work = Workload(batch_size=stage["data"]["batch_size"], text_tokens=text, crops=crops,
+                    tokens_per_image=tpc if native else None)
     ac = cfg.recipe.activation_checkpointing
     checkpointing = {"vision": checkpoint_mode(ac.get("vision")), "llm": checkpoint_mode(ac.get("llm"))}
     master = "float32" if sharded else None
     p = plan(spec, list(stage["trainable"]), work, world, sharded, compute, master, checkpointing)
     print(f"{cfg.model.name} {stage['name']}: {p.details['parameters'] / 1e9:.3f} B parameters "
           f"({p.details['trainable'] / 1e9:.3f} B trainable), {'FSDP' if sharded else 'replicated'} over {world} "
-          f"device(s), micro-batch {work.batch_size} x ({work.text_tokens} text + {work.crops} crops x {tpc}) tokens, "
+          f"device(s), micro-batch {work.batch_size} x ({work.text_tokens} text + {work.crops} "
+          f"{'images' if native else 'crops'} x {tpc}) tokens, "
           f"compute {compute}")
     print(p.table(args.gpu_gib))
     if args.measure:

@@ -39,7 +39,9 @@ IMAGE = {"crop_processor": set(inspect.signature(ImagePreprocessor).parameters),
          "native_processor": set(inspect.signature(NativeResolutionPreprocessor).parameters)}
 # the native processor's `pixel_budgets` node: PixelBudgets' fields (the single-image range is `image`'s)
 PIXEL_BUDGETS = _fields(PixelBudgets) - {"single_image_min_pixels", "single_image_max_pixels"}
-STAGE = {"name", "trainable", "warmup_ratio", "min_lr_ratio", "weight_decay", "val_every", "val_batches", "data"}
+STAGE = {"name", "trainable", "warmup_ratio", "min_lr_ratio", "weight_decay", "val_every", "val_batches", "data",
+         "train_modules",  # train_modules.py
+         "visual_re_init_layer_begin", "vte_re_init"}  # reinit.py
 CHAIN = {"name", "chain"}  # stage=all
 STAGE_DATA = {"use", "captions_as"}  # OvisDataModule arguments, handed over by build_stage
 FSDP = set(inspect.signature(shard_model).parameters) - {"model", "mesh"} | {"master_dtype"}  # module.py

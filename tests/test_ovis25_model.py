@@ -181,11 +181,16 @@ def test_thinking_budget_concludes_the_thinking_and_continues(ovis25, expected25
     # a budget past max_new_tokens: plain greedy generation
     plain = generate_with_thinking_budget(*args, thinking_budget=10, max_new_tokens=10, eos_token_ids=[2], pad_token_id=0)
     assert plain == expected25["generate"]["batched_left_padded"]["new_token_ids"]
-    # the random model never closes its thinking: after 4 tokens the conclusion is appended, then 6 more come,
-    # the same as greedy decoding of that longer prompt alone
-    out = generate_with_thinking_budget(*args, thinking_budget=4, max_new_tokens=10, eos_token_ids=[2], pad_token_id=0)
+    # the budget runs out with no room left for an answer: the conclusion is still appended, nothing follows
+    short = generate_with_thinking_budget(*args, thinking_budget=4, max_new_tokens=10, eos_token_ids=[2], pad_token_id=0)
+    assert all(row[:4] == want[:4] and row[4:] == extra for row, (_, want) in zip(short, samples.values()))
+    # the random model never closes its thinking: after 4 tokens the conclusion is appended, then 6 more come
+    # (the conclusion counts against max_new_tokens, as in the original), the same as greedy decoding of that
+    # longer prompt alone
+    total = 4 + len(extra) + 6
+    out = generate_with_thinking_budget(*args, thinking_budget=4, max_new_tokens=total, eos_token_ids=[2], pad_token_id=0)
     for row, (name, (sample, want)) in zip(out, samples.items()):
-        assert row[:4] == want[:4] and row[4:4 + len(extra)] == extra and len(row) == 10 + len(extra), name
+        assert row[:4] == want[:4] and row[4:4 + len(extra)] == extra and len(row) == total, name
         alone = processor.collate([sample])
         ids = torch.tensor([sample.input_ids + row[:4 + len(extra)]])
         rest = model.generate(ids, torch.ones_like(ids), alone["pixel_values"], alone["grid_thws"],

@@ -253,8 +253,9 @@ def corpus() -> list[str]:
     return texts
 
 
-def tokenizer(vocab_size: int = 512):
-    """The tiny models' tokenizer: byte-level BPE learnt from `corpus()` (deterministic), ChatML specials."""
+def tokenizer(vocab_size: int = 512, chat_format: str = "qwen"):
+    """The tiny models' tokenizer: byte-level BPE learnt from `corpus()` (deterministic), ChatML specials
+    (`chat_format` qwen3: and the thinking tags)."""
     from ..processing.tokenizer import byte_level_tokenizer
 
-    return byte_level_tokenizer("qwen", corpus(), vocab_size)
+    return byte_level_tokenizer(chat_format, corpus(), vocab_size)

@@ -21,8 +21,20 @@ def generate_answers(
     max_new_tokens: int = 16,
     progress: bool = True,
     desc: str = "generating",
+    thinking: bool = False,
+    thinking_budget: int | None = None,
 ) -> list[str]:
-    """Greedy answers, in order. Batches are left-padded, so batch size never changes an answer."""
+    """Greedy answers, in order. Batches are left-padded, so batch size never changes an answer.
+
+    `thinking` (Qwen3 format, Ovis2.5): the prompt opens a thinking turn, and the answer is what follows `</think>`
+    (`max_new_tokens` counts the thinking too); `thinking_budget`: at most that many thinking tokens, then the
+    thinking is concluded (evaluation/thinking.py)."""
+    from .thinking import generate_with_thinking_budget, split_thinking
+
+    if thinking and processor.chat_format != "qwen3":
+        raise ValueError(f"thinking needs the qwen3 chat format (Ovis2.5), this processor's is {processor.chat_format!r}")
+    if thinking_budget is not None and not thinking:
+        raise ValueError("thinking_budget is set but thinking is off")
     queries = list(queries)
     was_training = model.training
     model.eval()
@@ -31,20 +43,26 @@ def generate_answers(
     try:
         for start in tqdm(range(0, len(queries), batch_size), desc=desc, disable=not progress, leave=False):
             chunk = queries[start : start + batch_size]
-            samples = [processor.query(question, images) for question, images in chunk]
+            think = {"thinking": True} if thinking else {}
+            samples = [processor.query(question, images, **think) for question, images in chunk]
             batch = processor.collate(samples, padding_side="left")
             device = next(model.parameters()).device
-            new = model.generate(
+            inputs = (
                 batch["input_ids"].to(device),
                 batch["attention_mask"].to(device),
                 batch["pixel_values"].to(device),
-                grid_thws=batch["grid_thws"].to(device) if "grid_thws" in batch else None,  # Ovis2.5
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=eos,
-                pad_token_id=processor.pad_token_id,
+                batch["grid_thws"].to(device) if "grid_thws" in batch else None,  # Ovis2.5
             )
-            answers += processor.tokenizer.batch_decode(new, skip_special_tokens=True)
+            if thinking_budget is not None:
+                new = generate_with_thinking_budget(model, processor.tokenizer, *inputs, thinking_budget,
+                                                    max_new_tokens, eos, processor.pad_token_id)
+            else:
+                new = model.generate(*inputs[:3], grid_thws=inputs[3], max_new_tokens=max_new_tokens, do_sample=False,
+                                     eos_token_id=eos, pad_token_id=processor.pad_token_id).tolist()
+            if thinking:
+                answers += [split_thinking(processor.tokenizer, row)[1] for row in new]
+            else:
+                answers += processor.tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:
         model.train(was_training)
     return [a.strip() for a in answers]

@@ -3,7 +3,8 @@
 Phase 1 generates at most `thinking_budget` tokens. A sample that has not closed its thinking (`</think>`) nor
 stopped (EOS) by then is told to conclude: a fixed sentence ending in `</think>` is appended, as the original's
 `chat(..., thinking_budget=...)` does. Every sample that has not stopped then continues (phase 2) up to
-`max_new_tokens` new tokens in all.
+`max_new_tokens` new tokens in all, the appended sentence included (as the original counts it). Unlike the
+original, phase 1 never runs past `max_new_tokens` (a budget at or above it is plain generation).
 """
 
 from __future__ import annotations
@@ -59,26 +60,40 @@ def generate_with_thinking_budget(
     think_end = tokenizer.convert_tokens_to_ids("</think>")
     extra = tokenizer(budget_exhausted_text, add_special_tokens=False)["input_ids"]
     common = dict(do_sample=False, eos_token_id=list(eos), pad_token_id=pad_token_id)
-    first = model.generate(input_ids, attention_mask, pixel_values, grid_thws,
-                           max_new_tokens=min(thinking_budget, max_new_tokens), **common)
-    outputs, prompts, open_rows = [], [], []
+    budget = min(thinking_budget, max_new_tokens)
+    first = model.generate(input_ids, attention_mask, pixel_values, grid_thws, max_new_tokens=budget, **common)
+    outputs, prompts, open_rows, room = [], [], [], []
     for i, row in enumerate(first.tolist()):
         new, stopped = _until_eos(row, eos)
         if not stopped and len(new) < max_new_tokens:
             if think_end not in new:
                 new = new + extra  # the budget ran out inside the thinking: conclude it
-            open_rows.append(i)
-            prompts.append(input_ids[i][attention_mask[i].bool()].tolist() + new)
+            if len(new) < max_new_tokens:
+                open_rows.append(i)
+                room.append(max_new_tokens - len(new))
+                prompts.append(input_ids[i][attention_mask[i].bool()].tolist() + new)
         outputs.append(new)
-    remaining = max_new_tokens - min(thinking_budget, max_new_tokens)
-    if open_rows and remaining > 0:
+    if open_rows:
         # the same images, for the rows that continue: patches and grids of the other rows are left out
         ids, mask = _left_pad(prompts, pad_token_id, input_ids.device)
         pixels, grids = _rows_visual_input(input_ids, attention_mask, pixel_values, grid_thws, open_rows)
-        second = model.generate(ids, mask, pixels, grids, max_new_tokens=remaining, **common)
-        for i, row in zip(open_rows, second.tolist()):
-            outputs[i] = outputs[i] + _until_eos(row, eos)[0]
+        second = model.generate(ids, mask, pixels, grids, max_new_tokens=max(room), **common)
+        for i, n, row in zip(open_rows, room, second.tolist()):  # greedy: a shorter run is a prefix
+            outputs[i] = outputs[i] + _until_eos(row[:n], eos)[0]
     return outputs
+
+
+def split_thinking(tokenizer, new_tokens: list[int]) -> tuple[str, str]:
+    """(thinking, answer) of generated tokens: the thinking runs up to and including the first `</think>`, as the
+    original's `chat()` splits them; without `</think>` all of it is the answer."""
+    think_end = tokenizer.convert_tokens_to_ids("</think>")
+    if think_end in new_tokens:
+        cut = new_tokens.index(think_end) + 1
+        thinking, answer = new_tokens[:cut], new_tokens[cut:]
+    else:
+        thinking, answer = [], new_tokens
+    return (tokenizer.decode(thinking, skip_special_tokens=True).strip(),
+            tokenizer.decode(answer, skip_special_tokens=True).strip())
 
 
 def _rows_visual_input(input_ids, attention_mask, pixel_values, grid_thws, rows):

@@ -83,8 +83,9 @@ FORMAT_BY_CLASS = {f.formatter_class: f for f in CHAT_FORMATS.values()}
 
 
 def _has_thinking(message: str) -> bool:
-    start = message.find("<think>")
-    return start >= 0 and message.find("</think>", start) >= 0
+    """The original's test: both tags anywhere in the message (then no empty block is added, and the message,
+    thinking included, is supervised; an explicit empty block `<think>\n\n</think>\n\n` too)."""
+    return "<think>" in message and "</think>" in message
 
 
 @dataclass

@@ -71,6 +71,10 @@ def qwen_tokenizer(cache_dir: str | Path | None = None) -> PreTrainedTokenizerFa
 CHAT_SPECIAL_TOKENS = {
     # format -> (special tokens, bos, eos, pad); pad is a token of its own so padding never collides with text
     "qwen": (("<|endoftext|>", "<|im_start|>", "<|im_end|>"), None, "<|im_end|>", "<|endoftext|>"),
+    # Qwen3 (Ovis2.5): ChatML plus the thinking tags, one token each as in Qwen3's vocabulary, so a thinking
+    # budget can see where the thinking ends
+    "qwen3": (("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"), None, "<|im_end|>",
+              "<|endoftext|>"),
     "gemma": (("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"), "<bos>", "<end_of_turn>", "<pad>"),
     "llama3": (
         ("<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<|pad|>"),

@@ -5,6 +5,10 @@ Patterns name modules of the OvisModel by dotted prefix: "all", "llm", "vte", "v
 "visual_tokenizer.backbone.layers.<i>" for the i-th ViT encoder layer (negative i counts from the end, so
 "visual_tokenizer.backbone.layers.-1" is the last block, whatever the backbone family calls its layers).
 Parameters Ovis never uses (the ViT's final norm and pooling head) always stay frozen.
+
+The original code's `train_modules` names are accepted too, whatever the generation: "visual_tokenizer.vit" (Ovis2.5)
+is the ViT, "visual_tokenizer.vit.last_block" its last block, "visual_tokenizer.backbone.layer.<i>" (Ovis1.5-2) its
+i-th layer.
 """
 
 from __future__ import annotations
@@ -18,10 +22,25 @@ from ..model.ovis import OvisModel
 from ..model.vision import encoder_layers, unused_parameter_names
 
 _LAYER_ALIAS = re.compile(r"^visual_tokenizer\.backbone\.layers\.(-?\d+)$")
+# the original's train_modules names -> ours (every backbone family lives at visual_tokenizer.backbone here)
+_ORIGINAL_NAMES = {
+    "visual_tokenizer.vit": "visual_tokenizer.backbone",
+    "visual_tokenizer.vit.last_block": "visual_tokenizer.backbone.layers.-1",
+}
+_ORIGINAL_LAYER = re.compile(r"^visual_tokenizer\.backbone\.layer\.(-?\d+)$")
+
+
+def canonical_pattern(pattern: str) -> str:
+    """The original code's module names in ovis-lit's spelling; other patterns unchanged."""
+    layer = _ORIGINAL_LAYER.match(pattern)
+    if layer:
+        return f"visual_tokenizer.backbone.layers.{layer.group(1)}"
+    return _ORIGINAL_NAMES.get(pattern, pattern)
 
 
 def resolve_pattern(model: OvisModel, pattern: str) -> str:
     """A pattern -> the module-name prefix it stands for ("" for all)."""
+    pattern = canonical_pattern(pattern)
     if pattern == "all":
         return ""
     alias = _LAYER_ALIAS.match(pattern)

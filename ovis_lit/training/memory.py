@@ -4,8 +4,10 @@ and activations (with and without activation checkpointing), from a weightless (
 Activations are counted per token per layer from what autograd keeps for backward (the inputs of each matmul,
 norm and activation), in the compute dtype:
 - decoder layer: ~ 8·h + 2·kv + 4·I values (norm inputs/outputs, q/k/v, attention output, o-proj input, residual;
-  gate, up, activation, down-proj input), plus a·s attention probabilities per token when attention is eager;
-- ViT encoder layer: the same with I the MLP width, kv = h and eager attention over the crop's patches;
+  gate, up, activation, down-proj input), plus a·s attention probabilities per token when attention is eager,
+  plus 2·(q + kv) for Qwen3's q/k norms;
+- ViT encoder layer: the same with I the MLP width, kv = h and eager attention over the crop's patches (native
+  resolution, Ovis2.5: an image's patches, hidden_stride² per visual token);
 - full checkpointing keeps only each layer's input (h per token), plus one layer's full set during recompute;
 - selective checkpointing keeps the matmul and attention outputs (decoder ~ 5·h + 2·kv + 2·I: input, q, k, v,
   attention output, o-proj, gate, up, down; ViT 7·h + 2·I), plus one layer's full set during recompute.
@@ -34,8 +36,22 @@ def _bytes(dtype) -> int:
 class Workload:
     batch_size: int  # samples per device per micro-batch
     text_tokens: int  # text tokens per sample
-    crops: int  # crops per sample
+    crops: int  # crops per sample (native resolution, Ovis2.5: images per sample)
     supervised_fraction: float = 0.25  # share of text tokens with labels
+    # native resolution (Ovis2.5): visual tokens per image (its pixels / (patch * hidden_stride)^2); the ViT sees
+    # hidden_stride^2 patches per token. Crop models have a fixed count per crop and ignore this.
+    tokens_per_image: int | None = None
+
+
+def visual_shape(model, work: Workload) -> tuple[int, int]:
+    """(visual tokens, ViT patches) per crop or, at native resolution, per image."""
+    vt = model.visual_tokenizer
+    if vt.native_resolution:
+        if not work.tokens_per_image:
+            raise ValueError("a native-resolution model (Ovis2.5) needs Workload.tokens_per_image")
+        return work.tokens_per_image, work.tokens_per_image * vt.hidden_stride**2
+    cfg = vt.backbone.config
+    return vt.tokens_per_crop(), (cfg.image_size // cfg.patch_size) ** 2
 
 
 @dataclass
@@ -83,8 +99,7 @@ def activation_bytes(
     """Saved activations of one micro-batch with the given checkpointing mode per part."""
     llm_cfg = model.llm.config
     vit_cfg = model.visual_tokenizer.backbone.config
-    tpc = model.visual_tokenizer.tokens_per_crop()
-    patches = (vit_cfg.image_size // vit_cfg.patch_size) ** 2
+    tpc, patches = visual_shape(model, work)
     seq = work.text_tokens + work.crops * tpc  # LLM tokens per sample
     b = work.batch_size
 
@@ -93,14 +108,17 @@ def activation_bytes(
     head_dim = getattr(llm_cfg, "head_dim", None) or h // heads
     kv = llm_cfg.num_key_value_heads * head_dim
     probs = heads * seq if eager_llm else 0  # eager attention keeps its [heads, seq] scores per token
-    full = 8 * h + 2 * kv + 4 * inter + probs
+    # Qwen3 (Ovis2.5) normalises q and k per head before RoPE: their norm inputs and outputs are kept too
+    qk_norm = 2 * (heads * head_dim + kv) if llm_cfg.model_type in ("qwen3", "qwen3_moe") else 0
+    full = 8 * h + 2 * kv + 4 * inter + probs + qk_norm
     llm_tokens = b * seq * compute_bytes
-    llm_bytes = llm_cfg.num_hidden_layers * llm_tokens * _per_token(llm, full, 5 * h + 2 * kv + 2 * inter + probs, h)
+    llm_bytes = llm_cfg.num_hidden_layers * llm_tokens * _per_token(
+        llm, full, 5 * h + 2 * kv + 2 * inter + probs + qk_norm // 2, h)
     if llm != "none":
         llm_bytes += llm_tokens * full  # one layer's full set while it is recomputed
 
     vh, vi, vheads = vit_cfg.hidden_size, vit_cfg.intermediate_size, vit_cfg.num_attention_heads
-    vprobs = vheads * patches if eager_vit else 0
+    vprobs = vheads * patches if eager_vit else 0  # (the NaViT's windowed layers attend to fewer: an upper bound)
     vfull = 10 * vh + 4 * vi + vprobs
     vit_tokens = b * work.crops * patches * compute_bytes
     vit_bytes = vit_cfg.num_hidden_layers * vit_tokens * _per_token(vision, vfull, 7 * vh + 2 * vi + vprobs, vh)

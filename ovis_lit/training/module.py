@@ -16,6 +16,7 @@ from ..model.source import ModelSource
 from .checkpoints import load_model_weights
 from .freezing import apply_trainable, format_table, trainable_table
 from .optim import param_groups
+from .reinit import apply_stage_reinit
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,10 @@ class OvisLitModule(L.LightningModule):
         if self.hparams.init_from and not on_meta:
             load_model_weights(self.model, self.hparams.init_from)
             log.info("initialised weights from %s", self.hparams.init_from)
-        apply_trainable(self.model, list(self.hparams.stage["trainable"]))
+        stage = self.hparams.stage
+        from_ovis = bool(self.hparams.init_from or self.hparams.model.get("pretrained"))
+        reinit = apply_stage_reinit(self.model, stage, from_ovis, materialised=not on_meta)  # re-initialised layers train
+        apply_trainable(self.model, list(stage["trainable"]) + reinit)
         ac = self.hparams.activation_checkpointing or {}
         self.model.set_activation_checkpointing(vision=ac.get("vision", False), llm=ac.get("llm", False))
         if self.device_mesh is not None:  # ModelParallelStrategy (trainer=fsdp): shard after freezing

@@ -23,6 +23,7 @@ from ..processing.processor import OvisProcessor
 from .checkpoints import check_resumable, check_resume_strategy
 from .module import OvisLitModule
 from .skips import skip_summary, summed_over_ranks
+from .train_modules import apply_train_modules
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,11 @@ def check_vocab(processor, model: ModelSource) -> None:
         raise ValueError(f"the tokenizer has {len(processor.tokenizer)} tokens but the LLM vocab_size is {vocab}")
 
 
-# The stage settings a recipe gives per scale; batch_size and max_length go to the data module.
-RECIPE_STAGE_KEYS = ("lr", "module_lr", "max_steps", "accumulate")
+# The stage settings a recipe gives per scale; batch_size and max_length go to the data module. The re-init
+# options (model/reinit.py) and train_modules (training/train_modules.py) may be set per stage here too, which is
+# how a chain (stage=all) gives them to one of its stages.
+RECIPE_STAGE_KEYS = ("lr", "module_lr", "max_steps", "accumulate", "train_modules", "visual_re_init_layer_begin",
+                     "vte_re_init")
 RECIPE_DATA_KEYS = ("batch_size", "max_length")
 
 
@@ -60,7 +64,7 @@ def stage_settings(cfg: DictConfig) -> dict[str, Any]:
                          f"{list(RECIPE_STAGE_KEYS + RECIPE_DATA_KEYS)}")
     stage.update({k: recipe[k] for k in RECIPE_STAGE_KEYS if k in recipe})
     stage.setdefault("accumulate", 1)
-    stage.setdefault("module_lr", {})
+    apply_train_modules(stage)  # "name:lr|..." strings -> trainable + module_lr
     stage["data"].update({k: recipe[k] for k in RECIPE_DATA_KEYS if k in recipe})
     mixture = OmegaConf.select(cfg, f"data.mixture.{name}")
     if mixture is not None:
