@@ -21,6 +21,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -157,29 +158,38 @@ def _png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def write_shards(directory: Path, split: str, n: int, seed: int, kind: str, shards: int) -> list[Path]:
+def write_tar_shards(directory: Path, prefix: str, n: int, shards: int, record_of: Callable[[int], dict]) -> list[Path]:
+    """Records `record_of(0)` .. `record_of(n - 1)`, in order, spread over `shards` tar files `<prefix>-NNNNNN.tar`;
+    each file is visible only once complete (an interrupted build leaves no half shard behind)."""
     import webdataset as wds
 
-    rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
     per_shard = -(-n // shards)
     paths = []
     for shard in range(shards):
-        path = directory / f"{kind}-{split}-{shard:06d}.tar"
+        path = directory / f"{prefix}-{shard:06d}.tar"
         tmp = path.with_suffix(".tar.tmp")
         with wds.TarWriter(str(tmp)) as sink:
             for k in range(shard * per_shard, min(n, (shard + 1) * per_shard)):
-                key = f"{split}{k:07d}"
-                if kind == "chat" and rng.random() < TEXT_ONLY_SHARE:
-                    sink.write({"__key__": key, "json": json.dumps({"conversations": text_only_sample(rng)}).encode()})
-                    continue
-                items = random_scene(rng)
-                image = draw_scene(items, rng)
-                meta = {"caption": caption(items)} if kind == "caption" else {"conversations": chat_sample(items, rng)}
-                sink.write({"__key__": key, "png": _png(image), "json": json.dumps(meta).encode()})
-        tmp.rename(path)  # a shard is visible only once complete
+                sink.write(record_of(k))
+        tmp.rename(path)
         paths.append(path)
     return paths
+
+
+def write_shards(directory: Path, split: str, n: int, seed: int, kind: str, shards: int) -> list[Path]:
+    rng = np.random.default_rng(seed)
+
+    def record(k: int) -> dict:
+        key = f"{split}{k:07d}"
+        if kind == "chat" and rng.random() < TEXT_ONLY_SHARE:
+            return {"__key__": key, "json": json.dumps({"conversations": text_only_sample(rng)}).encode()}
+        items = random_scene(rng)
+        image = draw_scene(items, rng)
+        meta = {"caption": caption(items)} if kind == "caption" else {"conversations": chat_sample(items, rng)}
+        return {"__key__": key, "png": _png(image), "json": json.dumps(meta).encode()}
+
+    return write_tar_shards(directory, f"{kind}-{split}", n, shards, record)
 
 
 def write_mc_tsv(path: Path, n: int, seed: int) -> None:

@@ -27,7 +27,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .shapes import COLOURS, LETTERS, SHAPES, _png, draw_shape, jittered, mc_prompt, multiple_choice
+from .shapes import (
+    COLOURS,
+    LETTERS,
+    SHAPES,
+    _png,
+    draw_shape,
+    jittered,
+    mc_prompt,
+    multiple_choice,
+    write_tar_shards,
+)
 
 log = logging.getLogger(__name__)
 
@@ -120,26 +130,16 @@ def chat_turns(question: str, answer: str, space: list[str], rng: np.random.Gene
 
 
 def write_video_shards(directory: Path, split: str, n: int, seed: int, shards: int) -> list[Path]:
-    import webdataset as wds
-
     rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    per_shard = -(-n // shards)
-    paths = []
-    for shard in range(shards):
-        path = directory / f"video-{split}-{shard:06d}.tar"
-        tmp = path.with_suffix(".tar.tmp")
-        with wds.TarWriter(str(tmp)) as sink:
-            for k in range(shard * per_shard, min(n, (shard + 1) * per_shard)):
-                frames, question, answer, space, _ = random_video(rng)
-                names = [f"v{i}.png" for i in range(len(frames))]
-                meta = {"conversations": chat_turns(question, answer, space, rng), "video": names}
-                record = {"__key__": f"{split}{k:07d}", "json": json.dumps(meta).encode()}
-                record.update({name: _png(frame) for name, frame in zip(names, frames)})
-                sink.write(record)
-        tmp.rename(path)  # a shard is visible only once complete
-        paths.append(path)
-    return paths
+
+    def record(k: int) -> dict:
+        frames, question, answer, space, _ = random_video(rng)
+        names = [f"v{i}.png" for i in range(len(frames))]
+        meta = {"conversations": chat_turns(question, answer, space, rng), "video": names}
+        members = {name: _png(frame) for name, frame in zip(names, frames)}
+        return {"__key__": f"{split}{k:07d}", "json": json.dumps(meta).encode(), **members}
+
+    return write_tar_shards(directory, f"video-{split}", n, shards, record)
 
 
 def write_video_mc(path: Path, n: int, seed: int) -> None:

@@ -7,6 +7,8 @@ Scored like MMBench, without rotations, and prompted with the instruction the sh
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Callable
 
 from ...data import shapes
 from .base import Item, register
@@ -29,10 +31,16 @@ class Shapes(MultipleChoice):
         self.build_if_missing = build_if_missing
 
     def read_items(self) -> list[Item]:
-        if not self.path.is_file() and self.build_if_missing:
-            # Only the held-out file (what ensure_shapes_dataset writes at scale 1), not the training shards.
-            name, n, seed = shapes.MC_TEST
-            log.info("writing the shapes held-out set to %s", self.path)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            shapes.write_mc_tsv(self.path, n, seed)
+        if self.build_if_missing:
+            _, n, seed = shapes.MC_TEST
+            write_if_missing(self.path, "the shapes held-out set", lambda path: shapes.write_mc_tsv(path, n, seed))
         return super().read_items()
+
+
+def write_if_missing(path: Path, what: str, write: Callable[[Path], None]) -> None:
+    """Write a synthetic held-out file on first use: only the file (what ensure_shapes_dataset writes at scale 1),
+    not the training shards."""
+    if not path.is_file():
+        log.info("writing %s to %s", what, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)

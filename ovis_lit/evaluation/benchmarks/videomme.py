@@ -29,6 +29,7 @@ from ..tsv import WARNINGS_PER_REASON
 from ..video import VideoSource, find_video
 from .base import Benchmark, Item, Scores, ratio, register
 from .mmbench import score_choices
+from .shapes import write_if_missing
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +168,8 @@ class ShapesVideo(VideoMME):
         return shapes.mc_prompt(question, list(options.values()))
 
     def read_items(self) -> list[Item]:
-        if not self.path.is_file() and self.build_if_missing:
+        if self.build_if_missing:
             _, n, seed = shapes_video.VIDEO_MC_TEST
-            log.info("writing the shapes videos' held-out set to %s", self.path)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            shapes_video.write_video_mc(self.path, n, seed)
+            write_if_missing(self.path, "the shapes videos' held-out set",
+                             lambda path: shapes_video.write_video_mc(path, n, seed))
         return super().read_items()
