@@ -71,9 +71,9 @@ class CausalLMJudge:
 
         from ..model.build import as_dtype
 
-        options = {"local_files_only": True, "trust_remote_code": False}
-        tokenizer = AutoTokenizer.from_pretrained(path, **options)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=as_dtype(dtype) if dtype else None, **options)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=as_dtype(dtype) if dtype else None,
+                                                     local_files_only=True, trust_remote_code=False)
         model.to(device)
         description = {"path": str(path.resolve()), "kind": "causal_lm", "dtype": str(model.dtype).split(".")[-1]}
         return cls(model, tokenizer, description, seed)
