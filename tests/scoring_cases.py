@@ -39,7 +39,7 @@ ISSUE_MC = [("dark blue", COLOURS), ("Dark blue.", COLOURS), ("blue", COLOURS), 
 MC_BENCHMARKS = {
     "mmstar": {"options": [{"A": "cat", "B": "dog", "C": "horse", "D": "cow"},
                            {"A": "2", "B": "3", "C": "4", "D": "5"}],
-               "golds": "BADC"},
+               "golds": "ABCD"},
     "scienceqa": {"options": [{"A": "solid", "B": "liquid", "C": "gas"},
                               {"A": "Asia", "B": "Africa", "C": "Europe", "D": "Oceania"},
                               {"A": "yes", "B": "no"}],
@@ -155,7 +155,7 @@ def pope_case() -> tuple[list[dict], list[str]]:
 def hallusion_case() -> tuple[list[dict], list[str]]:
     """VLMEvalKit's HallusionBench.tsv layout: index category_subcategory_visual_set_figure_question."""
     rows = []
-    golds = "YNYYNNYN"
+    golds = "YNYYNNYN" * 3 + "YYYYYYNN" + "YNYYNNYN" * 3  # set 3's answers are mostly right: whole figures, questions
     for k in range(len(YES_NO_SHAPES)):
         # blocks of 8 rows: one set of one subcategory, 2 figures x 2 questions, each asked of the original
         # figure and of an edited one (visual input 0 / 1): a figure groups 4 rows, a question 4 rows
@@ -164,7 +164,7 @@ def hallusion_case() -> tuple[list[dict], list[str]]:
         sub = ["chart", "map", "figure", "table"][set_id % 4]
         visual, figure, question = (k % 8) // 4, (k // 2) % 2, k % 2
         rows.append({"index": f"{category}_{sub}_{visual}_{set_id}_{figure}_{question}",
-                     "question": f"Is statement {k} true?", "answer": "Yes" if golds[k % 8] == "Y" else "No",
+                     "question": f"Is statement {k} true?", "answer": "Yes" if golds[k] == "Y" else "No",
                      "category": category, "l2-category": sub, "image": png_b64("green")})
     return rows, list(YES_NO_SHAPES)
 

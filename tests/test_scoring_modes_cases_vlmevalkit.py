@@ -52,35 +52,34 @@ def run_answers(monkeypatch, tmp_path):
 
 # (answer, can_infer's letter (Z: none read), hit)
 MMSTAR_ROWS = [
-    ('A', 'A', False), ('B', 'B', False), ('C', 'C', False), ('D', 'D', False), ('a', 'Z', False), ('b', 'Z', False),
-    ('c', 'Z', False), ('A.', 'A', False), ('B)', 'B', True), ('(C)', 'C', False), ('[D]', 'D', True),
-    ('**B**', 'B', False), ('**C.**', 'C', False), ('`C`', 'Z', False), ('B: dog', 'B', False), ('C. 4', 'C', True),
-    ('(A) cat', 'A', False), ('Answer: B', 'B', False), ('The answer is B.', 'B', False),
-    ('The answer is c', 'C', True), ('the answer is a', 'A', False), ('The correct answer is **D**.', 'D', False),
-    ('Option C', 'C', False), ('option d', 'Z', False), ('I think A is right.', 'A', False),
+    ('A', 'A', True), ('B', 'B', True), ('C', 'C', True), ('D', 'D', True), ('a', 'Z', False), ('b', 'Z', False),
+    ('c', 'Z', False), ('A.', 'A', False), ('B)', 'B', False), ('(C)', 'C', False), ('[D]', 'D', False),
+    ('**B**', 'B', False), ('**C.**', 'C', False), ('`C`', 'Z', False), ('B: dog', 'B', False), ('C. 4', 'C', False),
+    ('(A) cat', 'A', True), ('Answer: B', 'B', True), ('The answer is B.', 'B', False),
+    ('The answer is c', 'C', False), ('the answer is a', 'A', True), ('The correct answer is **D**.', 'D', False),
+    ('Option C', 'C', True), ('option d', 'Z', False), ('I think A is right.', 'A', True),
     ('A is the correct answer here, clearly.', 'Z', False), ('A and B', 'Z', False), ('C or D', 'Z', False),
     ('Both A and D are plausible', 'Z', False), ('ABCD', 'Z', False), ('A, B', 'Z', False), ('E', 'Z', False),
-    ('Z', 'Z', False), ('3', 'B', False), ('Horse.', 'C', False), ('The answer is 5.', 'Z', False),
+    ('Z', 'Z', False), ('3', 'B', True), ('Horse.', 'C', True), ('The answer is 5.', 'Z', False),
     ('cat and dog', 'Z', False), ('5', 'D', False),
     ('It looks like horse to me, but the picture is small and I am not sure of it', 'Z', False),
     ('None of the above', 'Z', False), ('I cannot tell.', 'Z', False), ('Cannot determine the answer', 'Z', False),
     ('', 'Z', False), ('None', 'Z', False), ('nan', 'Z', False), ('N/A', 'Z', False),
     ('The image shows dog, so the answer is B.', 'B', False), ('D\n\nBecause of the picture.', 'Z', False),
-    ('Answer: (D) cow', 'D', False), ('answer is apple', 'A', True), ('#B', 'B', False), ('{A}', 'A', False),
-    ('A;', 'A', False), ('C!', 'C', False), ('The answer is D: cow', 'D', True), ('b.', 'Z', False),
-    ('(b)', 'Z', False), (' C ', 'C', False), ('Answer:C', 'C', False), ('B\n', 'B', False),
-    ('I pick A as my answer', 'A', False), ('I pick B as my final answer', 'Z', False), ('dark blue', 'Z', False),
+    ('Answer: (D) cow', 'D', False), ('answer is apple', 'A', False), ('#B', 'B', False), ('{A}', 'A', False),
+    ('A;', 'A', True), ('C!', 'C', False), ('The answer is D: cow', 'D', False), ('b.', 'Z', False),
+    ('(b)', 'Z', False), (' C ', 'C', False), ('Answer:C', 'C', True), ('B\n', 'B', False),
+    ('I pick A as my answer', 'A', True), ('I pick B as my final answer', 'Z', False), ('dark blue', 'Z', False),
     ('Dark blue.', 'Z', False), ('blue', 'B', False), ('Vitamin C.', 'C', False), ('vitamin c', 'D', False),
-    ('Iron', 'C', False), ('the answer is a', 'A', False), ('I think A is right.', 'A', False),
-    ('A and B', 'Z', False),
+    ('Iron', 'C', True), ('the answer is a', 'A', False), ('I think A is right.', 'A', True), ('A and B', 'Z', False),
 ]
 
-MMSTAR_ACC = {'Overall': 0.08450704,
- 'l2_0': 0.08333333,
- 'l2_1': 0.08571429,
- 'cat0': 0.08333333,
- 'cat1': 0.125,
- 'cat2': 0.04347826}
+MMSTAR_ACC = {'Overall': 0.22535211,
+ 'l2_0': 0.27777778,
+ 'l2_1': 0.17142857,
+ 'cat0': 0.25,
+ 'cat1': 0.29166667,
+ 'cat2': 0.13043478}
 
 # (answer, can_infer's letter (Z: none read), hit)
 SCIENCEQA_ROWS = [
@@ -262,8 +261,8 @@ POPE_ROWS = [
 POPE_RATING = [
     {'split': 'Overall', 'Overall': 43.1372549, 'acc': 32.35294118, 'precision': 57.89473684, 'recall': 34.375},
     {'split': 'adversarial', 'Overall': 31.57894737, 'acc': 31.81818182, 'precision': 50.0, 'recall': 23.07692308},
-    {'split': 'random', 'Overall': 58.82352941, 'acc': 43.47826087, 'precision': 71.42857143, 'recall': 50.0},
     {'split': 'popular', 'Overall': 40.0, 'acc': 21.73913043, 'precision': 50.0, 'recall': 33.33333333},
+    {'split': 'random', 'Overall': 58.82352941, 'acc': 43.47826087, 'precision': 71.42857143, 'recall': 50.0},
 ]
 
 # (answer, YOrN_Extraction, score)
@@ -274,9 +273,9 @@ HALLUSIONBENCH_ROWS = [
     ('Yeah', 'Unknown', False), ('There is not a dog.', 'Unknown', False), ('There is no dog.', 'No', True),
     ('Yes, there is a dog.', 'Yes', True), ('No, there is no dog.', 'No', True), ('yes and no', 'Unknown', False),
     ("I don't know", 'Unknown', False), ('', 'Unknown', False), ('None', 'Unknown', False),
-    ('Not sure', 'Unknown', False), ('no,', 'No', True), ('YES', 'Yes', True), (' yes ', 'Yes', False),
-    ('Yes!', 'Yes', True), ('(Yes)', 'Yes', True), ('Yes\n', 'Yes', False), ('Answer: Yes', 'Yes', False),
-    ('The answer is no.', 'No', False), ('nono', 'Unknown', False), ('yesterday', 'Unknown', False),
+    ('Not sure', 'Unknown', False), ('no,', 'No', True), ('YES', 'Yes', True), (' yes ', 'Yes', True),
+    ('Yes!', 'Yes', True), ('(Yes)', 'Yes', True), ('Yes\n', 'Yes', True), ('Answer: Yes', 'Yes', True),
+    ('The answer is no.', 'No', True), ('nono', 'Unknown', False), ('yesterday', 'Unknown', False),
     ('noted', 'Unknown', False), ('No.', 'No', False), ('yes.', 'Yes', True), ('Definitely yes', 'Yes', False),
     ('not', 'Unknown', False), ('N/A', 'Unknown', False), ('I think yes', 'Yes', False), ('NO', 'No', False),
     ('No!', 'No', True), ('no', 'No', False), ('nan', 'Unknown', False), ('Yes, no doubt.', 'Unknown', False),
@@ -284,13 +283,13 @@ HALLUSIONBENCH_ROWS = [
 ]
 
 HALLUSIONBENCH_RATING = [
-    {'split': 'Overall', 'aAcc': 26.08695652, 'fAcc': 0.0, 'qAcc': 0.0},
-    {'split': 'VS', 'aAcc': 37.5, 'fAcc': 0.0, 'qAcc': 0.0},
+    {'split': 'Overall', 'aAcc': 34.7826087, 'fAcc': 8.33333333, 'qAcc': 8.33333333},
+    {'split': 'VS', 'aAcc': 62.5, 'fAcc': 25.0, 'qAcc': 25.0},
     {'split': 'VD', 'aAcc': 20.0, 'fAcc': 0.0, 'qAcc': 0.0},
+    {'split': 'table', 'aAcc': 87.5, 'fAcc': 50.0, 'qAcc': 50.0},
     {'split': 'map', 'aAcc': 14.28571429, 'fAcc': 0.0, 'qAcc': 0.0},
-    {'split': 'chart', 'aAcc': 25.0, 'fAcc': 0.0, 'qAcc': 0.0},
-    {'split': 'table', 'aAcc': 37.5, 'fAcc': 0.0, 'qAcc': 0.0},
     {'split': 'figure', 'aAcc': 37.5, 'fAcc': 0.0, 'qAcc': 0.0},
+    {'split': 'chart', 'aAcc': 25.0, 'fAcc': 0.0, 'qAcc': 0.0},
 ]
 
 # (prediction, vqa_score)
