@@ -37,6 +37,9 @@ CASES = [
     (["a\nb"], HME, "ab", True),
     (["zebra"], "Non-Semantic Text Recognition", "ZEBRA crossing", True),
     (["ovis"], "Artistic Text Recognition", "o v i s", False),
+    # VLMEvalKit reads its predictions file back with pandas: an empty answer, "None", "N/A" are the text "nan"
+    (["a"], "Handwriting Recognition", "", True), (["none"], REG, "None", False), (["n/a"], REG, "N/A", False),
+    (["nan"], REG, "NA", True),
 ]
 
 

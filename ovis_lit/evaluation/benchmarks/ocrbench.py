@@ -5,7 +5,9 @@ Prompt: the question as it is (VLMEvalKit adds nothing for this benchmark).
 A question is right when one accepted answer is a substring of the prediction, compared
 - for "Handwritten Mathematical Expression Recognition" (HME100k, LaTeX): case kept, every space and newline removed
   from both sides (so `\\frac { a } { b }` matches `\\frac{a}{b}`);
-- for every other category: both lowercased, ends stripped, newlines turned into spaces.
+- for every other category: both lowercased, ends stripped, newlines turned into spaces;
+the prediction first read as VLMEvalKit reads it back from its predictions file (modes/vlmevalkit.py: `as_stored`:
+an empty answer, "None", "N/A", ... are the text "nan").
 Scores are counts of right questions: the six recognition categories add up to "Text Recognition"; the final score
 is the sum over the ten categories (out of 1000 on the full file), `final_score_norm` that divided by 10.
 A category outside the ten (VLMEvalKit stops on one) is scored and listed under `other_categories` but is not
@@ -17,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 
 from ...rejection import Rejected
+from ..modes.vlmevalkit import as_stored
 from ..tsv import cell, parse_list
 from .base import Benchmark, Item, Scores, ratio, register
 
@@ -35,14 +38,16 @@ CATEGORIES = frozenset(c for group in GROUPS.values() for c in group)
 
 
 def ocrbench_hit(prediction: str, answers: list[str], category: str) -> bool:
-    """Whether one accepted answer occurs in the prediction, under the category's comparison."""
+    """Whether one accepted answer occurs in the prediction, under the category's comparison. The prediction is read
+    as VLMEvalKit reads it back from its predictions file: '', 'None', 'N/A', ... are the text 'nan' there (so an
+    empty answer matches an accepted answer 'a', and 'None' does not match 'none')."""
     if category == HME:
         def squeeze(text: str) -> str:
             return text.strip().replace("\n", " ").replace(" ", "")
     else:
         def squeeze(text: str) -> str:
             return text.lower().strip().replace("\n", " ")
-    predicted = squeeze(prediction)
+    predicted = squeeze(as_stored(prediction))
     return any(squeeze(answer) in predicted for answer in answers)
 
 
