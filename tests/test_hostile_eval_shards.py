@@ -637,3 +637,33 @@ def test_an_image_the_processor_refuses_is_a_counted_skip_not_a_crash(tmp_path, 
     assert keys(result) == ["0", "2", "3"]
     assert result.skipped == {"aspect_ratio": 1}
     assert [p["answer"] for p in result.scores.predictions] == ["A", "A", "A"]
+
+
+def _evaluate(tmp_path, monkeypatch, benchmarks):
+    monkeypatch.setattr(entry, "load_for_eval", lambda *a: (None, SimpleNamespace(chat_format="test"),
+                                                            {"checkpoint": "stub", "format": "stub"}))
+    cfg = OmegaConf.create({"checkpoint": "stub", "batch_size": 4, "progress": False, "device": "cpu",
+                            "output_dir": str(tmp_path / "out"), "benchmarks": benchmarks})
+    return entry.evaluate(cfg)
+
+
+def test_an_empty_benchmark_fails_evals_run_before_the_model_loads(tmp_path, monkeypatch, answer_a):
+    good = write_tsv(tmp_path / "MMBench.tsv", [mc_row(0)], MC)
+    for name, rows in [("header_only", []), ("all_bad", [{"index": 0, "question": "Q?", "answer": "maybe",
+                                                          "image": "x"}])]:
+        empty = write_tsv(tmp_path / f"{name}.tsv", rows, YESNO)
+        with pytest.raises(ValueError, match=rf"{name}.tsv: no usable row to score"):
+            _evaluate(tmp_path, monkeypatch, {"mmbench": {"path": str(good)}, "pope": {"path": str(empty)}})
+        assert answer_a == []  # nothing was generated: the check came first
+
+
+def test_a_benchmark_whose_every_image_is_refused_fails_evals_run_after_writing_the_others(tmp_path, monkeypatch,
+                                                                                        answer_a):
+    good = write_tsv(tmp_path / "MMBench.tsv", [mc_row(0)], MC)
+    bombs = write_tsv(tmp_path / "bombs.tsv", [mc_row(1, image=base64.b64encode(bomb_png()).decode())], MC)
+    with pytest.raises(ValueError, match=r"no item was scored in \['bombs'\]"):
+        _evaluate(tmp_path, monkeypatch, {"mmbench": {"path": str(good)}, "bombs": {"kind": "mmbench",
+                                                                                    "path": str(bombs)}})
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["benchmarks"]["mmbench"]["metrics"]["accuracy"] == 1.0
+    assert summary["benchmarks"]["bombs"]["skipped"] == {"image over the pixel limit": 1}

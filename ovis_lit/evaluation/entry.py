@@ -82,4 +82,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     wandb_cfg.setdefault("dir", str(output_dir))
     logged = log_to_wandb(results, wandb_cfg, run_info)
     print("\n" + markdown + f"\nresults in {output_dir}" + (" (and W&B)" if logged else ""), flush=True)
+    unscored = {r.name: r.skipped for r in results if not r.scores.predictions}
+    if unscored:  # every item was refused at generation time (e.g. all its images): no score, and the run fails
+        raise ValueError(f"no item was scored in {sorted(unscored)} (skipped: {unscored}): they have no score; the "
+                         f"other benchmarks' results are in {output_dir}")
     return {r.name: r.scores.metrics for r in results}

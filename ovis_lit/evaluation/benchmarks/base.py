@@ -75,11 +75,14 @@ class Benchmark(ABC):
 
     def check(self) -> None:
         """Read the file once and drop what was read: evals/run.py checks every benchmark before it loads the model,
-        so that a file wrong as a whole (missing, duplicate indices, ...) fails the run at once, not after the model
-        loaded and other benchmarks ran."""
+        so that a file wrong as a whole (missing, duplicate indices, no usable row, ...) fails the run at once, not
+        after the model loaded and other benchmarks ran."""
         self.quiet = True
         try:
-            self.load()
+            items = self.load()
+            if not items:  # a header-only file, or every row unusable: a score of it would mean nothing
+                skipped = ", ".join(f"{reason}: {n}" for reason, n in sorted(self.skipped.items())) or "none"
+                raise ValueError(f"{self.path}: no usable row to score (rows skipped: {skipped})")
         finally:
             self.quiet, self.skipped = False, Counter()
 
