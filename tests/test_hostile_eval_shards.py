@@ -95,11 +95,7 @@ def test_a_decompression_bomb_in_an_mmbench_tsv_is_a_counted_skip_through_evals_
     """The reported crash: evals/run.py's path (entry.evaluate), with the model load stubbed out."""
     rows = [mc_row(0), mc_row(1, image=base64.b64encode(bomb_png()).decode()), mc_row(2, answer="B")]
     path = write_tsv(tmp_path / "MMBench_DEV_EN.tsv", rows, MC)
-    monkeypatch.setattr(entry, "load_for_eval", lambda *a: (None, SimpleNamespace(chat_format="test"),
-                                                            {"checkpoint": "stub", "format": "stub"}))
-    cfg = OmegaConf.create({"checkpoint": "stub", "batch_size": 4, "progress": False, "device": "cpu",
-                            "output_dir": str(tmp_path / "out"), "benchmarks": {"mmbench": {"path": str(path)}}})
-    metrics = entry.evaluate(cfg)
+    metrics = evaluate_stubbed(tmp_path, monkeypatch, {"mmbench": {"path": str(path)}})
     assert metrics["mmbench"]["rows"] == 2 and metrics["mmbench"]["accuracy"] == 0.5
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["benchmarks"]["mmbench"]["skipped"] == {"image over the pixel limit": 1}
@@ -639,7 +635,9 @@ def test_an_image_the_processor_refuses_is_a_counted_skip_not_a_crash(tmp_path, 
     assert [p["answer"] for p in result.scores.predictions] == ["A", "A", "A"]
 
 
-def _evaluate(tmp_path, monkeypatch, benchmarks):
+def evaluate_stubbed(tmp_path, monkeypatch, benchmarks: dict):
+    """evals/run.py's path (entry.evaluate) on `benchmarks`, with the model load stubbed out (generation is the
+    test's fixture), results in tmp_path / "out"."""
     monkeypatch.setattr(entry, "load_for_eval", lambda *a: (None, SimpleNamespace(chat_format="test"),
                                                             {"checkpoint": "stub", "format": "stub"}))
     cfg = OmegaConf.create({"checkpoint": "stub", "batch_size": 4, "progress": False, "device": "cpu",
@@ -653,7 +651,7 @@ def test_an_empty_benchmark_fails_evals_run_before_the_model_loads(tmp_path, mon
                                                           "image": "x"}])]:
         empty = write_tsv(tmp_path / f"{name}.tsv", rows, YESNO)
         with pytest.raises(ValueError, match=rf"{name}.tsv: no usable row to score"):
-            _evaluate(tmp_path, monkeypatch, {"mmbench": {"path": str(good)}, "pope": {"path": str(empty)}})
+            evaluate_stubbed(tmp_path, monkeypatch, {"mmbench": {"path": str(good)}, "pope": {"path": str(empty)}})
         assert answer_a == []  # nothing was generated: the check came first
 
 
@@ -662,7 +660,7 @@ def test_a_benchmark_whose_every_image_is_refused_fails_evals_run_after_writing_
     good = write_tsv(tmp_path / "MMBench.tsv", [mc_row(0)], MC)
     bombs = write_tsv(tmp_path / "bombs.tsv", [mc_row(1, image=base64.b64encode(bomb_png()).decode())], MC)
     with pytest.raises(ValueError, match=r"no item was scored in \['bombs'\]"):
-        _evaluate(tmp_path, monkeypatch, {"mmbench": {"path": str(good)}, "bombs": {"kind": "mmbench",
+        evaluate_stubbed(tmp_path, monkeypatch, {"mmbench": {"path": str(good)}, "bombs": {"kind": "mmbench",
                                                                                     "path": str(bombs)}})
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["benchmarks"]["mmbench"]["metrics"]["accuracy"] == 1.0

@@ -198,24 +198,15 @@ def test_answers_by_key_helper_is_used(tmp_path):
 def test_evals_run_skips_a_bomb_and_a_truncated_image_and_records_the_mode(tmp_path, monkeypatch):
     import base64
     import json
-    from types import SimpleNamespace
 
-    from omegaconf import OmegaConf
-
-    from ovis_lit.evaluation import entry
-
-    from .test_hostile_eval_shards import MC, bomb_png, mc_row, noise_b64
+    from .test_hostile_eval_shards import MC, bomb_png, evaluate_stubbed, mc_row, noise_b64
 
     whole = noise_b64()
     truncated = whole[: (len(whole) // 2) // 4 * 4]  # a PNG cut in half
     rows = [mc_row(0), mc_row(1, image=base64.b64encode(bomb_png()).decode()), mc_row(2, image=truncated),
             mc_row(3, answer="B")]
     path = write_tsv(tmp_path / "MMBench_DEV_EN.tsv", rows, MC)
-    monkeypatch.setattr(entry, "load_for_eval", lambda *a: (None, SimpleNamespace(chat_format="test"),
-                                                            {"checkpoint": "stub", "format": "stub"}))
-    cfg = OmegaConf.create({"checkpoint": "stub", "batch_size": 4, "progress": False, "device": "cpu",
-                            "output_dir": str(tmp_path / "out"), "benchmarks": {"mmbench": {"path": str(path)}}})
-    metrics = entry.evaluate(cfg)
+    metrics = evaluate_stubbed(tmp_path, monkeypatch, {"mmbench": {"path": str(path)}})
     assert metrics["mmbench"]["rows"] == 2 and metrics["mmbench"]["accuracy"] == 0.5
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())["benchmarks"]["mmbench"]
     assert summary["skipped"] == {"image over the pixel limit": 1, "undecodable image": 1}
