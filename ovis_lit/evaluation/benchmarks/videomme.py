@@ -156,6 +156,7 @@ class ShapesVideo(VideoMME):
     """The shapes videos' held-out split (`shapes_video.write_video_mc`, written on first use when missing)."""
 
     kind = "shapes_video"
+    instruction = shapes.MC_INSTRUCTION  # what the shapes training data teaches (conf/data/shapes.yaml)
     prompt_template = "{question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\n" + shapes.MC_INSTRUCTION
     default_frames = shapes_video.FRAMES
 
