@@ -140,12 +140,13 @@ def _evaluate25(tmp_path, name, *overrides):
     shapes_file = tmp_path / "mc-test.tsv"
     if not shapes_file.is_file():
         shapes.write_mc_tsv(shapes_file, 3, 5)
-    cfg = _eval_cfg([f"checkpoint={FIXTURE25 / 'checkpoint'}", "benchmark=[shapes]", f"benchmarks.shapes.path={shapes_file}",
-                     "benchmarks.shapes.max_new_tokens=4", f"output_dir={tmp_path / name}", "progress=false",
-                     "device=cpu", *overrides])
+    cfg = _eval_cfg([f"checkpoint={FIXTURE25 / 'checkpoint'}", "benchmark=[shapes]",
+                     f"benchmarks.shapes.path={shapes_file}", "benchmarks.shapes.max_new_tokens=4",
+                     f"output_dir={tmp_path / name}", "progress=false", "device=cpu", *overrides])
     evaluate(cfg)
     summary = json.loads((tmp_path / name / "summary.json").read_text())
-    predictions = [json.loads(line) for line in (tmp_path / name / "predictions" / "shapes.jsonl").read_text().splitlines()]
+    lines = (tmp_path / name / "predictions" / "shapes.jsonl").read_text().splitlines()
+    predictions = [json.loads(line) for line in lines]
     return summary, [p["answer"] for p in predictions], shapes_file
 
 

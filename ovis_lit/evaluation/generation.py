@@ -49,7 +49,8 @@ def generate_answers(
             chunk = queries[start : start + batch_size]
             options = {"thinking": True} if thinking else {}
             pixels = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
-            samples = [processor.query(question, images, **options, **({} if isinstance(images, VideoFrames) else pixels))
+            samples = [processor.query(question, images, **options,
+                                       **({} if isinstance(images, VideoFrames) else pixels))
                        for question, images in chunk]
             batch = processor.collate(samples, padding_side="left")
             device = next(model.parameters()).device

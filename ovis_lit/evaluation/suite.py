@@ -146,7 +146,8 @@ def run_benchmark(
     answered, answers, skipped = generate_for(
         model, processor, items, max_new_tokens, batch_size, progress, desc=name,
         **({"thinking": True, "thinking_budget": thinking_budget} if thinking else {}),
-        **{k: v for k, v in (("min_pixels", benchmark.min_pixels), ("max_pixels", benchmark.max_pixels)) if v is not None})
+        **{k: v for k, v in (("min_pixels", benchmark.min_pixels), ("max_pixels", benchmark.max_pixels))
+           if v is not None})
     seconds = time.perf_counter() - started
     scores = benchmark.score(answered, answers)
     if not answered:

@@ -124,7 +124,8 @@ def evaluate_heldout(model, processor, benchmark, instruction: str | None = None
             blank_items.append(item)
         except Rejected:  # an input run_benchmark skipped (and counted) too
             pass
-    blank_answers = generate_answers(model, processor, queries, 32, benchmark.max_new_tokens, desc="blank-input baseline")
+    blank_answers = generate_answers(model, processor, queries, 32, benchmark.max_new_tokens,
+                                     desc="blank-input baseline")
     blank_scores = benchmark.score(blank_items, blank_answers)
     return {
         "benchmark": benchmark.kind,
