@@ -44,3 +44,30 @@ def test_ovis25_tiny_trains_on_images_videos_and_thinking_then_scores_both_heldo
         assert set(result["per_category"]) == categories
     assert "held-out multiple choice: accuracy" in proc.stdout and "blank-image baseline" in proc.stdout
     assert "held-out multiple choice (videos): accuracy" in proc.stdout and "blank-video baseline" in proc.stdout
+
+
+def test_thinking_samples_are_built_only_for_models_with_thinking_and_leave_the_other_splits_alone(tmp_path):
+    import hashlib
+    import tarfile
+
+    from ovis_lit.data.shapes import ensure_shapes_dataset
+
+    def digests(directory):  # every member's bytes (a tar's headers hold the time it was written)
+        out = {}
+        for path in sorted(directory.glob("*.tar")):
+            with tarfile.open(path) as tar:
+                out[path.name] = [(m.name, hashlib.sha256(tar.extractfile(m).read()).hexdigest())
+                                  for m in tar.getmembers()]
+        return out
+
+    plain = ensure_shapes_dataset(tmp_path / "plain", scale=0.002)
+    thinking = ensure_shapes_dataset(tmp_path / "thinking", scale=0.002, thinking=True)
+    assert not list(plain.glob("think-*"))
+    built = digests(thinking)
+    assert {k: v for k, v in built.items() if not k.startswith("think-")} == digests(plain)  # Ovis 1.6's data
+    answers = []
+    for shard in sorted(thinking.glob("think-train-*.tar")):
+        with tarfile.open(shard) as tar:
+            answers += [json.loads(tar.extractfile(m).read())["conversations"][1]["value"]
+                        for m in tar.getmembers() if m.name.endswith(".json")]
+    assert answers and all(a.startswith("<think>\n") and "\n</think>\n\n" in a for a in answers)
