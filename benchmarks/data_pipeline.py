@@ -3,7 +3,7 @@ dynamic partition into 384 px crops with max_partition 9, tokenising, collating)
 real photos at several sizes, beside the forward+backward time of the tiny model on the same batches.
 
     python benchmarks/data_pipeline.py [--sizes 512 1024 2048] [--workers 1 2] [--samples 64] [--json out.json]
-    python benchmarks/data_pipeline.py --config ovis25 [--inputs images] [--sizes 448 896 1792] [--token-budget N]
+    python benchmarks/data_pipeline.py --config ovis25 [--inputs images|video] [--sizes 448 896 1792] [--token-budget N]
 
 Photos: the sample photos that ship with scikit-image (pip install scikit-image; astronaut, coffee, chelsea,
 rocket, hubble_deep_field, retina, immunohistochemistry), resized so that their longer side is each --sizes value,
@@ -16,7 +16,9 @@ pipeline made (batch size 8, up to 10 crops per image). Timings are medians afte
 visual tokens/s of the training loader (JPEG decoding, smart_resize within --min-pixels..--max-pixels, default the
 original's 448^2..1792x1344, patchifying, tokenising, batching by --token-budget), beside what the training step
 of `model_step.py --config ovis25` consumes (its model and batch: 8 images, 861 visual tokens). Visual tokens are
-the -300 ids of the batches, one per token the LLM sees for an image.
+the -300 ids of the batches, one per token the LLM sees for an image or a video. `--inputs video`: MPEG-4 clips
+(32 frames, stored as the file, decoded by the loader with PyAV, 8 frames sampled, each within 448 x 448 pixels as
+the original recipe's video budget).
 """
 
 from __future__ import annotations
@@ -154,9 +156,9 @@ def model_step(cfg, batch, repeats: int = 3) -> dict:
 
 def main_ovis25(args) -> None:
     import native_data
-    from ovis_lit.data.convert.common import Options
-
+    from ovis_lit.data.convert.runner import Options
     from ovis_lit.data.convert.llava import convert
+    from ovis_lit.data.convert.video import VideoOptions
 
     results = {"config": "ovis25", "inputs": args.inputs, "token_budget": args.token_budget,
                "pixels": [args.min_pixels, args.max_pixels], "sizes": {}, "cpu_count": os.cpu_count(),
@@ -164,13 +166,15 @@ def main_ovis25(args) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         checkpoint = native_data.write_model(tmp / "model")
-        proc = native_data.processor(checkpoint, args.min_pixels, args.max_pixels)
+        proc = native_data.processor(checkpoint, args.min_pixels, args.max_pixels, native_data.VIDEO_PIXEL_BUDGETS)
+        video = VideoOptions(store=native_data.VIDEO_STORE.get(args.inputs, "frames"))
         for size in args.sizes or [448, 896, 1792]:
             directory = tmp / f"{args.inputs}{size}"
             source = native_data.INPUTS[args.inputs](directory, size, args.samples)
             wait_for_cpu()
             report = convert([source], directory / "images", Options(output=directory / "shards", prefix="photos",
-                                                                     workers=1, progress=False, maxcount=16))
+                                                                     workers=1, progress=False, maxcount=16),
+                             video=video)
             urls = report["urls"]["train"]
             rows = [pipeline_rate(lambda w: native_data.datamodule(urls, proc, w, args.token_budget, args.batch_size,
                                                                    args.max_length), w, args.batches)
@@ -180,6 +184,8 @@ def main_ovis25(args) -> None:
                 f"{p['workers']} worker(s): {p['samples_per_s']:>6} samples/s, {p['visual_tokens_per_s']:>7} visual "
                 "tokens/s" for p in rows) + f"  ({rows[0]['visual_tokens_per_sample']} visual tokens/sample, "
                 f"{rows[0]['samples_per_batch']} samples/batch)", flush=True)
+            if rows[0]["visual_tokens_per_sample"] == 0:
+                raise RuntimeError(f"no visual token reached the batches of {args.inputs} at {size} px")
         wait_for_cpu()
         m = results["model_step"] = native_data.model_step(checkpoint)
         print(f"model_step.py --config ovis25 step (batch of {m['samples']} images, {m['visual_tokens']} visual "

@@ -5,8 +5,9 @@ its model and its batch, from `ovis25_step.py`).
 Inputs are made here, deterministically, so that the benchmark needs no download: "photos" are smooth colour fields
 with ellipses and a little noise, saved as JPEG (quality 90), at several aspect ratios (4:3, 3:4, 16:9, 1:1, 2:1)
 with the given longer side; each is a LLaVA-style one-image conversation written to shards by
-data/convert_llava.py's converter. Kinds of input are registered in INPUTS: "images" here; video (a clip per
-sample, decoded into frames) is a writer of LLaVA-Video records registered the same way.
+data/convert_llava.py's converter. Kinds of input are registered in INPUTS: "images", and "video": MPEG-4 clips of
+32 frames (a synthetic photo panning), LLaVA-Video records stored as the file and decoded by the loader (PyAV), 8
+frames sampled uniformly, each within 448 x 448 pixels (the original recipe's video budget).
 
 Measured (`python benchmarks/data_pipeline.py --config ovis25`: 64 photos per size, token budget 8192, pixels
 448^2..1792x1344, 6 timed batches; 2 CPU cores shared with other work, load average 7.5), samples/s and visual
@@ -16,6 +17,13 @@ tokens/s with 1 / 2 loader workers:
   1792 px (at the max, 2014-2104 visual tokens/sample): 3.8 / 6.1 samples/s, 8014 / 12285 tokens/s
 The training step of `model_step.py --config ovis25` (8 images, 861 visual tokens) took 31.76 s: 0.25 samples/s,
 27.1 visual tokens/s, so the loader's slowest row delivers 115x what the step consumes.
+
+Video (`python benchmarks/data_pipeline.py --config ovis25 --inputs video --sizes 448 896 --samples 24 --batches 4`,
+token budget 8192, load average 0.9), samples/s and visual tokens/s with 1 / 2 loader workers:
+  448 px longer side (1658 visual tokens/sample: 8 frames): 6.3 / 13.6 samples/s, 10469 / 22660 tokens/s
+  896 px (1484 visual tokens/sample): 4.3 / 6.3 samples/s, 6423 / 9357 tokens/s
+The same machine's model step (8 images, 861 visual tokens) took 2.7 s: 318.6 visual tokens/s, so the slowest video
+row delivers 20x what the step consumes.
 """
 
 from __future__ import annotations
@@ -71,9 +79,50 @@ def write_images(directory: Path, size: int, n: int) -> Path:
     return path
 
 
+CLIP_FRAMES, CLIP_FPS = 32, 8  # a 4-second clip; the loader samples DataModule.video_frames (8) of them uniformly
+
+
+def write_videos(directory: Path, size: int, n: int) -> Path:
+    """n MPEG-4 clips (PyAV, the `video` extra) of CLIP_FRAMES frames with longer side `size` (aspect ratios cycling
+    through ASPECTS; sides even, as yuv420p needs): a synthetic photo panning across the frame. A LLaVA-Video-style
+    JSON names them ("video": the file)."""
+    import av
+    import numpy as np
+
+    videos = directory / "images"
+    videos.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for i in range(n):
+        aw, ah = ASPECTS[i % len(ASPECTS)]
+        width, height = (size, round(size * ah / aw)) if aw >= ah else (round(size * aw / ah), size)
+        width, height = max(2, width // 2 * 2), max(2, height // 2 * 2)
+        scene = np.asarray(synthetic_photo(width * 2, height, seed=i))  # twice as wide: the pan's room
+        with av.open(str(videos / f"{i:04d}.mp4"), mode="w") as container:
+            stream = container.add_stream("mpeg4", rate=CLIP_FPS)
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for k in range(CLIP_FRAMES):
+                x = k * width // CLIP_FRAMES
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(scene[:, x:x + width]), format="rgb24")
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        entries.append({"id": f"clip-{i}", "video": f"{i:04d}.mp4", "conversations": [
+            {"from": "human", "value": "<video>\nDescribe what happens in this clip."},
+            {"from": "gpt", "value": f"A {width} by {height} pan from left to right across coloured waves under a "
+                                     "dozen overlapping discs of different sizes."}]})
+    path = directory / "llava.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
 # Kinds of input: (directory, size, count) -> a LLaVA-style JSON for data/convert_llava.py (its media beside it).
-# Video: register a writer of short clips here (e.g. INPUTS["video"] = write_videos); the measurement is the same.
-INPUTS: dict[str, Callable[[Path, int, int], Path]] = {"images": write_images}
+INPUTS: dict[str, Callable[[Path, int, int], Path]] = {"images": write_images, "video": write_videos}
+# How the converter stores each kind's media: videos as the file, decoded by the training loader (the heavier path;
+# `--video-store frames` of the converter would store the sampled frames as images instead)
+VIDEO_STORE = {"video": "file"}
+# Each video frame's pixel budget, as the original Ovis2.5 recipe (448 x 448 per frame, not a share of the image's)
+VIDEO_PIXEL_BUDGETS = {"video_min_pixels": -1, "video_max_pixels": 448 * 448}
 
 
 def write_model(directory: Path) -> Path:

@@ -54,3 +54,23 @@ class StepLog(L.Callback):
             f.write(json.dumps(line) + "\n")
         if self.kill_after_step is not None and trainer.global_step == self.kill_after_step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class BatchContents(L.Callback):
+    """A callback for subprocess tests (`+callbacks.contents._target_=tests.helpers.BatchContents`): appends one
+    JSON line per training batch with what it held: samples, images, videos (Ovis2.5's visual inputs with more than
+    one frame) and samples whose supervised tokens include a thinking block."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        grids = batch.get("grid_thws")
+        frames = [] if grids is None else grids[:, 0].tolist()
+        think = trainer.datamodule.processor.tokenizer.convert_tokens_to_ids("<think>")
+        labels = batch["labels"]
+        line = {"dir": str(trainer.default_root_dir), "samples": int(labels.shape[0]),
+                "images": sum(1 for t in frames if t == 1), "videos": sum(1 for t in frames if t > 1),
+                "thinking": int((labels == think).any(dim=1).sum())}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(line) + "\n")

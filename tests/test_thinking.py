@@ -1,6 +1,8 @@
 """Thinking (Ovis2.5, Qwen3 format): what training supervises in `<think>...</think>` turns, and answers generated with
 thinking on, with a budget, through evaluation's generate_answers on a tiny model."""
 
+import json
+
 import pytest
 from PIL import Image
 from transformers import AutoTokenizer
@@ -126,3 +128,94 @@ def test_thinking_needs_the_qwen3_format(tmp_path):
         generate_answers(build_ovis(tiny_spec()), processor, [("Hi", [])], thinking=True)
     with pytest.raises(ValueError, match="thinking is off"):
         generate_answers(build_ovis(tiny_spec()), processor, [("Hi", [])], thinking_budget=4)
+
+
+# ---------------------------------------------------------------------------------------------- evals/run.py
+def _evaluate25(tmp_path, name, *overrides):
+    from ovis_lit.data import shapes
+    from ovis_lit.evaluation.entry import evaluate
+
+    from .test_eval_run import _eval_cfg
+
+    shapes_file = tmp_path / "mc-test.tsv"
+    if not shapes_file.is_file():
+        shapes.write_mc_tsv(shapes_file, 3, 5)
+    cfg = _eval_cfg([f"checkpoint={FIXTURE25 / 'checkpoint'}", "benchmark=[shapes]",
+                     f"benchmarks.shapes.path={shapes_file}", "benchmarks.shapes.max_new_tokens=4",
+                     f"output_dir={tmp_path / name}", "progress=false", "device=cpu", *overrides])
+    evaluate(cfg)
+    summary = json.loads((tmp_path / name / "summary.json").read_text())
+    lines = (tmp_path / name / "predictions" / "shapes.jsonl").read_text().splitlines()
+    predictions = [json.loads(line) for line in lines]
+    return summary, [p["answer"] for p in predictions], shapes_file
+
+
+@pytest.mark.slow
+def test_evals_run_thinks_with_a_budget_and_pixel_budget_and_records_them(tiny25, tmp_path, monkeypatch):
+    from ovis_lit.evaluation.benchmarks import build_benchmark
+    from ovis_lit.evaluation.generation import generate_answers
+    from ovis_lit.evaluation.suite import _decoded
+    from ovis_lit.processing.native_processor import NativeOvisProcessor
+
+    asked = []  # the thinking and pixel budget of every prompt evals/run.py builds
+    query = NativeOvisProcessor.query
+
+    def spy(self, question, images=None, thinking=False, min_pixels=None, max_pixels=None):
+        asked.append((thinking, min_pixels, max_pixels))
+        return query(self, question, images, thinking, min_pixels, max_pixels)
+
+    monkeypatch.setattr(NativeOvisProcessor, "query", spy)
+    summary, answers, path = _evaluate25(tmp_path, "think", "thinking=true", "thinking_budget=3",
+                                         "thinking_tokens=10", "benchmarks.shapes.max_pixels=1024")
+    assert asked == [(True, None, 1024)] * 3
+    assert (summary["thinking"], summary["thinking_budget"], summary["thinking_tokens"]) == (True, 3, 10)
+    shapes = summary["benchmarks"]["shapes"]
+    assert shapes["thinking"] is True and shapes["thinking_budget"] == 3
+    assert shapes["max_new_tokens"] == 4 + 10  # the answer's tokens plus the thinking's
+    model, processor = tiny25
+    assert (shapes["min_pixels"], shapes["max_pixels"]) == (processor.image_preprocessor.min_pixels, 1024)
+    monkeypatch.undo()
+    # the answers are generate_answers' with thinking, the budget and the benchmark's pixel budget
+    items = build_benchmark("shapes", path=path).load()
+    queries = [(item.prompt, _decoded(item)) for item in items]
+    assert answers == generate_answers(model, processor, queries, 8, 14, progress=False, thinking=True,
+                                       thinking_budget=3, max_pixels=1024)
+
+    asked.clear()
+    monkeypatch.setattr(NativeOvisProcessor, "query", spy)
+    summary, answers, _ = _evaluate25(tmp_path, "plain")
+    assert asked == [(False, None, None)] * 3  # the processor's own budget
+    assert (summary["thinking"], summary["thinking_budget"], summary["thinking_tokens"]) == (False, None, None)
+    shapes = summary["benchmarks"]["shapes"]
+    assert shapes["thinking"] is False and shapes["max_new_tokens"] == 4
+    pp = processor.image_preprocessor
+    assert (shapes["min_pixels"], shapes["max_pixels"]) == (pp.min_pixels, pp.max_pixels)
+    monkeypatch.undo()
+    assert answers == generate_answers(model, processor, queries, 8, 4, progress=False)
+
+
+def test_a_pixel_budget_needs_a_native_resolution_processor(tmp_path):
+    from ovis_lit.data import shapes
+    from ovis_lit.evaluation.benchmarks import build_benchmark
+    from ovis_lit.evaluation.suite import pixel_budget
+    from ovis_lit.training.run import build_processor
+
+    from .helpers import compose_train
+
+    shapes.write_mc_tsv(tmp_path / "mc.tsv", 1, 5)
+    crops = build_processor(compose_train(["model=ovis_tiny"], tmp_path, tmp_path))
+    assert pixel_budget(build_benchmark("shapes", path=tmp_path / "mc.tsv"), crops) == \
+        {"min_pixels": None, "max_pixels": None}
+    with pytest.raises(ValueError, match="native-resolution"):
+        pixel_budget(build_benchmark("shapes", path=tmp_path / "mc.tsv", max_pixels=1024), crops)
+
+
+def test_evals_run_refuses_inconsistent_thinking_options(tmp_path):
+    from ovis_lit.evaluation.entry import thinking_settings
+
+    from .test_eval_run import _eval_cfg
+
+    with pytest.raises(ValueError, match="thinking is off"):
+        thinking_settings(_eval_cfg(["checkpoint=x", "thinking_budget=4"]))
+    with pytest.raises(ValueError, match="between 1 and thinking_tokens"):
+        thinking_settings(_eval_cfg(["checkpoint=x", "thinking=true", "thinking_budget=40", "thinking_tokens=8"]))

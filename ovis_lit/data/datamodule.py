@@ -60,6 +60,7 @@ class OvisDataModule(L.LightningDataModule):
         prepare: Callable[..., Any] | None = None,
         heldout: str | None = None,
         heldout_instruction: str | None = None,
+        heldout_video: dict[str, Any] | None = None,
         processor: OvisProcessor | None = None,
         token_budget: int | None = None,
     ):
@@ -87,6 +88,7 @@ class OvisDataModule(L.LightningDataModule):
         self.prepare = prepare
         self.heldout = heldout  # a held-out benchmark file scored after training (train.py's `evaluate`)
         self.heldout_instruction = heldout_instruction  # the answer instruction its prompts end with
+        self.heldout_video = heldout_video  # a held-out video benchmark's options (models that read videos)
         self.processor = processor
         self.builder_kwargs = dict(
             max_length=max_length,
@@ -112,9 +114,11 @@ class OvisDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------------------------------------ set-up
     def prepare_data(self) -> None:
         if self.prepare is not None:
-            # e.g. build the synthetic shards if they are missing (rank 0 only); `videos`: whether the attached
-            # model reads videos (Ovis2.5), so that a data builder makes its video splits only for such a model
-            self.prepare(videos=bool(getattr(self.processor, "takes_video", False)))
+            # e.g. build the synthetic shards if they are missing (rank 0 only); `videos` / `thinking`: whether the
+            # attached model reads videos / its chat format has thinking (Ovis2.5), so that a data builder makes its
+            # video and thinking splits only for such a model
+            self.prepare(videos=bool(getattr(self.processor, "takes_video", False)),
+                         thinking=bool(getattr(self.processor, "takes_thinking", False)))
 
     def _sources(self, split: str) -> list[Source]:
         return [

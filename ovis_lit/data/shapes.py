@@ -10,7 +10,9 @@ Splits:
 - chat-{train,val}: shards of LLaVA-style {"conversations"} + image: open questions and A-D multiple choice, and a
   few text-only conversations (stage 3);
 - mc-test.tsv: the held-out multiple-choice split in VLMEvalKit's MMBench TSV layout (base64 PNG images);
-- video-*: short videos with questions that need more than one frame (`shapes_video`).
+- video-*: short videos with questions that need more than one frame (`shapes_video`);
+- think-{train,val}: chat questions whose answers think first (`<think>` the scene's caption `</think>` the answer),
+  for models whose chat format has thinking (Qwen3: Ovis2.5); built only for them, the other splits unchanged.
 """
 
 from __future__ import annotations
@@ -143,6 +145,14 @@ def chat_sample(items: list[Item], rng: np.random.Generator) -> list[dict]:
     return [{"from": "human", "value": f"<image>\n{q}"}, {"from": "gpt", "value": a}]
 
 
+def thinking_sample(items: list[Item], rng: np.random.Generator) -> list[dict]:
+    """A chat question whose answer reasons first: the thinking describes the scene (its caption), then answers, in
+    the Qwen3 layout `<think>\n...\n</think>\n\nanswer` (the whole turn, thinking included, is supervised)."""
+    turns = chat_sample(items, rng)
+    turns[1]["value"] = f"<think>\n{caption(items)}\n</think>\n\n{turns[1]['value']}"
+    return turns
+
+
 def text_only_sample(rng: np.random.Generator) -> list[dict]:
     """A question answered from the text alone (instruction data is never all multimodal)."""
     space = [list(COLOURS), list(SHAPES), list(QUADRANTS), list(NUMBERS)][int(rng.integers(4))]
@@ -186,7 +196,10 @@ def write_shards(directory: Path, split: str, n: int, seed: int, kind: str, shar
             return {"__key__": key, "json": json.dumps({"conversations": text_only_sample(rng)}).encode()}
         items = random_scene(rng)
         image = draw_scene(items, rng)
-        meta = {"caption": caption(items)} if kind == "caption" else {"conversations": chat_sample(items, rng)}
+        if kind == "caption":
+            meta = {"caption": caption(items)}
+        else:
+            meta = {"conversations": (thinking_sample if kind == "think" else chat_sample)(items, rng)}
         return {"__key__": key, "png": _png(image), "json": json.dumps(meta).encode()}
 
     return write_tar_shards(directory, f"{kind}-{split}", n, shards, record)
@@ -226,17 +239,24 @@ SPLITS = {  # name: (kind, split, samples, seed, shards); conf/data/shapes.yaml 
     "chat-val": ("chat", "val", 256, 4, 1),
 }
 MC_TEST = ("mc-test.tsv", 400, 5)
+THINK_SPLITS = {  # built only for models with thinking (their own seeds and stamp: the splits above are unchanged)
+    "think-train": ("think", "train", 6000, 6, 3),
+    "think-val": ("think", "val", 128, 7, 1),
+}
 
 
-def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: bool = False) -> Path:
+def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: bool = False,
+                          thinking: bool = False) -> Path:
     """Build the dataset under `directory` unless an up-to-date copy is there (with `videos`, the video splits of
-    `shapes_video` too, under their own stamp: conf/data/shapes.yaml asks for them for models with a video input).
-    Returns the directory."""
+    `shapes_video` too; with `thinking`, the thinking splits; each under its own stamp: the DataModule asks for them
+    for models with a video input / a chat format with thinking). Returns the directory."""
     directory = Path(directory)
     if videos:
         from .shapes_video import ensure_shapes_videos
 
         ensure_shapes_videos(directory, scale)
+    if thinking:
+        ensure_thinking_samples(directory, scale)
     stamp = directory / "DONE.json"
     spec = {"version": VERSION, "scale": scale, "splits": SPLITS, "mc_test": MC_TEST}
     if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):
@@ -246,6 +266,20 @@ def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: boo
         write_shards(directory, split, max(shards, int(n * scale)), seed, kind, shards)
     name, n, seed = MC_TEST
     write_mc_tsv(directory / name, max(1, int(n * scale)), seed)
+    stamp.write_text(json.dumps(spec))
+    return directory
+
+
+def ensure_thinking_samples(directory: str | Path, scale: float = 1.0) -> Path:
+    """Build the thinking splits under `directory` unless an up-to-date copy is there (their own stamp)."""
+    directory = Path(directory)
+    stamp = directory / "THINK_DONE.json"
+    spec = {"version": VERSION, "scale": scale, "splits": THINK_SPLITS}
+    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):
+        return directory
+    log.info("building the shapes thinking samples in %s", directory)
+    for kind, split, n, seed, shards in THINK_SPLITS.values():
+        write_shards(directory, split, max(shards, int(n * scale)), seed, kind, shards)
     stamp.write_text(json.dumps(spec))
     return directory
 

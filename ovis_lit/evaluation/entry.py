@@ -48,6 +48,19 @@ def with_scoring_mode(kind: str, options: dict[str, Any], mode: str | None) -> d
     return options
 
 
+def thinking_settings(cfg: DictConfig) -> dict[str, Any]:
+    """conf/eval.yaml's thinking options, checked before the model is loaded."""
+    thinking, budget, tokens = bool(cfg.get("thinking", False)), cfg.get("thinking_budget"), cfg.get("thinking_tokens")
+    if budget is not None and not thinking:
+        raise ValueError("thinking_budget is set but thinking is off: pass thinking=true")
+    if thinking and (tokens is None or int(tokens) < 1):
+        raise ValueError(f"thinking_tokens must be a positive number of tokens, got {tokens}")
+    if thinking and budget is not None and not 0 < int(budget) <= int(tokens):
+        raise ValueError(f"thinking_budget must be between 1 and thinking_tokens ({tokens}), got {budget}")
+    return {"thinking": thinking, "thinking_budget": None if budget is None else int(budget),
+            "thinking_tokens": int(tokens or 0)}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.get("seed", 0))  # greedy decoding needs no randomness; this is belt and braces
     specs = OmegaConf.to_container(cfg.benchmarks, resolve=True) if cfg.get("benchmarks") else {}
@@ -60,6 +73,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     for benchmark in benchmarks.values():  # a file wrong as a whole fails now, before the model is loaded
         benchmark.check()
 
+    thinking = thinking_settings(cfg)
     device = resolve_device(cfg.get("device", "auto"))
     started = time.perf_counter()
     model, processor, run_info = load_for_eval(cfg.checkpoint, cfg.get("processor"), device, cfg.get("dtype"))
@@ -68,13 +82,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     results: list[BenchmarkResult] = []
     for name, benchmark in benchmarks.items():
         result = run_benchmark(model, processor, benchmark, name, cfg.batch_size, cfg.get("limit"),
-                               cfg.get("progress", True))
+                               cfg.get("progress", True), **thinking)
         results.append(result)
         shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.scores.metrics.items()}
         log.info("%s: %s", name, shown)
 
     run_info.update(batch_size=cfg.batch_size, limit=cfg.get("limit"), decoding="greedy",
-                    chat_format=processor.chat_format)
+                    chat_format=processor.chat_format, thinking=thinking["thinking"],
+                    thinking_budget=thinking["thinking_budget"],
+                    thinking_tokens=thinking["thinking_tokens"] if thinking["thinking"] else None)
     headlines = {name: b.headline for name, b in benchmarks.items()}
     output_dir = Path(cfg.output_dir)
     markdown = write_results(output_dir, results, run_info, headlines)

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from ..model.ovis import OvisModel
 from ..processing.processor import OvisProcessor
+from ..processing.video import VideoFrames
 
 
 @torch.no_grad()
@@ -23,12 +24,15 @@ def generate_answers(
     desc: str = "generating",
     thinking: bool = False,
     thinking_budget: int | None = None,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> list[str]:
     """Greedy answers, in order. Batches are left-padded, so batch size never changes an answer.
 
     `thinking` (Qwen3 format, Ovis2.5): the prompt opens a thinking turn, and the answer is what follows `</think>`
     (`max_new_tokens` counts the thinking too); `thinking_budget`: at most that many thinking tokens, then the
-    thinking is concluded (evaluation/thinking.py)."""
+    thinking is concluded (evaluation/thinking.py). `min_pixels` / `max_pixels`: each image's pixel budget at native
+    resolution (Ovis2.5; None: the processor's); a video's frames carry their own (`VideoFrames.with_budget`)."""
     from .thinking import generate_with_thinking_budget, split_thinking
 
     if thinking and processor.chat_format != "qwen3":
@@ -43,8 +47,11 @@ def generate_answers(
     try:
         for start in tqdm(range(0, len(queries), batch_size), desc=desc, disable=not progress, leave=False):
             chunk = queries[start : start + batch_size]
-            think = {"thinking": True} if thinking else {}
-            samples = [processor.query(question, images, **think) for question, images in chunk]
+            options = {"thinking": True} if thinking else {}
+            pixels = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
+            samples = [processor.query(question, images, **options,
+                                       **({} if isinstance(images, VideoFrames) else pixels))
+                       for question, images in chunk]
             batch = processor.collate(samples, padding_side="left")
             device = next(model.parameters()).device
             inputs = (

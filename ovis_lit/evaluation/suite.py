@@ -63,9 +63,11 @@ def generate_for(
     batch_size: int = 8,
     progress: bool = True,
     desc: str = "generating",
+    **generation: Any,
 ) -> tuple[list[Item], list[str], Counter]:
     """Answers for the items whose images decode (images are decoded one batch at a time, to bound memory).
-    Returns (answered items, answers, skip counts)."""
+    `generation`: generate_answers' thinking, thinking_budget, min_pixels, max_pixels. Returns (answered items,
+    answers, skip counts)."""
     answered: list[Item] = []
     answers: list[str] = []
     skipped: Counter = Counter()
@@ -82,7 +84,7 @@ def generate_for(
             if queries:
                 try:
                     answers += generate_answers(model, processor, queries, batch_size=len(queries),
-                                                max_new_tokens=max_new_tokens, progress=False)
+                                                max_new_tokens=max_new_tokens, progress=False, **generation)
                     answered += chunk
                 except Rejected:
                     # The processor refused an image the decoder accepted (e.g. an aspect ratio Ovis2.5's resize
@@ -91,7 +93,7 @@ def generate_for(
                     for item, query in zip(chunk, queries):
                         try:
                             answers += generate_answers(model, processor, [query], batch_size=1,
-                                                        max_new_tokens=max_new_tokens, progress=False)
+                                                        max_new_tokens=max_new_tokens, progress=False, **generation)
                             answered.append(item)
                         except Rejected as e:
                             skipped[EVAL_REASONS.get(e.reason, e.reason)] += 1
@@ -120,15 +122,32 @@ def run_benchmark(
     limit: int | None = None,
     progress: bool = True,
     items: list[Item] | None = None,
+    thinking: bool = False,
+    thinking_budget: int | None = None,
+    thinking_tokens: int = 0,
 ) -> BenchmarkResult:
-    """`items`: the benchmark's items when the caller has loaded them already."""
+    """`items`: the benchmark's items when the caller has loaded them already. `thinking` (Ovis2.5): think before
+    answering, with `thinking_tokens` new tokens allowed for it on top of the benchmark's max_new_tokens (which
+    count the answer), at most `thinking_budget` of them when set (then the thinking is concluded)."""
     name = name or benchmark.kind
+    described = {**benchmark.describe(), **pixel_budget(benchmark, processor),
+                 "thinking": thinking, "thinking_budget": thinking_budget}
+    max_new_tokens = benchmark.max_new_tokens
+    if thinking:
+        if thinking_budget is not None and thinking_budget > thinking_tokens:
+            raise ValueError(f"thinking_budget {thinking_budget} is more than the thinking_tokens {thinking_tokens} "
+                             "allowed for thinking")
+        max_new_tokens += thinking_tokens
+        described["max_new_tokens"] = max_new_tokens
     items = benchmark.load() if items is None else items
     if limit is not None:
         items = items[:limit]
     started = time.perf_counter()
-    answered, answers, skipped = generate_for(model, processor, items, benchmark.max_new_tokens, batch_size,
-                                              progress, desc=name)
+    answered, answers, skipped = generate_for(
+        model, processor, items, max_new_tokens, batch_size, progress, desc=name,
+        **({"thinking": True, "thinking_budget": thinking_budget} if thinking else {}),
+        **{k: v for k, v in (("min_pixels", benchmark.min_pixels), ("max_pixels", benchmark.max_pixels))
+           if v is not None})
     seconds = time.perf_counter() - started
     scores = benchmark.score(answered, answers)
     if not answered:
@@ -138,4 +157,17 @@ def run_benchmark(
     for item, prediction in zip(answered, scores.predictions):
         prediction["prompt"] = item.prompt
     skipped.update(benchmark.skipped)
-    return BenchmarkResult(name, benchmark.describe(), scores, dict(sorted(skipped.items())), round(seconds, 3))
+    return BenchmarkResult(name, described, scores, dict(sorted(skipped.items())), round(seconds, 3))
+
+
+def pixel_budget(benchmark: Benchmark, processor: OvisProcessor | None) -> dict[str, int | None]:
+    """The pixel budget each image (or video frame) of the benchmark is resized within: the benchmark's, else the
+    native-resolution processor's (Ovis2.5); None for a processor that cuts crops instead (Ovis 1.6/2), which
+    refuses a benchmark that sets one."""
+    preprocessor = getattr(processor, "image_preprocessor", None)
+    native = hasattr(preprocessor, "min_pixels")
+    if not native and processor is not None and (benchmark.min_pixels or benchmark.max_pixels):
+        raise ValueError(f"{benchmark.kind}: min_pixels / max_pixels need a native-resolution (Ovis2.5) checkpoint; "
+                         "this one's processor cuts images into crops")
+    return {"min_pixels": benchmark.min_pixels if benchmark.min_pixels or not native else preprocessor.min_pixels,
+            "max_pixels": benchmark.max_pixels if benchmark.max_pixels or not native else preprocessor.max_pixels}

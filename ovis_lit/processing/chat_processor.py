@@ -24,6 +24,11 @@ class ChatProcessor:
     def chat_format(self) -> str:
         return self.formatter.format_spec.name
 
+    @property
+    def takes_thinking(self) -> bool:
+        """Whether the chat format has thinking (`<think>...</think>` in assistant turns, supervised: Qwen3)."""
+        return self.formatter.format_spec.empty_think is not None
+
 
 def user_turn(question: str, n_images: int) -> list[dict]:
     """One user turn of an inference prompt; `<image>` is prepended per image when the text has none."""

@@ -14,6 +14,7 @@ from lightning.pytorch.strategies import ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, open_dict
 
+from ..rejection import Rejected
 from .run import run_stage
 
 log = logging.getLogger(__name__)
@@ -53,17 +54,16 @@ def train(cfg: DictConfig) -> float | None:
         summary, last_built = run_stage(cfg)
         summaries.append(summary)
 
-    result = None
+    results: dict[str, dict[str, Any]] = {}
     if cfg.get("evaluate") and last_built is not None:
         if isinstance(last_built.trainer.strategy, ModelParallelStrategy):
             log.info("held-out evaluation skipped under FSDP: run evals/run.py on %s", summaries[-1].get("export"))
-        elif cfg.data.get("heldout") and last_built.trainer.is_global_zero:
-            result = evaluate_heldout(
-                last_built.module.model, last_built.processor, cfg.data.heldout, cfg.data.get("heldout_instruction")
-            )
+        elif last_built.trainer.is_global_zero:
+            results = evaluate_heldout_sets(last_built.module.model, last_built.processor, cfg.data)
     if rank_zero_only.rank == 0:  # every process of a multi-process run gets here; one reports
-        report(summaries, result, time.perf_counter() - started, Path(cfg.paths.output_dir))
+        report(summaries, results, time.perf_counter() - started, Path(cfg.paths.output_dir))
     close_process_group()
+    result = results.get("heldout")
     return None if result is None else result["accuracy"]
 
 
@@ -80,26 +80,55 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
-def evaluate_heldout(model, processor, path: str, instruction: str | None = None) -> dict[str, Any]:
-    """Score the held-out multiple-choice split with evals/run.py's rules (benchmark `shapes`), and the same
-    questions with blank images (a text-only baseline: near chance when the questions need the image)."""
-    from PIL import Image
+# The held-out sets a data config may name, as the run summary's keys: the images' multiple choice (a `shapes` TSV,
+# `data.heldout`) and the videos' (`shapes_video` options, `data.heldout_video`: scored only for a model that reads
+# videos, as the data builder makes the video splits only for such a model)
+HELDOUT_SETS = {"heldout": "images", "heldout_video": "videos"}
+
+
+def evaluate_heldout_sets(model, processor, data_cfg: DictConfig) -> dict[str, dict[str, Any]]:
+    """Score every held-out set the data config names that this model can read: {summary key: result}."""
+    from omegaconf import OmegaConf
 
     from ..evaluation.benchmarks import build_benchmark
+
+    results = {}
+    instruction = data_cfg.get("heldout_instruction")
+    if data_cfg.get("heldout"):
+        results["heldout"] = evaluate_heldout(model, processor, build_benchmark("shapes", path=data_cfg.heldout),
+                                              instruction)
+    videos = data_cfg.get("heldout_video")
+    if videos and getattr(processor, "takes_video", False):
+        options = OmegaConf.to_container(videos, resolve=True)
+        results["heldout_video"] = evaluate_heldout(model, processor, build_benchmark("shapes_video", **options),
+                                                    instruction)
+    return results
+
+
+def evaluate_heldout(model, processor, benchmark, instruction: str | None = None) -> dict[str, Any]:
+    """Score a held-out multiple-choice benchmark with evals/run.py's rules, and the same questions with blank
+    inputs (each image, or each video frame, replaced by a light grey one of its size: a text-only baseline, near
+    chance when the questions need the pixels)."""
     from ..evaluation.generation import generate_answers
     from ..evaluation.suite import run_benchmark
 
-    benchmark = build_benchmark("shapes", path=path)
     if instruction and instruction != benchmark.instruction:
         raise ValueError(f"the held-out prompt ends with {benchmark.instruction!r}, the data teaches {instruction!r}")
     items = benchmark.load()
-    result = run_benchmark(model, processor, benchmark, name="held-out eval", batch_size=32, items=items)
-    side = processor.image_preprocessor.side
-    blank = Image.new("RGB", (side, side), (240, 240, 240))
-    queries = [(item.prompt, [blank]) for item in items]
-    blank_answers = generate_answers(model, processor, queries, 32, benchmark.max_new_tokens, desc="blank-image baseline")
-    blank_scores = benchmark.score(items, blank_answers)
+    name = "held-out eval" if benchmark.kind == "shapes" else f"held-out eval ({benchmark.kind})"
+    result = run_benchmark(model, processor, benchmark, name=name, batch_size=32, items=items)
+    blank_items, queries = [], []
+    for item in items:
+        try:
+            queries.append((item.prompt, blanked(item)))
+            blank_items.append(item)
+        except Rejected:  # an input run_benchmark skipped (and counted) too
+            pass
+    blank_answers = generate_answers(model, processor, queries, 32, benchmark.max_new_tokens,
+                                     desc="blank-input baseline")
+    blank_scores = benchmark.score(blank_items, blank_answers)
     return {
+        "benchmark": benchmark.kind,
         "accuracy": result.scores.metrics["accuracy"],
         "n": result.scores.metrics["questions"],
         "failed_extractions": result.scores.metrics["failed_extractions"],
@@ -109,7 +138,26 @@ def evaluate_heldout(model, processor, path: str, instruction: str | None = None
     }
 
 
-def report(summaries: list[dict[str, Any]], result: dict[str, Any] | None, seconds: float, output_dir: Path) -> None:
+def blanked(item) -> list:
+    """The item's images (or its video's frames), each replaced by a blank of the same size, so that the blank input
+    takes as many visual tokens as the real one."""
+    from PIL import Image
+
+    from ..evaluation.suite import _decoded
+
+    decoded = _decoded(item)
+    blanks = [Image.new("RGB", image.size, (240, 240, 240)) for image in decoded]
+    if item.video is None:
+        return blanks
+    from ..processing.video import VideoFrames
+
+    return VideoFrames(blanks).with_budget(decoded.min_pixels, decoded.max_pixels)
+
+
+def report(summaries: list[dict[str, Any]], results: dict[str, dict[str, Any]], seconds: float,
+           output_dir: Path) -> None:
+    """Print what the run achieved and write run_summary.json: the stages, and each held-out set's result under
+    its key (`heldout`: images, `heldout_video`: videos)."""
     lines = ["", "=" * 72, f"ovis-lit run finished in {seconds / 60:.1f} min  ({output_dir})"]
     for s in summaries:
         lines.append(
@@ -118,19 +166,22 @@ def report(summaries: list[dict[str, Any]], result: dict[str, Any] | None, secon
             + (f"  skipped {s['skipped_samples']}" if s.get("skipped_samples") else "")
             + (f"  skipped in validation {s['val_skipped_samples']}" if s.get("val_skipped_samples") else "")
         )
-    if result is not None and result["accuracy"] is None:  # an empty held-out file: no score, not 0%
-        lines.append(f"  held-out multiple choice: no score (no question was scored; n = {result['n']})")
-    elif result is not None:
+    for key, result in results.items():
+        what = "held-out multiple choice" + ("" if key == "heldout" else f" ({HELDOUT_SETS[key]})")
+        blank = "blank-image" if key == "heldout" else "blank-video"
+        if result["accuracy"] is None:  # an empty held-out file: no score, not 0%
+            lines.append(f"  {what}: no score (no question was scored; n = {result['n']})")
+            continue
         lines.append(
-            f"  held-out multiple choice: accuracy {result['accuracy']:.1%} on {result['n']} questions "
-            f"(chance 25%; blank-image baseline {result['blank_image_accuracy']:.1%}; "
+            f"  {what}: accuracy {result['accuracy']:.1%} on {result['n']} questions "
+            f"(chance 25%; {blank} baseline {result['blank_image_accuracy']:.1%}; "
             f"{result['failed_extractions']} unparsable answers)"
         )
         lines.append("    per category: " + ", ".join(f"{k} {v:.0%}" for k, v in result["per_category"].items()))
     lines.append("=" * 72)
     print("\n".join(lines), flush=True)
     output_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"stages": summaries, "minutes": round(seconds / 60, 2)}
-    if result is not None:
-        payload["heldout"] = {k: v for k, v in result.items() if k != "predictions"}
+    payload: dict[str, Any] = {"stages": summaries, "minutes": round(seconds / 60, 2)}
+    for key, result in results.items():
+        payload[key] = {k: v for k, v in result.items() if k != "predictions"}
     (output_dir / "run_summary.json").write_text(json.dumps(payload, indent=2) + "\n")

@@ -39,17 +39,19 @@ def check_vocab(processor, model: ModelSource) -> None:
         raise ValueError(f"the tokenizer has {len(processor.tokenizer)} tokens but the LLM vocab_size is {vocab}")
 
 
-# The stage settings a recipe gives per scale; batch_size and max_length go to the data module. The re-init
+# The stage settings a recipe gives per scale; batch_size, max_length and `use` (the stage's data mix, for a model
+# that trains on other sources than the stage file's, e.g. Ovis2.5's videos) go to the data module. The re-init
 # options (model/reinit.py) and train_modules (training/train_modules.py) may be set per stage here too, which is
 # how a chain (stage=all) gives them to one of its stages.
 RECIPE_STAGE_KEYS = ("lr", "module_lr", "max_steps", "accumulate", "train_modules", "visual_re_init_layer_begin",
                      "vte_re_init")
-RECIPE_DATA_KEYS = ("batch_size", "max_length")
+RECIPE_DATA_KEYS = ("batch_size", "max_length", "use")
 
 
 def stage_settings(cfg: DictConfig) -> dict[str, Any]:
     """One stage's full settings: the stage file (what every scale shares), the numbers `recipe.<stage>` gives for
-    this model's scale, and the data config's `mixture.<stage>` (if it has one) in place of the stage's `data.use`."""
+    this model's scale (its `use`, if it gives one, in place of the stage's data mix), and the data config's
+    `mixture.<stage>` (if it has one: it wins over both)."""
     stage = OmegaConf.to_container(cfg.stage, resolve=True)
     name = stage["name"]
     if stage.get("chain"):

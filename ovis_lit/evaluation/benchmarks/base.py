@@ -48,7 +48,7 @@ class Benchmark(ABC):
     rewording: ClassVar[dict[str, tuple[Callable[[str], str], str]]] = {}
 
     def __init__(self, path: str | Path, max_new_tokens: int | None = None, mode: str | None = None,
-                 **options: Any):
+                 min_pixels: int | None = None, max_pixels: int | None = None, **options: Any):
         if options:
             raise TypeError(f"{self.kind}: unknown option(s) {sorted(options)}")
         if mode is not None and mode not in self.modes:
@@ -58,6 +58,8 @@ class Benchmark(ABC):
         if self.mode in self.rewording:
             self.prompt_template = self.rewording[self.mode][1]
         self.path = Path(path)
+        # each image's (or video frame's) pixel budget at native resolution (Ovis2.5); None: the processor's
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
         self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
         self.skipped: Counter[str] = Counter()  # rows dropped while loading, by reason
 
@@ -116,7 +118,8 @@ class Benchmark(ABC):
 
     def describe(self) -> dict[str, Any]:
         described = {"kind": self.kind, "path": str(self.path), "prompt": self.prompt_template,
-                     "max_new_tokens": self.max_new_tokens}
+                     "max_new_tokens": self.max_new_tokens, "min_pixels": self.min_pixels,
+                     "max_pixels": self.max_pixels}
         if self.mode:
             described["mode"] = self.mode
         return described

@@ -88,8 +88,7 @@ class VideoMME(Benchmark):
     def __init__(self, path, max_new_tokens: int | None = None, video_dir: str | None = None,
                  frames: int | None = None, min_pixels: int | None = None, max_pixels: int | None = None,
                  **options: Any):
-        super().__init__(path, max_new_tokens, **options)
-        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        super().__init__(path, max_new_tokens, min_pixels=min_pixels, max_pixels=max_pixels, **options)
         self.video_dir = Path(video_dir) if video_dir else self.path.parent / self.default_video_dir
         self.frames = int(frames or self.default_frames)
         if self.frames < 1:
@@ -147,8 +146,7 @@ class VideoMME(Benchmark):
         return scores
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "video_dir": str(self.video_dir), "frames": self.frames,
-                "min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+        return {**super().describe(), "video_dir": str(self.video_dir), "frames": self.frames}
 
 
 @register
@@ -156,6 +154,7 @@ class ShapesVideo(VideoMME):
     """The shapes videos' held-out split (`shapes_video.write_video_mc`, written on first use when missing)."""
 
     kind = "shapes_video"
+    instruction = shapes.MC_INSTRUCTION  # what the shapes training data teaches (conf/data/shapes.yaml)
     prompt_template = "{question}\nA. {A}\nB. {B}\nC. {C}\nD. {D}\n" + shapes.MC_INSTRUCTION
     default_frames = shapes_video.FRAMES
 
