@@ -130,15 +130,13 @@ def run_benchmark(
     answering, with `thinking_tokens` new tokens allowed for it on top of the benchmark's max_new_tokens (which
     count the answer), at most `thinking_budget` of them when set (then the thinking is concluded)."""
     name = name or benchmark.kind
-    described = {**benchmark.describe(), **pixel_budget(benchmark, processor),
-                 "thinking": thinking, "thinking_budget": thinking_budget}
+    budget = pixel_budget(benchmark, processor)  # refuses a pixel budget a crop processor cannot take, at once
     max_new_tokens = benchmark.max_new_tokens
     if thinking:
         if thinking_budget is not None and thinking_budget > thinking_tokens:
             raise ValueError(f"thinking_budget {thinking_budget} is more than the thinking_tokens {thinking_tokens} "
                              "allowed for thinking")
         max_new_tokens += thinking_tokens
-        described["max_new_tokens"] = max_new_tokens
     items = benchmark.load() if items is None else items
     if limit is not None:
         items = items[:limit]
@@ -157,6 +155,9 @@ def run_benchmark(
     for item, prediction in zip(answered, scores.predictions):
         prediction["prompt"] = item.prompt
     skipped.update(benchmark.skipped)
+    # described after scoring: a judged benchmark's description names the judge it loaded while scoring
+    described = {**benchmark.describe(), **budget, "thinking": thinking, "thinking_budget": thinking_budget,
+                 "max_new_tokens": max_new_tokens}
     return BenchmarkResult(name, described, scores, dict(sorted(skipped.items())), round(seconds, 3))
 
 
