@@ -172,6 +172,14 @@ def test_causal_lm_judge_from_a_local_directory(tmp_path):
                          eos_token_id=tokenizer.eos_token_id)
     Qwen2ForCausalLM(config).save_pretrained(tmp_path / "judge")
     tokenizer.save_pretrained(tmp_path / "judge")
+    pickled = tmp_path / "pickled"  # the same judge with pickled weights: refused, never unpickled
+    model = Qwen2ForCausalLM(config)
+    model.save_pretrained(pickled)
+    tokenizer.save_pretrained(pickled)
+    (pickled / "model.safetensors").unlink()
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    with pytest.raises((ValueError, FileNotFoundError), match="safetensors"):
+        load_judge(pickled, kind="causal_lm")
     judge = load_judge(tmp_path / "judge")
     assert judge.describe()["kind"] == "causal_lm" and judge.describe()["path"] == str((tmp_path / "judge").resolve())
     greedy = judge.generate("Grade: 0.5?", 0.0, max_new_tokens=6)

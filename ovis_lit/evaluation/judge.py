@@ -69,11 +69,14 @@ class CausalLMJudge:
     def from_path(cls, path: Path, device: str = "cpu", dtype: str | None = None, seed: int = 0) -> CausalLMJudge:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from ..interop.local_files import safetensors_files
         from ..model.build import as_dtype
 
+        safetensors_files(path)  # weights as safetensors inside the folder, as every other LLM load: never a pickle
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=as_dtype(dtype) if dtype else None,
-                                                     local_files_only=True, trust_remote_code=False)
+                                                     local_files_only=True, use_safetensors=True,
+                                                     trust_remote_code=False)
         model.to(device)
         description = {"path": str(path.resolve()), "kind": "causal_lm", "dtype": str(model.dtype).split(".")[-1]}
         return cls(model, tokenizer, description, seed)
