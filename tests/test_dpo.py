@@ -326,3 +326,26 @@ def test_adapters_off_reference_is_the_base_model():
             torch.testing.assert_close(batch_sequence_logps(model, batch)[0], base)
         torch.testing.assert_close(batch_sequence_logps(model, batch)[0], adapted)  # adapters back on
     assert all(p.requires_grad for p in lora)
+
+
+def test_precomputed_reference_logps_are_what_the_copy_computes(tmp_path, data_dir, one_thread):
+    """scripts/precompute_reference_logps.py's pass writes, for each pair, the log-probs the frozen copy gives it in
+    training; a DPO stage reading them (reference=precomputed) gets them in its batches."""
+    from ovis_lit.training.reference_logps import precompute
+
+    cfg = compose_train(["stage=dpo", "recipe.dpo.batch_size=2", *SMALL_MODEL], tmp_path, data_dir)
+    built = build_stage(cfg)
+    built.module.configure_model()
+    reference = built.module.reference
+    report = precompute(cfg, tmp_path / "ref", ("val",), pairs_per_batch=2, model=reference)
+    assert report["written"] > 0 and report["copied"] == {}
+    val = report["sources"]["preference"]["val"]
+    pre = compose_train(["stage=dpo", "stage.dpo.reference=precomputed", "recipe.dpo.batch_size=2", *SMALL_MODEL,
+                         f"data.sources.preference.val={val}"], tmp_path, data_dir)
+    datamodule = build_stage(pre).datamodule
+    batches = list(datamodule.val_dataloader())
+    assert sum(b["pairs"] for b in batches) == report["written"]
+    for batch in batches:
+        with torch.no_grad():
+            copy_logps = batch_sequence_logps(reference, batch)[0]
+        torch.testing.assert_close(batch["ref_logps"], copy_logps, rtol=1e-5, atol=1e-4)
