@@ -349,3 +349,36 @@ def test_precomputed_reference_logps_are_what_the_copy_computes(tmp_path, data_d
         with torch.no_grad():
             copy_logps = batch_sequence_logps(reference, batch)[0]
         torch.testing.assert_close(batch["ref_logps"], copy_logps, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow  # three short fits: ~20 s on a busy 2-core machine
+def test_a_resumed_dpo_run_continues_exactly(tmp_path, data_dir, one_thread):
+    """Stopped after step 2 and resumed from its checkpoint: the same pairs and losses as the straight run (the
+    reference is rebuilt as the stage starts, the same model the interrupted run compared with)."""
+    cfg = compose_train(["stage=dpo", "recipe.dpo.lr=3e-3", "recipe.dpo.batch_size=2", "stage.warmup_ratio=0",
+                         *SMALL_MODEL], tmp_path, data_dir)
+
+    class Record(L.Callback):
+        def __init__(self, save_at=None):
+            self.steps, self.save_at = [], save_at
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.steps.append((trainer.global_step, float(outputs["loss"]), batch["keys"]))
+            if trainer.global_step == self.save_at:  # the run is interrupted here
+                trainer.save_checkpoint(tmp_path / "step2.ckpt")
+                trainer.should_stop = True
+
+    def fit(record, steps, ckpt_path=None):
+        L.seed_everything(cfg.seed)  # as run_stage does: the model (and so the reference) is built the same
+        built = build_stage(cfg)
+        L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, limit_val_batches=0, enable_model_summary=False,
+                  callbacks=[record]).fit(built.module, datamodule=built.datamodule, ckpt_path=ckpt_path,
+                                          weights_only=True)
+
+    straight, first, resumed = Record(), Record(save_at=2), Record()
+    fit(straight, 4)
+    fit(first, 4)  # the same run (its LR schedule spans 4 steps), stopped after step 2
+    fit(resumed, 4, tmp_path / "step2.ckpt")
+    assert [s[0] for s in resumed.steps] == [3, 4]
+    assert first.steps + resumed.steps == straight.steps
