@@ -21,10 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from hydra import compose, initialize_config_dir  # noqa: E402
+import torch
+from hydra import compose, initialize_config_dir
 
-from ovis_lit.training.reference_logps import precompute  # noqa: E402
+from ovis_lit.training.reference_logps import precompute
 
 
 def main(argv: list[str] | None = None) -> dict:

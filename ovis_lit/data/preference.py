@@ -15,8 +15,9 @@ chosen samples, then all rejected ones, in pair order. A pair over `max_length` 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

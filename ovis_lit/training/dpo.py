@@ -16,8 +16,9 @@ answer's labelled tokens (`model.sequence_logprobs`) and compared with the refer
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ...constants import IMAGE_TOKEN
 from ...rejection import Rejected
