@@ -350,7 +350,7 @@ def test_precomputed_reference_logps_are_what_the_copy_computes(tmp_path, data_d
         torch.testing.assert_close(batch["ref_logps"], copy_logps, rtol=1e-5, atol=1e-4)
 
 
-@pytest.mark.slow  # three short fits: ~20 s on a busy 2-core machine
+@pytest.mark.slow  # three short fits: 4-20 s, with the load of a shared 2-core machine
 def test_a_resumed_dpo_run_continues_exactly(tmp_path, data_dir, one_thread):
     """Stopped after step 2 and resumed from its checkpoint: the same pairs and losses as the straight run (the
     reference is rebuilt as the stage starts, the same model the interrupted run compared with)."""
