@@ -41,7 +41,9 @@ IMAGE = {"crop_processor": set(inspect.signature(ImagePreprocessor).parameters),
 PIXEL_BUDGETS = _fields(PixelBudgets) - {"single_image_min_pixels", "single_image_max_pixels"}
 STAGE = {"name", "trainable", "warmup_ratio", "min_lr_ratio", "weight_decay", "val_every", "val_batches", "data",
          "train_modules",  # train_modules.py
-         "visual_re_init_layer_begin", "vte_re_init"}  # reinit.py
+         "visual_re_init_layer_begin", "vte_re_init",  # reinit.py
+         "dpo"}  # training/dpo.py (stage=dpo)
+DPO = {"beta", "loss_type", "label_smoothing", "reference"}  # training/dpo.py: dpo_settings
 CHAIN = {"name", "chain"}  # stage=all
 STAGE_DATA = {"use", "captions_as"}  # OvisDataModule arguments, handed over by build_stage
 FSDP = set(inspect.signature(shard_model).parameters) - {"model", "mesh"} | {"master_dtype"}  # module.py
@@ -103,6 +105,7 @@ def unread_keys(cfg) -> list[str]:
         bad += _extra(s, CHAIN, "stage")
     else:
         bad += _extra(s, STAGE, "stage") + _extra(s["data"], STAGE_DATA, "stage.data")
+        bad += _extra(s.get("dpo") or {}, DPO, "stage.dpo")
     data = dict(c["data"])
     data.pop("mixture", None)  # read by stage_settings
     bad += _unread_in_target(data, "data")

@@ -14,6 +14,7 @@ from webdataset.shardlists import expand_urls
 
 from ..processing.image_decoding import MAX_IMAGE_PIXELS
 from ..processing.processor import OvisProcessor
+from .preference import PairCollate, PreferenceBuilder
 from .samples import SampleBuilder
 from .stream import BatchStream, Source, StreamState, WorkerPosition, rank_world
 from .video_records import DEFAULT_FRAMES
@@ -39,6 +40,10 @@ class OvisDataModule(L.LightningDataModule):
     text, per micro-batch and rank; data/batching.py): for Ovis2.5, whose samples at native resolution differ in
     visual tokens. A sample over the budget is skipped and counted (`over_token_budget`); with `max_length` at most
     the budget none is.
+
+    With `pairs`, records are preference pairs (`data/preference.py`, for stage=dpo): `batch_size` counts pairs, both
+    answers of a pair go into the same micro-batch, and with `reference_logps` each pair must carry precomputed
+    reference log-probs.
     """
 
     def __init__(
@@ -63,6 +68,8 @@ class OvisDataModule(L.LightningDataModule):
         heldout_video: dict[str, Any] | None = None,
         processor: OvisProcessor | None = None,
         token_budget: int | None = None,
+        pairs: bool = False,
+        reference_logps: bool = False,
     ):
         super().__init__()
         unknown = set(use) - set(sources)
@@ -90,6 +97,8 @@ class OvisDataModule(L.LightningDataModule):
         self.heldout_instruction = heldout_instruction  # the answer instruction its prompts end with
         self.heldout_video = heldout_video  # a held-out video benchmark's options (models that read videos)
         self.processor = processor
+        self.pairs = pairs
+        self.reference_logps = reference_logps
         self.builder_kwargs = dict(
             max_length=max_length,
             captions_as=captions_as,
@@ -118,7 +127,8 @@ class OvisDataModule(L.LightningDataModule):
             # attached model reads videos / its chat format has thinking (Ovis2.5), so that a data builder makes its
             # video and thinking splits only for such a model
             self.prepare(videos=bool(getattr(self.processor, "takes_video", False)),
-                         thinking=bool(getattr(self.processor, "takes_thinking", False)))
+                         thinking=bool(getattr(self.processor, "takes_thinking", False)),
+                         **({"preference": True} if self.pairs else {}))
 
     def _sources(self, split: str) -> list[Source]:
         return [
@@ -126,10 +136,14 @@ class OvisDataModule(L.LightningDataModule):
             for name, weight in self.use.items()
         ]
 
-    def _builder(self) -> SampleBuilder:
+    def _builder(self) -> SampleBuilder | PreferenceBuilder:
         if self.processor is None:
             raise RuntimeError("OvisDataModule.attach(processor) must be called before loading")
-        return SampleBuilder(self.processor, **self.builder_kwargs)
+        samples = SampleBuilder(self.processor, **self.builder_kwargs)
+        return PreferenceBuilder(samples, self.reference_logps) if self.pairs else samples
+
+    def _collate(self) -> Callable[[list], dict]:
+        return PairCollate(self.processor.collate) if self.pairs else self.processor.collate
 
     def _loader(self, stream: BatchStream, workers: int) -> DataLoader:
         return DataLoader(
@@ -147,7 +161,7 @@ class OvisDataModule(L.LightningDataModule):
         stream = BatchStream(
             sources,
             self._builder(),
-            self.processor.collate,
+            self._collate(),
             self.batch_size,
             seed=self.seed,
             shuffle_buffer=self.shuffle_buffer,
@@ -164,7 +178,7 @@ class OvisDataModule(L.LightningDataModule):
             return []
         workers = min(self.num_workers, min(len(s.urls) for s in sources))
         stream = BatchStream(
-            sources, self._builder(), self.processor.collate, self.val_batch_size, train=False, num_workers=workers,
+            sources, self._builder(), self._collate(), self.val_batch_size, train=False, num_workers=workers,
             token_budget=self.token_budget,
         )
         return self._loader(stream, workers)
@@ -188,7 +202,7 @@ class OvisDataModule(L.LightningDataModule):
         self.stream_state.workers[worker] = WorkerPosition({k: list(v) for k, v in stream["sources"].items()}, int(stream["draws"]))
         self.stream_state.next_worker = (worker + 1) % max(1, self.num_workers)
         self.skipped.update(batch.get("skipped", {}))
-        self.consumed += int(batch["input_ids"].shape[0])
+        self.consumed += int(batch.get("pairs", batch["input_ids"].shape[0]))  # records: a pair is one
 
     def observe_validation(self, batch: dict[str, Any], step: int) -> None:
         """A consumed validation batch of the pass at training step `step` (a new step: a new pass)."""
@@ -242,6 +256,7 @@ class OvisDataModule(L.LightningDataModule):
             "shuffle_buffer": self.shuffle_buffer,
             "use": dict(self.use),
             "train_urls": {name: str(self.sources[name].get("train")) for name in sorted(self.use)},
+            **({"pairs": True} if self.pairs else {}),  # (absent when False: older checkpoints have no such key)
         }
 
 

@@ -153,6 +153,16 @@ def thinking_sample(items: list[Item], rng: np.random.Generator) -> list[dict]:
     return turns
 
 
+def preference_sample(items: list[Item], rng: np.random.Generator) -> dict:
+    """A preference pair about the image (`data.preference`): a chat question, the right answer chosen and a wrong
+    one from the same answer space rejected."""
+    turns = chat_sample(items, rng)
+    answer = turns[1]["value"]
+    space = next(space for q, a, space in questions(items) if a == answer and q in turns[0]["value"])
+    wrong = [x for x in space if x != answer]
+    return {"prompt": turns[:1], "chosen": answer, "rejected": wrong[int(rng.integers(len(wrong)))]}
+
+
 def text_only_sample(rng: np.random.Generator) -> list[dict]:
     """A question answered from the text alone (instruction data is never all multimodal)."""
     space = [list(COLOURS), list(SHAPES), list(QUADRANTS), list(NUMBERS)][int(rng.integers(4))]
@@ -198,6 +208,8 @@ def write_shards(directory: Path, split: str, n: int, seed: int, kind: str, shar
         image = draw_scene(items, rng)
         if kind == "caption":
             meta = {"caption": caption(items)}
+        elif kind == "preference":
+            meta = preference_sample(items, rng)
         else:
             meta = {"conversations": (thinking_sample if kind == "think" else chat_sample)(items, rng)}
         return {"__key__": key, "png": _png(image), "json": json.dumps(meta).encode()}
@@ -245,8 +257,14 @@ THINK_SPLITS = {  # built only for models with thinking (their own seeds and sta
 }
 
 
+PREFERENCE_SPLITS = {  # built only for stage=dpo (their own seeds and stamp: the splits above are unchanged)
+    "preference-train": ("preference", "train", 4000, 8, 2),
+    "preference-val": ("preference", "val", 128, 9, 1),
+}
+
+
 def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: bool = False,
-                          thinking: bool = False) -> Path:
+                          thinking: bool = False, preference: bool = False) -> Path:
     """Build the dataset under `directory` unless an up-to-date copy is there (with `videos`, the video splits of
     `shapes_video` too; with `thinking`, the thinking splits; each under its own stamp: the DataModule asks for them
     for models with a video input / a chat format with thinking). Returns the directory."""
@@ -257,6 +275,8 @@ def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: boo
         ensure_shapes_videos(directory, scale)
     if thinking:
         ensure_thinking_samples(directory, scale)
+    if preference:
+        ensure_preference_pairs(directory, scale)
     stamp = directory / "DONE.json"
     spec = {"version": VERSION, "scale": scale, "splits": SPLITS, "mc_test": MC_TEST}
     if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):
@@ -279,6 +299,20 @@ def ensure_thinking_samples(directory: str | Path, scale: float = 1.0) -> Path:
         return directory
     log.info("building the shapes thinking samples in %s", directory)
     for kind, split, n, seed, shards in THINK_SPLITS.values():
+        write_shards(directory, split, max(shards, int(n * scale)), seed, kind, shards)
+    stamp.write_text(json.dumps(spec))
+    return directory
+
+
+def ensure_preference_pairs(directory: str | Path, scale: float = 1.0) -> Path:
+    """Build the preference splits (right answer chosen, a wrong one rejected) unless an up-to-date copy is there."""
+    directory = Path(directory)
+    stamp = directory / "PREFERENCE_DONE.json"
+    spec = {"version": VERSION, "scale": scale, "splits": PREFERENCE_SPLITS}
+    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):
+        return directory
+    log.info("building the shapes preference pairs in %s", directory)
+    for kind, split, n, seed, shards in PREFERENCE_SPLITS.values():
         write_shards(directory, split, max(shards, int(n * scale)), seed, kind, shards)
     stamp.write_text(json.dumps(spec))
     return directory

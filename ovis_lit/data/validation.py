@@ -115,3 +115,40 @@ def check_image_count(meta: dict, n_images: int, key: str = "") -> None:
     if marks != n_images:
         kind = "a caption sample needs one image" if "conversations" not in meta else f"{marks} {IMAGE_TOKEN} marks"
         raise Rejected("invalid_sample", f"{key}: {kind}, has {n_images} images")
+
+
+def check_preference(meta: Any, key: str = "", allows_system: bool = True) -> None:
+    """A preference pair's JSON (`data.preference`): "prompt", the turns before the answer (ending with a user
+    turn), and two answers to it, "chosen" and "rejected" (non-blank, different strings without `<image>`), each
+    with the prompt a conversation `check_conversation` accepts; optional "ref_logps": [chosen, rejected], the
+    reference model's sequence log-probs (finite numbers)."""
+    if not isinstance(meta, dict):
+        raise Rejected("bad_json", f"{key}: not a JSON object")
+    prompt = meta.get("prompt")
+    if not isinstance(prompt, list) or not prompt:
+        raise Rejected("bad_json", f"{key}: 'prompt' is not a non-empty list of turns")
+    for name in ("chosen", "rejected"):
+        answer = meta.get(name)
+        if is_missing(answer):
+            raise Rejected("empty_answer", f"{key}: no {name!r} answer")
+        if not is_text(answer):
+            raise Rejected("bad_json", f"{key}: {name!r} is not a string of valid Unicode text")
+        if not answer.strip():
+            raise Rejected("empty_answer", f"{key}: {name!r} is blank")
+        if IMAGE_TOKEN in answer:
+            raise Rejected("invalid_sample", f"{key}: the {name!r} answer contains {IMAGE_TOKEN}")
+        check_conversation(prompt + [{"from": "gpt", "value": answer}], key, allows_system)
+    if isinstance(prompt[-1], dict) and turn_role(prompt[-1]) != "human":
+        raise Rejected("invalid_sample", f"{key}: the prompt must end with a user turn")
+    if meta["chosen"].strip() == meta["rejected"].strip():
+        raise Rejected("identical_answers", f"{key}: chosen and rejected are the same answer")
+    ref = meta.get("ref_logps")
+    if ref is not None and not (isinstance(ref, list) and len(ref) == 2
+                                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+                                        for x in ref)):
+        raise Rejected("bad_json", f"{key}: 'ref_logps' must be [chosen, rejected], two finite numbers")
+
+
+def preference_turns(meta: dict, answer: str) -> list[dict]:
+    """The conversation of one answer of a checked preference pair: its prompt, then the answer."""
+    return [dict(t) for t in meta["prompt"]] + [{"from": "gpt", "value": meta[answer]}]

@@ -21,6 +21,7 @@ from ..model.source import ModelSource
 from ..processing.native_processor import NativeOvisProcessor
 from ..processing.processor import OvisProcessor
 from .checkpoints import check_resumable, check_resume_strategy
+from .dpo import apply_dpo_data_settings
 from .module import OvisLitModule
 from .skips import skip_summary, summed_over_ranks
 from .train_modules import apply_train_modules
@@ -67,6 +68,7 @@ def stage_settings(cfg: DictConfig) -> dict[str, Any]:
     stage.update({k: recipe[k] for k in RECIPE_STAGE_KEYS if k in recipe})
     stage.setdefault("accumulate", 1)
     apply_train_modules(stage)  # "name:lr|..." strings -> trainable + module_lr
+    apply_dpo_data_settings(stage)  # stage=dpo reads preference pairs
     stage["data"].update({k: recipe[k] for k in RECIPE_DATA_KEYS if k in recipe})
     mixture = OmegaConf.select(cfg, f"data.mixture.{name}")
     if mixture is not None:
