@@ -42,13 +42,17 @@ from .shapes import (
 log = logging.getLogger(__name__)
 
 FRAMES = 4
-SIDE = 48
+# The image scenes' size: two shapes in an order video are drawn as the images draw them (radius 9-12 px, each
+# centred in its 32 px quadrant), so at 16 px per visual token each shape fills the same 2 x 2 tokens as in an image
+# and the shape names the images teach carry over. (At 48 px a quadrant is 1.5 tokens: a shape straddled the token
+# grid, the middle row and column mixed both shapes, and "which shape appears first" stayed near 48%.)
+SIDE = 64
 STEP = 8  # pixels a moving shape travels per frame
 DIRECTIONS = ("left", "right", "up", "down")
 _MOVES = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 MOTION_QUESTION = "In which direction does the shape move?"
 ORDER_QUESTIONS = ("Which shape appears first?", "Which shape appears second?")
-VIDEO_VERSION = 1  # bump when the generator's output changes: existing video splits are then rebuilt
+VIDEO_VERSION = 2  # bump when the generator's output changes: existing video splits are then rebuilt
 
 
 @dataclass(frozen=True)
