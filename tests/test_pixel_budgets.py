@@ -49,15 +49,15 @@ def _conv(text):
 
 
 def test_training_samples_resize_within_their_budget(processor):
-    # conf/model/ovis25_tiny.yaml: several images derived; a video's frames up to 48 x 48 each
-    assert processor.pixel_budgets == PixelBudgets(256, 4096, video_max_pixels=2304)
+    # conf/processor/ovis25_tiny.yaml: several images derived; a video's frames up to 64 x 64 each
+    assert processor.pixel_budgets == PixelBudgets(256, 4096, video_max_pixels=4096)
     image = Image.new("RGB", (64, 64), "red")
     one = processor.conversation(_conv("<image>\nWhat?"), [image])
     assert one.grid_thws.tolist() == [[1, 8, 8]]  # 64 x 64 = 4096 pixels: the single-image max
     two = processor.conversation(_conv("<image>\n<image>\nWhat?"), [image, image])
     assert two.grid_thws.tolist() == [[1, 4, 4], [1, 4, 4]]  # each under 4096 / 2 pixels: 32 x 32
     video = processor.conversation(_conv("<video>\nWhat?"), video=[image] * 4)
-    assert video.grid_thws.tolist() == [[4, 6, 6]]  # each frame within 2304 pixels: 48 x 48
+    assert video.grid_thws.tolist() == [[4, 8, 8]]  # each frame within 4096 pixels: 64 x 64
     # the data path (SampleBuilder) makes its samples this way
     record = {"__key__": "k", "json": {"conversations": _conv("<image>\n<image>\nWhat?")}, "0.png": image,
               "1.png": image}

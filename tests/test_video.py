@@ -253,13 +253,53 @@ def test_motion_videos_move_the_way_their_answer_says_and_order_videos_add_the_s
     assert set(seen) == set(moves)
 
 
+def test_the_motion_videos_are_the_ones_the_direction_was_measured_on():
+    """Motion videos stay as VIDEO_VERSION 1 drew them (48 px; the default run's direction 99%, which fell to 33% with
+    64 px frames): a pinned fingerprint of the motion videos (frames and answers) of a seeded stream."""
+    rng = np.random.default_rng(7)
+    digest = hashlib.sha256()
+    for _ in range(200):
+        frames, _, answer, _, task = shapes_video.random_video(rng)
+        if task == "direction":
+            for frame in frames:
+                digest.update(frame.tobytes())
+            digest.update(answer.encode())
+    assert digest.hexdigest() == "cc87f3da688c1808335a42fb540c920112dcc6c1efdd01a9f1ff3493d2139847"
+
+
+def test_order_videos_draw_each_shape_on_its_own_visual_tokens_as_the_images_do(tmp_path):
+    """The tiny Ovis2.5 reads a shapes video at the frames' own size, and the shape of frame 0 (the first one, alone)
+    lies inside one aligned block of 2 x 2 visual tokens, as a shape in an image does: no visual token mixes two
+    shapes, and the shape names the images teach carry over to "which shape appears first" (at 48 px a quadrant
+    is 1.5 tokens and a shape straddles the grid)."""
+    _, processor = _ovis25_tiny(tmp_path)
+    token = processor.image_preprocessor.factor  # pixels per side of one visual token (patch x hidden_stride)
+    rng = np.random.default_rng(0)
+    frames, _, _ = shapes_video.order_video(rng)
+    sample = processor.conversation([{"from": "human", "value": "<video>\nWhich?"}, {"from": "gpt", "value": "a"}],
+                                    video=frames)
+    side = shapes_video.ORDER_SIDE // processor.image_preprocessor.patch_size
+    assert sample.grid_thws.tolist() == [[shapes_video.FRAMES, side, side]]  # the frames' own size
+    scene_radii = []
+    for _ in range(40):
+        frames, _, _ = shapes_video.order_video(rng)
+        pixels = np.asarray(frames[0]).astype(int)
+        ys, xs = np.nonzero(np.abs(pixels - pixels[0, 0]).sum(-1) > 60)
+        assert len({(y // (2 * token), x // (2 * token)) for y, x in zip(ys, xs)}) == 1
+        scene_radii.append((xs.max() - xs.min()) / 2)
+    assert min(scene_radii) >= 8  # the images' shapes: radius 9-12 px
+
+
 def test_video_shards_read_into_samples_that_need_the_frames(tmp_path):
     _, processor = _ovis25_tiny(tmp_path)
     [shard] = shapes_video.write_video_shards(tmp_path, "train", 12, seed=11, shards=1)
     stream = BatchStream([Source("video", (str(shard),))], SampleBuilder(processor, max_length=256),
                          processor.collate, batch_size=12, train=False)
     [batch] = list(stream)
-    assert batch["skipped"] == {} and batch["grid_thws"].tolist() == [[shapes_video.FRAMES, 6, 6]] * 12
+    p = processor.image_preprocessor.patch_size  # every frame at its own size: 48 px (motion) or 64 px (order)
+    sides = {shapes_video.MOTION_SIDE // p, shapes_video.ORDER_SIDE // p}
+    assert batch["skipped"] == {} and len(batch["grid_thws"]) == 12
+    assert {(t, h) for t, h, w in batch["grid_thws"].tolist() if h == w} == {(shapes_video.FRAMES, s) for s in sides}
 
 
 # ------------------------------------------------------------------------------------------------ benchmark

@@ -1,6 +1,6 @@
 """Short synthetic "videos" for the shapes dataset: questions that need more than one frame.
 
-Each video is `FRAMES` frames of `SIDE` x `SIDE` pixels, of one of two kinds:
+Each video is `FRAMES` square frames (`MOTION_SIDE` or `ORDER_SIDE` pixels), of one of two kinds:
 - motion: one shape moves a fixed step per frame left, right, up or down along a path centred at a random point (so
   no single frame tells the direction); "In which direction does the shape move?"
 - order: two different shapes; the first is there from the first frame, the second appears later (and the first
@@ -42,13 +42,21 @@ from .shapes import (
 log = logging.getLogger(__name__)
 
 FRAMES = 4
-SIDE = 48
+# Frame sizes by kind (a video's frames share one size; videos of a split differ, as real ones do).
+# Order videos take the image scenes' size: their two shapes are drawn as the images draw them (radius 9-12 px,
+# each centred in its 32 px quadrant), so at 16 px per visual token each shape fills its own 2 x 2 tokens as in an
+# image and the shape names the images teach carry over. (At 48 px a quadrant is 1.5 tokens: a shape straddled the
+# token grid, the middle row and column mixed both shapes, and "which shape appears first/second" stayed at 48%.)
+# Motion videos keep 48 px (3 x 3 tokens a frame), where the tiny run learns the direction (99%); at 64 px, with
+# the same small shape and step, it did not within the default run (33%).
+ORDER_SIDE = 64
+MOTION_SIDE = 48
 STEP = 8  # pixels a moving shape travels per frame
 DIRECTIONS = ("left", "right", "up", "down")
 _MOVES = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 MOTION_QUESTION = "In which direction does the shape move?"
 ORDER_QUESTIONS = ("Which shape appears first?", "Which shape appears second?")
-VIDEO_VERSION = 1  # bump when the generator's output changes: existing video splits are then rebuilt
+VIDEO_VERSION = 3  # bump when the generator's output changes: existing video splits are then rebuilt
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ class Sprite:
     positions: tuple[tuple[int, int] | None, ...]
 
 
-def render(sprites: list[Sprite], rng: np.random.Generator, frames: int = FRAMES, side: int = SIDE) -> list[Image.Image]:
+def render(sprites: list[Sprite], rng: np.random.Generator, frames: int, side: int) -> list[Image.Image]:
     background = int(rng.integers(225, 256))
     images = []
     for k in range(frames):
@@ -74,7 +82,8 @@ def render(sprites: list[Sprite], rng: np.random.Generator, frames: int = FRAMES
     return images
 
 
-def motion_video(rng: np.random.Generator, frames: int = FRAMES, side: int = SIDE) -> tuple[list[Image.Image], str]:
+def motion_video(rng: np.random.Generator, frames: int = FRAMES,
+                 side: int = MOTION_SIDE) -> tuple[list[Image.Image], str]:
     """One shape moving STEP pixels a frame; its path is centred on a random point, so the middle of the motion is
     anywhere and the first frame's position does not give the direction away. Returns (frames, direction)."""
     direction = DIRECTIONS[int(rng.integers(len(DIRECTIONS)))]
@@ -93,7 +102,8 @@ def motion_video(rng: np.random.Generator, frames: int = FRAMES, side: int = SID
     return render([Sprite(shape, colour, r, tuple(positions))], rng, frames, side), direction
 
 
-def order_video(rng: np.random.Generator, frames: int = FRAMES, side: int = SIDE) -> tuple[list[Image.Image], str, str]:
+def order_video(rng: np.random.Generator, frames: int = FRAMES,
+                side: int = ORDER_SIDE) -> tuple[list[Image.Image], str, str]:
     """Two different shapes in two quadrants: the first from frame 0 until a frame `end`, the second from a frame
     `start` >= 1 to the last (end >= start: they may overlap or not). Returns (frames, first shape, second shape)."""
     first, second = (SHAPES[int(k)] for k in rng.permutation(len(SHAPES))[:2])
@@ -176,7 +186,8 @@ def ensure_shapes_videos(directory: str | Path, scale: float = 1.0) -> Path:
     splits are not rebuilt for them)."""
     directory = Path(directory)
     stamp = directory / "VIDEO_DONE.json"
-    spec = {"version": VIDEO_VERSION, "scale": scale, "frames": FRAMES, "side": SIDE, "splits": VIDEO_SPLITS,
+    spec = {"version": VIDEO_VERSION, "scale": scale, "frames": FRAMES,
+            "side": {"motion": MOTION_SIDE, "order": ORDER_SIDE}, "splits": VIDEO_SPLITS,
             "mc_test": VIDEO_MC_TEST}
     if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):
         return directory
