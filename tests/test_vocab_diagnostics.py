@@ -118,6 +118,23 @@ def test_the_callback_logs_and_summarises_the_hand_example(tmp_path):
     assert callback.summary["dead_words"] == 1 and callback.summary["file"].endswith("vocab_diagnostics.json")
 
 
+def test_the_picture_tints_the_patches_where_the_word_is_likely():
+    from ovis_lit.training.vocab_diagnostics import heat_map_picture
+
+    crops = torch.full((2, 3, 16, 16), 0.5)
+    crops[0, :, 0, 0] = 0.0  # the min-max range is over all crops: the grey stays grey
+    heat = torch.tensor([[[0.1, 0.1], [0.1, 0.8]], [[0.1, 0.1], [0.1, 0.1]]])
+    picture = heat_map_picture(crops, heat, "word", scale=4).convert("RGB")
+    pad, caption, cell = 4, 14, 64  # the layout: crops of side 16 * 4 in a row, below a caption line
+
+    def at(crop, row, col):  # the centre of a token's patch in the picture
+        return picture.getpixel((pad + crop * (cell + pad) + col * 32 + 16, pad + caption + row * 32 + 16))
+
+    hot, cold, other = at(0, 1, 1), at(0, 0, 0), at(1, 1, 1)
+    assert hot[0] > 200 and hot[1] < 100  # red where the word's probability is the picture's highest
+    assert cold == other and abs(cold[0] - cold[1]) < 3  # untinted (grey) at the lowest
+
+
 def test_a_resumed_run_keeps_the_totals_of_the_run_so_far(tmp_path):
     """The callback's state travels in checkpoints (Lightning saves callbacks' state_dict): words used before the
     interruption are not counted dead after it."""

@@ -73,21 +73,23 @@ def nearest_text_tokens(visual_rows: torch.Tensor, text_table: torch.Tensor, k: 
 
 
 def heat_map_picture(crops: torch.Tensor, heat: torch.Tensor, title: str, scale: int = 4) -> Image.Image:
-    """Each crop [3, S, S] (any normalisation: shown min-max scaled) side by side, tinted red by its token grid's
-    `heat` [g, g] (the chosen word's probability at each visual token, scaled by the largest in the picture), with
-    the token grid drawn over it and the crop's largest probability below."""
+    """Each crop [3, S, S] (any normalisation: shown min-max scaled over all crops) side by side, tinted red by its
+    token grid's `heat` [g, g] (the chosen word's probability at each visual token, from the picture's lowest: clear,
+    to its highest: red), with the token grid drawn over it and the crop's largest probability below."""
     n, _, side, _ = crops.shape
     grid = heat.shape[-1]
-    peak = float(heat.max()) or 1.0
+    low, high = float(crops.min()), float(crops.max())
+    floor = float(heat.min())
+    span = float(heat.max()) - floor or 1.0
     cell, pad, caption = side * scale, 4, 14
     canvas = Image.new("RGB", (n * (cell + pad) + pad, cell + 2 * pad + 2 * caption), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     draw.text((pad, 1), title, fill=(0, 0, 0))
     for k in range(n):
         pixels = crops[k].detach().float().permute(1, 2, 0).cpu().numpy()
-        pixels = (pixels - pixels.min()) / max(float(pixels.max() - pixels.min()), 1e-6)
+        pixels = np.clip((pixels - low) / max(high - low, 1e-6), 0, 1)
         image = Image.fromarray((pixels * 255).astype(np.uint8)).resize((cell, cell), Image.NEAREST)
-        weight = heat[k].detach().float().cpu().numpy() / peak
+        weight = (heat[k].detach().float().cpu().numpy() - floor) / span
         alpha = Image.fromarray((weight * 160).astype(np.uint8)).resize((cell, cell), Image.NEAREST)
         image = Image.composite(Image.new("RGB", (cell, cell), (255, 0, 0)), image, alpha)
         tile = ImageDraw.Draw(image)
@@ -243,7 +245,8 @@ class VisualVocabularyDiagnostics(L.Callback):
             if self._picture is not None:
                 word, crops, heat = self._picture
                 path = out / f"visual_word_{word}.png"
-                title = f"visual word {word}: its probability per visual token (red: high)"
+                title = (f"visual word {word}: its probability per visual token, from {float(heat.min()):.3g} (clear) "
+                         f"to {float(heat.max()):.3g} (red)")
                 heat_map_picture(crops, heat, title).save(path)
                 report["picture"], report["picture_word"] = str(path), word
             elif self._picture_note:
