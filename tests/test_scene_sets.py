@@ -84,7 +84,7 @@ def _blobs(mask: np.ndarray) -> int:
 
 
 def test_digit_pools_split_every_class_without_overlap():
-    images, labels = digits._digits()
+    _, labels = digits._digits()
     pools = digits.pools()
     every = np.concatenate([idx for split in pools.values() for idx in split.values()])
     assert sorted(every.tolist()) == list(range(len(labels)))  # each image in exactly one pool
@@ -185,7 +185,7 @@ def test_the_question_text_alone_is_at_chance(name):
             prior[q.text][q.answer] += 1
     right = total = 0
     for scene, q, qrng in scene_sets.heldout_scenes(scene_set, 300):
-        options, letter = scene_sets.multiple_choice(q.answer, list(q.space), qrng)
+        options, _ = scene_sets.multiple_choice(q.answer, list(q.space), qrng)
         guess = max(options, key=lambda o: prior[q.text][o])
         right += guess == q.answer
         total += 1

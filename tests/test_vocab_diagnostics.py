@@ -4,6 +4,7 @@ and picture, connectors without a vocabulary skipped with a note, and a real run
 
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -186,7 +187,7 @@ def test_the_capture_holds_the_heads_logits_where_the_fast_path_overwrites_them(
 
 
 @pytest.mark.slow
-def test_a_run_on_the_vision_data_logs_the_vocabulary_and_scores_every_held_out_set(tmp_path):
+def test_a_run_on_the_vision_data_logs_the_vocabulary_and_scores_every_held_out_set(tmp_path, capsys):
     """python train.py data=shapes_vision stage=s3 on the digits and hard shapes only, a few steps: the stage
     summary carries the diagnostics, the files are written, each held-out set is scored with its blank baseline."""
     pytest.importorskip("sklearn")
@@ -199,9 +200,11 @@ def test_a_run_on_the_vision_data_logs_the_vocabulary_and_scores_every_held_out_
                          "callbacks.vocab.every_n_steps=1", "data.heldout=null", "data.prepare.scale=0.005",
                          "trainer.log_every_n_steps=1"], tmp_path / "run", tmp_path / "data")
     train(cfg)
+    printed = capsys.readouterr().out
+    assert "visual vocabulary: " in printed and "held-out multiple choice (digits): accuracy" in printed
     summary = json.loads((tmp_path / "run" / "run_summary.json").read_text())
     vocab = summary["stages"][0]["vocab_diagnostics"]
-    report = json.loads(open(vocab["file"]).read())
+    report = json.loads(Path(vocab["file"]).read_text())
     assert [h["step"] for h in report["history"]] == [0, 1, 2]
     words = report["image_words"]
     for h in report["history"]:

@@ -20,9 +20,9 @@ import base64
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -64,7 +64,7 @@ class SceneSet:
 
     def shard_pattern(self, split: str) -> str:
         """The brace pattern of a split's shards (what conf/data/shapes.yaml names)."""
-        n, _, shards = self.splits[split]
+        _, _, shards = self.splits[split]
         last = f"{shards - 1:06d}"
         return f"{self.name}-{split}-{{000000..{last}}}.tar" if shards > 1 else f"{self.name}-{split}-000000.tar"
 
@@ -92,7 +92,7 @@ def heldout_fingerprints(scene_set: SceneSet, n: int) -> set[str]:
 
 def write_mc_tsv(scene_set: SceneSet, path: Path, n: int | None = None) -> None:
     """The held-out A-D questions in the MMBench TSV layout: index, question, hint, A-D, answer, category, image."""
-    rows = ["\t".join(["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image"])]
+    rows = ["index\tquestion\thint\tA\tB\tC\tD\tanswer\tcategory\timage"]
     for k, (scene, q, rng) in enumerate(heldout_scenes(scene_set, n)):
         options, letter = multiple_choice(q.answer, list(q.space), rng)
         rows.append("\t".join([str(k), q.text, "", *options, letter, q.category,

@@ -169,8 +169,17 @@ def report(summaries: list[dict[str, Any]], results: dict[str, dict[str, Any]], 
             + (f"  skipped {s['skipped_samples']}" if s.get("skipped_samples") else "")
             + (f"  skipped in validation {s['val_skipped_samples']}" if s.get("val_skipped_samples") else "")
         )
+        vocab = s.get("vocab_diagnostics")
+        if vocab and vocab.get("skipped"):
+            lines.append(f"    visual vocabulary: not diagnosed ({vocab['skipped']})")
+        elif vocab and vocab.get("last"):
+            lines.append(
+                f"    visual vocabulary: {vocab['usage_share_cumulative']:.1%} of {vocab['image_words']} words used, "
+                f"{vocab['dead_words']} dead; last batch: entropy {vocab['last']['entropy']:.2f} nats, perplexity "
+                f"{vocab['last']['perplexity']:.1f}  ({vocab['file']})")
     for key, result in results.items():
-        what = "held-out multiple choice" + ("" if key == "heldout" else f" ({HELDOUT_SETS.get(key, result['benchmark'])})")
+        which = HELDOUT_SETS.get(key, result["benchmark"])  # images, videos, or the extra set's benchmark kind
+        what = "held-out multiple choice" + ("" if key == "heldout" else f" ({which})")
         blank = "blank-video" if key == "heldout_video" else "blank-image"
         if result["accuracy"] is None:  # an empty held-out file: no score, not 0%
             lines.append(f"  {what}: no score (no question was scored; n = {result['n']})")

@@ -220,7 +220,7 @@ class VisualVocabularyDiagnostics(L.Callback):
             self._picture_note = "no picture: tokens are not a square grid per crop (native resolution)"
             return
         crops, per_crop = shape[0], shape[1]
-        grid = int(round(per_crop**0.5))
+        grid = round(per_crop**0.5)
         if grid * grid != per_crop:
             self._picture_note = f"no picture: {per_crop} tokens per crop are not a square grid"
             return
