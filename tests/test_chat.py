@@ -328,3 +328,51 @@ def test_the_web_demos_history_becomes_the_same_turns(pictures):
     with pytest.raises(Rejected, match="decode_error"):
         conversation_from_history([{"role": "user", "content": [{"path": str(pictures / "bad.png")}]},
                                    {"role": "assistant", "content": "?"}])
+
+
+class _RecordingStreamer:
+    def __init__(self):
+        self.tokens, self.ends, self.after_end = [], 0, 0
+
+    def put(self, value):
+        self.after_end += bool(self.ends)
+        self.tokens += value.reshape(-1).tolist()
+
+    def end(self):
+        self.ends += 1
+
+
+class _ScriptedModel:
+    """generate as transformers' does it for a streamer: the prompt ids first, then each new token, then end();
+    the new tokens come from a script (one list per call)."""
+
+    def __init__(self, *script):
+        self.script = list(script)
+
+    def generate(self, input_ids, attention_mask, pixel_values, grid_thws, max_new_tokens, streamer=None, **_):
+        new = self.script.pop(0)[:max_new_tokens]
+        if streamer is not None:
+            streamer.put(input_ids)
+            for token in new:
+                streamer.put(torch.tensor([token]))
+            streamer.end()
+        return torch.tensor([new])
+
+
+@pytest.mark.parametrize("script,max_new", [
+    ([[5, 6, 7], [8, 9, 2]], 20),  # the budget runs out in the thinking: concluded, then continued
+    ([[5, 2]], 20),  # EOS in phase 1: nothing more
+    ([[5, 6, 7]], 4),  # the budget and the concluding sentence fill max_new_tokens: no phase 2
+])
+def test_a_thinking_budget_streams_its_phases_as_one(script, max_new):
+    """What the streamer is handed is exactly the tokens returned (phase 1, the concluding sentence, phase 2; never
+    phase 2's prompt), and the stream ends once, at the end."""
+    from ovis_lit.evaluation.thinking import generate_with_thinking_budget
+
+    tok = AutoTokenizer.from_pretrained(FIXTURE25 / "checkpoint")
+    prompt = torch.tensor([[11, 12, 13]])
+    streamer = _RecordingStreamer()
+    rows = generate_with_thinking_budget(_ScriptedModel(*script), tok, prompt, torch.ones_like(prompt), None, None, 3,
+                                         max_new, [2], 0, budget_exhausted_text="</think>\n\n", streamer=streamer)
+    assert streamer.tokens == [11, 12, 13] + rows[0]  # the caller's streamer skips the prompt itself
+    assert streamer.ends == 1 and streamer.after_end == 0
