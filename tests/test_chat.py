@@ -376,3 +376,20 @@ def test_a_thinking_budget_streams_its_phases_as_one(script, max_new):
                                          max_new, [2], 0, budget_exhausted_text="</think>\n\n", streamer=streamer)
     assert streamer.tokens == [11, 12, 13] + rows[0]  # the caller's streamer skips the prompt itself
     assert streamer.ends == 1 and streamer.after_end == 0
+
+
+def test_thinking_that_never_ends_is_kept_as_the_answer(tiny25):
+    """Within 3 new tokens the random model never writes </think>: as split_thinking says, all of it is the answer;
+    the terminal says so after the streamed thinking, and the web demo's last message shows it as the answer."""
+    from ovis_lit.chat.web_history import stream_answer
+
+    model, processor = tiny25
+    session = ChatSession(model, processor, Decoding(max_new_tokens=3))
+    out = io.StringIO()
+    chat_loop(session, iter(["/think on", "Hi"]), out)
+    answer = session.turns[-1]["value"]
+    assert answer and "[thinking]" in out.getvalue()
+    assert "the thinking did not end within max_new_tokens: all of it is kept as the answer" in out.getvalue()
+    session.reset()
+    *_, last = stream_answer(session, "Hi", [])
+    assert last == ("", answer)

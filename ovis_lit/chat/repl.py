@@ -101,8 +101,10 @@ def chat_loop(session: ChatSession, lines: Iterator[str], out: TextIO = sys.stdo
         terminal.start()
         out.write("model> ")
         try:
-            session.ask(line, pending, on_text=terminal)
+            answer = session.ask(line, pending, on_text=terminal)
             pending = []
+            if terminal.part == THINKING and answer:
+                out.write("\n[the thinking did not end within max_new_tokens: all of it is kept as the answer]")
         except Rejected as e:  # e.g. an image the processor cannot resize: the message is not sent
             out.write(f"\n{refusal(e)}\n")
         except ValueError as e:  # e.g. more <image> marks than images: the message is not sent

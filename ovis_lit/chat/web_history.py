@@ -95,4 +95,6 @@ def stream_answer(session: ChatSession, text: str, images: list[Image.Image]) ->
         yield thinking, answer
     if "error" in outcome:
         raise outcome["error"]
+    if not answer.strip() and outcome["answer"]:  # no </think> came: all of it is the answer (split_thinking)
+        thinking = ""
     yield thinking.strip(), outcome["answer"]
