@@ -134,6 +134,9 @@ def test_demo_answers_in_a_real_browser(demo_url, browser, tmp_path):
             return [_shown(b.text) for b in bots] if len(bots) >= count else False
         return shown
 
+    send("<image> <image>")  # two image marks and no image: refused with a warning, and the chat goes on
+    wait.until(ready.text_to_be_present_in_element((By.CSS_SELECTOR, "[data-testid=toast-body]"),
+                                                   "cannot answer this message: the message has 2 <image> marks"))
     upload = wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "input[type=file]")))
     upload.send_keys(str(image_path))
     wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "img[src*='red.png']")))  # the upload is attached

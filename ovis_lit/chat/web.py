@@ -11,6 +11,7 @@ import os
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no analytics, no version check
 
+import html
 from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
@@ -21,6 +22,10 @@ from ..rejection import Rejected
 from .images import open_local_image, refusal
 from .session import ChatSession, Decoding
 from .web_history import THINKING_TITLE, conversation_from_history, message_files, stream_answer
+
+
+def _warn(text: str) -> None:
+    gr.Warning(html.escape(text))  # a toast renders HTML: "<image>" must show as typed
 
 
 def _shown(thinking: str, answer: str, with_thinking: bool) -> Any:
@@ -34,23 +39,27 @@ def build_demo(model, processor, decoding: Decoding | None = None, title: str = 
     decoding = (decoding or Decoding()).check(processor)
 
     def respond(message: dict, history: list[dict], think: bool = False) -> Iterator[Any]:
+        # What cannot be answered is told in a warning and the message stays unanswered (the next turns leave it
+        # out): raising gr.Error instead would leave the textbox disabled (Gradio 6.31's ChatInterface)
         try:
             turns, images = conversation_from_history(history)
             attached = [open_local_image(path) for path in message_files(message)]
         except Rejected as e:
-            raise gr.Error(refusal(e)) from None
+            _warn(refusal(e))
+            return
         text = (message.get("text") or "").strip()
         if not text and not attached:
-            raise gr.Error("type a message or attach an image")
+            _warn("type a message or attach an image")
+            return
         session = ChatSession(model, processor, replace(decoding, thinking=bool(think)))
         session.turns, session.images = turns, images
         try:
             for thinking, answer in stream_answer(session, text, attached):
                 yield _shown(thinking, answer, bool(think))
         except Rejected as e:
-            raise gr.Error(refusal(e)) from None
+            _warn(refusal(e))
         except ValueError as e:
-            raise gr.Error(f"cannot answer this message: {e}") from None
+            _warn(f"cannot answer this message: {e}")
 
     extra = []
     if processor.takes_thinking:
