@@ -4,7 +4,6 @@ generation for the same prompts and images."""
 
 import io
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -209,6 +208,20 @@ def test_thinking_on_and_off_on_the_tiny_ovis25(tiny25, pictures, monkeypatch):
     assert session.decoding.options()["thinking_budget"] is None  # the budget applies only while thinking is on
 
 
+def test_sampling_is_seeded_and_greedy_is_the_default(gemma16, pictures):
+    """temperature > 0 samples (the same answers under the same seed, others than greedy's); 0 is greedy."""
+    model, processor = gemma16
+    red = open_local_image(pictures / "red.png")
+    greedy = ChatSession(model, processor, Decoding(max_new_tokens=6)).ask("Describe it.", [red])
+    sampled = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        sampled.append(ChatSession(model, processor, Decoding(max_new_tokens=6, temperature=5.0)).ask("Describe it.",
+                                                                                                       [red]))
+    assert sampled[0] == sampled[1] and len({greedy, sampled[0], sampled[2]}) == 3
+    assert greedy == generate_answers(model, processor, [("Describe it.", [red])], max_new_tokens=6, progress=False)[0]
+
+
 def test_decoding_settings_are_checked(gemma16):
     _, processor = gemma16
     with pytest.raises(ValueError, match="Ovis2.5"):
@@ -242,8 +255,8 @@ def test_batch_mode_equals_evals_run_generation(tmp_path, capsys):
     from ovis_lit.evaluation.benchmarks import build_benchmark
     from ovis_lit.evaluation.entry import evaluate
 
-    from .test_eval_run import SIZES
     from .test_eval_fixtures import COLOURS, png_b64, write_tsv
+    from .test_eval_run import SIZES
 
     rows = [{"index": k, "question": f"What colour is shape {k}?", "hint": "", **dict(zip("ABCD", COLOURS[k:k + 4])),
              "answer": "A", "category": "colour", "image": png_b64(COLOURS[k], size)}

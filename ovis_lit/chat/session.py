@@ -27,7 +27,7 @@ class Decoding:
     top_p: float = 1.0
     top_k: int | None = None
 
-    def check(self, processor: ChatProcessor) -> "Decoding":
+    def check(self, processor: ChatProcessor) -> Decoding:
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
         if self.thinking and not processor.takes_thinking:
