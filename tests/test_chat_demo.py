@@ -4,6 +4,7 @@ Ovis 1.6 fixture; the test uploads an image, asks a question, waits for the stre
 checks both answers are the model's greedy answers for that conversation. Skipped, with the reason, when no browser
 or driver is installed (CI installs them: `apt-get install chromium chromium-driver`)."""
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -22,9 +23,12 @@ CHROMIUM = next(filter(None, (os.environ.get("CHROMIUM_BINARY"), shutil.which("c
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or shutil.which("chromedriver")
 MAX_NEW_TOKENS = 8
 
+MISSING = [name for name in ("gradio", "selenium") if importlib.util.find_spec(name) is None]
+
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
                        reason="no Chromium and chromedriver installed (apt-get install chromium chromium-driver)"),
+    pytest.mark.skipif(bool(MISSING), reason=f"{MISSING} not installed (pip install -e '.[demo]')"),
     pytest.mark.slow,
 ]
 
@@ -76,7 +80,7 @@ def demo_url(tmp_path):
 
 @pytest.fixture
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     os.environ["SE_OFFLINE"] = "true"  # Selenium Manager, were it ever reached, must not download anything
@@ -98,7 +102,6 @@ def _shown(text: str) -> str:
 
 
 def test_demo_answers_in_a_real_browser(demo_url, browser, tmp_path):
-    pytest.importorskip("gradio")
     from PIL import Image
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.common.by import By

@@ -67,7 +67,10 @@ def chat(cfg: DictConfig) -> dict | None:
 
 def demo(cfg: DictConfig) -> None:
     """The web demo (demo.py): the checkpoint behind a Gradio chat on cfg.host:cfg.port."""
-    from .web import build_demo, serve
+    try:
+        from .web import build_demo, serve
+    except ModuleNotFoundError as e:
+        raise ModuleNotFoundError(f"demo.py needs {e.name}: pip install -e '.[demo]'") from e
 
     session, info = load(cfg)
     serve(build_demo(session.model, session.processor, session.decoding, title=f"ovis-lit: {Path(info['checkpoint']).name}"),
