@@ -5,6 +5,7 @@ checks both answers are the model's greedy answers for that conversation. Skippe
 or driver is installed (CI installs them: `apt-get install chromium chromium-driver`)."""
 
 import importlib.util
+import json
 import os
 import shutil
 import signal
@@ -89,6 +90,7 @@ def browser():
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
                      "--window-size=1280,1600", "--no-first-run", "--disable-extensions"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # every request the page makes
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
     try:
         yield driver
@@ -155,3 +157,8 @@ def test_demo_answers_in_a_real_browser(demo_url, browser, tmp_path):
     send("And its shape?")
     wait_for_answers(first, second)  # the follow-up was answered after the first turn, image included
     assert "Traceback" not in log_path.read_text()
+    # the page fetched nothing from anywhere but the demo itself (no fonts, scripts or analytics from the internet)
+    requested = {json.loads(entry["message"])["message"].get("params", {}).get("request", {}).get("url", "")
+                 for entry in browser.get_log("performance")}
+    elsewhere = {u for u in requested if u and not u.startswith((url, "data:", "blob:"))}
+    assert len(requested) > 5 and not elsewhere, elsewhere
