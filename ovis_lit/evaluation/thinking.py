@@ -10,6 +10,7 @@ original, phase 1 never runs past `max_new_tokens` (a budget at or above it is p
 from __future__ import annotations
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
 from ..model.ovis import OvisModel
 from ..processing.native_resolution import NATIVE_IMAGE_START_ID, NATIVE_VIDEO_START_ID
@@ -51,23 +52,30 @@ def generate_with_thinking_budget(
     eos_token_ids: list[int],
     pad_token_id: int,
     budget_exhausted_text: str = BUDGET_EXHAUSTED_TEXT,
+    sampling: dict | None = None,
+    streamer=None,
 ) -> list[list[int]]:
-    """New tokens per sample (up to and including EOS), greedy. The prompts should open a thinking turn (the
-    generation preface "" of the Qwen3 format)."""
+    """New tokens per sample (up to and including EOS), greedy unless `sampling` (model.generate options). The
+    prompts should open a thinking turn (the generation preface "" of the Qwen3 format). `streamer` (a transformers
+    `BaseStreamer`, one sample): handed phase 1's tokens, the concluding sentence and phase 2's tokens as one stream."""
     if not 0 < thinking_budget:
         raise ValueError(f"thinking_budget must be positive, got {thinking_budget}")
     eos = set(eos_token_ids)
     think_end = tokenizer.convert_tokens_to_ids("</think>")
     extra = tokenizer(budget_exhausted_text, add_special_tokens=False)["input_ids"]
-    common = dict(do_sample=False, eos_token_id=list(eos), pad_token_id=pad_token_id)
+    common = dict(do_sample=False, **(sampling or {}), eos_token_id=list(eos), pad_token_id=pad_token_id)
     budget = min(thinking_budget, max_new_tokens)
-    first = model.generate(input_ids, attention_mask, pixel_values, grid_thws, max_new_tokens=budget, **common)
+    phase1 = {} if streamer is None else {"streamer": _StreamPhase(streamer, skip_prompt=False, end=False)}
+    first = model.generate(input_ids, attention_mask, pixel_values, grid_thws, max_new_tokens=budget, **common,
+                           **phase1)
     outputs, prompts, open_rows, room = [], [], [], []
     for i, row in enumerate(first.tolist()):
         new, stopped = _until_eos(row, eos)
         if not stopped and len(new) < max_new_tokens:
             if think_end not in new:
                 new = new + extra  # the budget ran out inside the thinking: conclude it
+                if streamer is not None:
+                    streamer.put(torch.tensor([extra]))
             if len(new) < max_new_tokens:
                 open_rows.append(i)
                 room.append(max_new_tokens - len(new))
@@ -77,10 +85,31 @@ def generate_with_thinking_budget(
         # the same images, for the rows that continue: patches and grids of the other rows are left out
         ids, mask = _left_pad(prompts, pad_token_id, input_ids.device)
         pixels, grids = _rows_visual_input(input_ids, attention_mask, pixel_values, grid_thws, open_rows)
-        second = model.generate(ids, mask, pixels, grids, max_new_tokens=max(room), **common)
+        phase2 = {} if streamer is None else {"streamer": _StreamPhase(streamer, skip_prompt=True, end=True)}
+        second = model.generate(ids, mask, pixels, grids, max_new_tokens=max(room), **common, **phase2)
         for i, n, row in zip(open_rows, room, second.tolist()):  # greedy: a shorter run is a prefix
             outputs[i] = outputs[i] + _until_eos(row[:n], eos)[0]
+    elif streamer is not None:
+        streamer.end()
     return outputs
+
+
+class _StreamPhase(BaseStreamer):
+    """One `generate` call's view of the caller's streamer, so that the two phases make one stream: phase 2's prompt
+    (generate's first put: phase 1's tokens again) is not handed over, and only the last phase ends the stream."""
+
+    def __init__(self, streamer: BaseStreamer, skip_prompt: bool, end: bool):
+        self.streamer, self.skip_prompt, self.ends = streamer, skip_prompt, end
+
+    def put(self, value):
+        if self.skip_prompt:
+            self.skip_prompt = False
+            return
+        self.streamer.put(value)
+
+    def end(self):
+        if self.ends:
+            self.streamer.end()
 
 
 def split_thinking(tokenizer, new_tokens: list[int]) -> tuple[str, str]:

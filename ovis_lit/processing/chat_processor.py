@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..constants import IGNORE_ID, IMAGE_TOKEN
-from .conversation import ConversationFormatter, FormattedText
+from .conversation import ROLE_ALIASES, ConversationFormatter, FormattedText
 
 
 class ChatProcessor:
@@ -30,8 +30,15 @@ class ChatProcessor:
         return self.formatter.format_spec.empty_think is not None
 
 
-def user_turn(question: str, n_images: int) -> list[dict]:
-    """One user turn of an inference prompt; `<image>` is prepended per image when the text has none."""
+def user_turn(question: str | list[dict], n_images: int) -> list[dict]:
+    """One user turn of an inference prompt; `<image>` is prepended per image when the text has none. A list of turns
+    is a conversation so far (a multi-turn chat), taken as it is: it must end with the user's turn and carry its own
+    `<image>` marks, one per image, in order."""
+    if not isinstance(question, str):
+        turns = list(question)
+        if not turns or ROLE_ALIASES.get(turns[-1].get("from", turns[-1].get("role"))) != "human":
+            raise ValueError("a conversation to answer must end with the user's turn")
+        return turns
     if n_images and IMAGE_TOKEN not in question:
         question = f"{IMAGE_TOKEN}\n" * n_images + question
     return [{"from": "human", "value": question}]
