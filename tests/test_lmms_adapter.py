@@ -25,8 +25,10 @@ from ovis_lit.evaluation.generation import generate_answers  # noqa: E402
 from ovis_lit.evaluation.lmms_adapter import OvisLit, cut_at_stop_strings  # noqa: E402
 from ovis_lit.evaluation.lmms_plugin import ENTRY_POINT, MODEL_ID  # noqa: E402
 from ovis_lit.evaluation.suite import generate_for  # noqa: E402
+from ovis_lit.rejection import Rejected  # noqa: E402
 
 from .conftest import REPO  # noqa: E402
+from .test_converters import bomb_png  # noqa: E402
 
 CHECKPOINT = REPO / "tests" / "fixtures" / "ovis25-reference-tiny" / "checkpoint"
 TASKS = REPO / "tests" / "lmms_tasks"
@@ -174,6 +176,18 @@ def test_visual_kinds(lm, tmp_path):
                                 **PIXELS)
     assert answers == expected + ["", ""]
     assert lm.skipped - before == {"unsupported input": 2}
+
+
+def test_images_over_the_pixel_limit_are_refused_undecoded(lm):
+    """An image `datasets` opened lazily whose header claims more pixels than the decoder's limit is refused before
+    its pixels are decoded; one over PIL's own guard fails as it is opened (where `datasets` reads the row):
+    both are `Rejected` (answered \"\" and counted by generate_until)."""
+    claims_81m = Image.open(io.BytesIO(bomb_png(9000, 9000)))  # over 2**26 pixels, under PIL's guard
+    lm.task_dict = {"t": {"test": [{}]}}
+    with pytest.raises(Rejected, match="too_many_pixels"):
+        lm.visual_inputs(lambda doc: [claims_81m], "t", "test", 0)
+    with pytest.raises(Rejected, match="too_many_pixels"):
+        lm.visual_inputs(lambda doc: [Image.open(io.BytesIO(bomb_png()))], "t", "test", 0)
 
 
 def test_marks_kept_only_one_per_image(lm):
