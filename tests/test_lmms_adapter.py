@@ -12,27 +12,29 @@ import logging
 
 import pytest
 
-pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (CI: pip install --no-deps lmms-eval==0.7.3 "
-                                        "loguru evaluate sacrebleu tenacity 'filelock<4'; see evals/README.md)")
+pytest.importorskip("lmms_eval", reason="lmms-eval is not installed: pip install --no-deps lmms-eval==0.7.3, then "
+                                        "its evaluator's dependencies (evals/README.md, 'Running lmms-eval tasks')")
 
-import datasets  # noqa: E402  (lmms-eval's tasks read their rows with it)
-from lmms_eval.api.instance import Instance  # noqa: E402
-from lmms_eval.models.registry_v2 import ModelRegistryV2  # noqa: E402
-from PIL import Image  # noqa: E402
+import datasets  # lmms-eval's tasks read their rows with it
+from lmms_eval.api.instance import Instance, unwrap_generation_output
+from lmms_eval.models.registry_v2 import ModelRegistryV2
+from PIL import Image
 
-from ovis_lit.evaluation.benchmarks.base import Item  # noqa: E402
-from ovis_lit.evaluation.generation import generate_answers  # noqa: E402
-from ovis_lit.evaluation.lmms_adapter import OvisLit, cut_at_stop_strings  # noqa: E402
-from ovis_lit.evaluation.lmms_plugin import ENTRY_POINT, MODEL_ID  # noqa: E402
-from ovis_lit.evaluation.suite import generate_for  # noqa: E402
-from ovis_lit.rejection import Rejected  # noqa: E402
+from ovis_lit.evaluation.benchmarks.base import Item
+from ovis_lit.evaluation.generation import generate_answers
+from ovis_lit.evaluation.lmms_adapter import OvisLit, cut_at_stop_strings
+from ovis_lit.evaluation.lmms_plugin import ENTRY_POINT, MODEL_ID
+from ovis_lit.evaluation.suite import generate_for
+from ovis_lit.rejection import Rejected
 
-from .conftest import REPO  # noqa: E402
-from .test_converters import bomb_png  # noqa: E402
+from .conftest import REPO
+from .test_converters import bomb_png
 
 CHECKPOINT = REPO / "tests" / "fixtures" / "ovis25-reference-tiny" / "checkpoint"
 TASKS = REPO / "tests" / "lmms_tasks"
 POST_PROMPT = "\nAnswer the question using a single word or phrase."  # ovis_lit_tiny.yaml's
+MC_POST_PROMPT = "\nAnswer with the colour's name."  # ovis_lit_tiny_mc.yaml's
+MC_CHOICES = ["red", "blue"]
 MAX_NEW_TOKENS = 6  # ovis_lit_tiny.yaml's generation_kwargs
 # small pixel budgets (Ovis2.5 model args): 16 patches an image instead of the processor's 3136 keep the test fast
 PIXELS = {"min_pixels": 1024, "max_pixels": 4096}
@@ -99,10 +101,11 @@ def expected(lm):
 
 
 @pytest.mark.slow
-def test_a_tiny_task_through_lmms_evals_evaluator(ovis_lit_registry, expected, tmp_path, monkeypatch, caplog):
-    """simple_evaluate as `python -m lmms_eval --model ovis_lit --model_args ... --tasks ovis_lit_tiny
-    --include_path tests/lmms_tasks --gen_kwargs until=...` calls it: the predictions are evals/run.py's, cut at the
-    stop string; the refused rows are answered "" and counted; exact_match is what the task's process_results gives."""
+def test_tiny_tasks_through_lmms_evals_evaluator(ovis_lit_registry, lm, expected, tmp_path, monkeypatch, caplog):
+    """simple_evaluate as `python -m lmms_eval --model ovis_lit --model_args ... --tasks ovis_lit_tiny,ovis_lit_tiny_mc
+    --include_path tests/lmms_tasks --gen_kwargs until=...` calls it. generate_until: the predictions are
+    evals/run.py's, cut at the stop string; the refused rows are answered "" and counted; exact_match is what the
+    task's process_results gives. multiple_choice: each row's choice is the one with the lowest training loss."""
     import lmms_eval.models
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
@@ -121,11 +124,20 @@ def test_a_tiny_task_through_lmms_evals_evaluator(ovis_lit_registry, expected, t
     datasets.Dataset.from_dict({"question": [q for q, _ in ROWS], "answer": gold,
                                 "image": [{"bytes": image, "path": None} for _, image in ROWS]},
                                features=features).to_parquet(tmp_path / "ovis_lit_tiny.parquet")
+    # multiple choice: no undecodable row (lmms-eval reads each row with its images to list the choices)
+    mc_rows = [ROWS[k] for k in (0, 1, 2, 5)]
+    picks = [min(range(2), key=lambda c: reference_loss(lm, question + MC_POST_PROMPT, " " + MC_CHOICES[c],
+                                                        [Image.open(io.BytesIO(image))]))
+             for question, image in mc_rows[:3]]
+    mc_gold = [picks[0], 1 - picks[1], picks[2], 1]  # the refused row scores inf for both: lmms-eval picks choice 0
+    datasets.Dataset.from_dict({"question": [q for q, _ in mc_rows], "choices": [MC_CHOICES] * 4, "gold": mc_gold,
+                                "image": [{"bytes": image, "path": None} for _, image in mc_rows]},
+                               ).cast_column("image", datasets.Image()).to_parquet(tmp_path / "ovis_lit_tiny_mc.parquet")
     monkeypatch.setattr(lmms_eval.models, "MODEL_REGISTRY_V2", ovis_lit_registry)
 
     with caplog.at_level(logging.WARNING, logger="ovis_lit.evaluation.lmms_adapter"):
         results = simple_evaluate(
-            model="ovis_lit", model_args=f"checkpoint={CHECKPOINT},device=cpu,{PIXEL_ARGS}", tasks=["ovis_lit_tiny"],
+            model="ovis_lit", model_args=f"checkpoint={CHECKPOINT},device=cpu,{PIXEL_ARGS}", tasks=["ovis_lit_tiny", "ovis_lit_tiny_mc"],
             batch_size=3, gen_kwargs=f"until={stop}", log_samples=True, bootstrap_iters=0,
             task_manager=TaskManager(include_path=str(TASKS), include_defaults=False),
             cli_args=argparse.Namespace(process_with_media=False))  # the CLI's default: rows read without images
@@ -136,6 +148,9 @@ def test_a_tiny_task_through_lmms_evals_evaluator(ovis_lit_registry, expected, t
     assert results["results"]["ovis_lit_tiny"]["exact_match,none"] == pytest.approx(2 / 6)
     assert results["config"]["model"] == "ovis_lit"
     assert f"2 of 6 requests answered \"\" because their input was refused: {dict(sorted(REFUSED.items()))}" in caplog.text
+    mc_samples = sorted(results["samples"]["ovis_lit_tiny_mc"], key=lambda s: s["doc_id"])
+    assert [s["acc"] for s in mc_samples] == [1.0, 0.0, 1.0, 0.0]
+    assert results["results"]["ovis_lit_tiny_mc"]["acc,none"] == pytest.approx(2 / 4)
 
 
 def _requests(docs, gen_kwargs, task="t"):
@@ -229,3 +244,50 @@ def test_bad_model_args_are_refused():
     with pytest.raises(ValueError, match="thinking_budget is set but thinking is off"):
         OvisLit(checkpoint=str(CHECKPOINT), thinking_budget=3)
 
+
+
+def _loglikelihood_requests(lm, docs):
+    """docs: (context, continuation, visuals)."""
+    lm.task_dict = {"t": {"test": [{"visuals": visuals} for _, _, visuals in docs]}}
+    return [Instance("loglikelihood", (context, continuation, lambda doc: doc["visuals"], k, "t", "test"), 0,
+                     metadata={"task": "t", "doc_id": k, "repeats": 1})
+            for k, (context, continuation, _) in enumerate(docs)]
+
+
+def reference_loss(lm, context, continuation, images):
+    """The training loss of the continuation after the prompt: its tokens' mean cross-entropy (labels only there)."""
+    prompt = lm.processor.query(context, images, **PIXELS)
+    target = lm.processor.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+    sample = type(prompt)(**{**prompt.__dict__, "input_ids": prompt.input_ids + target,
+                             "labels": [-100] * len(prompt.input_ids) + target})
+    batch = lm.processor.collate([sample])
+    out = lm.model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixel_values"],
+                   grid_thws=batch["grid_thws"])
+    assert out.n_label_tokens == len(target)
+    return out.loss.item()
+
+
+def test_loglikelihood(lm):
+    """As lmms-eval's models: the continuation's mean cross-entropy, here equal to the training loss; `is_greedy`
+    holds for what greedy generation produces (the longest prefix of it whose text tokenizes back to it) and not
+    for another continuation; refused visuals give (inf, False); a context-only request (acc_mutual_info's) works."""
+    image = Image.new("RGB", (30, 40), "green")
+    prompt = lm.processor.query("Which shape?", [image], **PIXELS)
+    batch = lm.processor.collate([prompt], padding_side="left")
+    greedy = lm.model.generate(batch["input_ids"], batch["attention_mask"], batch["pixel_values"], batch["grid_thws"],
+                               max_new_tokens=3, do_sample=False)[0].tolist()
+    tokenizer = lm.processor.tokenizer
+    greedy_text = next(tokenizer.decode(greedy[:k]) for k in (3, 2, 1)
+                       if tokenizer(tokenizer.decode(greedy[:k]), add_special_tokens=False)["input_ids"] == greedy[:k])
+    docs = [("Which shape?", greedy_text, [image]), ("Which shape?", " a red circle", [image]),
+            ("<image>\nWhat colour is it?", " green", [Image.new("RGB", (50, 30), "red")]),
+            ("Which shape?", " a circle", [png("red", (2, 600))])]  # refused by the processor
+    before = lm.skipped.copy()
+    requests = _loglikelihood_requests(lm, docs)
+    requests.append(Instance("loglikelihood", ("", " green"), 0, metadata={"task": "t", "doc_id": 0, "repeats": 1}))
+    # what lmms-eval's evaluator hands the task (through its unwrap_generation_output)
+    results = [unwrap_generation_output(result)[0] for result in lm.loglikelihood(requests)]
+    for (context, continuation, images), (loss, _) in zip(docs[:3] + [("", " green", [])], results[:3] + results[4:]):
+        assert loss == pytest.approx(reference_loss(lm, context, continuation, images), rel=1e-4, abs=1e-4)
+    assert [greedy for _, greedy in results[:4]] == [True, False, False, False]
+    assert results[3] == (float("inf"), False) and lm.skipped - before == {"degenerate_size": 1}

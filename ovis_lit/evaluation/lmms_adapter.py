@@ -13,6 +13,8 @@ What differs from lmms-eval's own HF models, and why:
 - A request whose visuals are refused (undecodable, over the pixel limit, a video with images, audio) or whose
   images the processor refuses is answered with "" (scored as a wrong answer, as lmms-eval's models answer a failed
   request) and counted by reason in `skipped`, logged after each task; the run goes on.
+- `loglikelihood` (and so `multiple_choice`) returns, as lmms-eval's own models do, the mean cross-entropy of the
+  continuation (lower is likelier), one request at a time.
 - Decoding is greedy only: a task asking for sampling (temperature > 0, do_sample) or beam search is refused before
   anything is generated, with how to override it (`--gen_kwargs temperature=0`).
 - Stop strings (`until`) cut the answer at the first one after its surrounding whitespace is stripped
@@ -20,7 +22,8 @@ What differs from lmms-eval's own HF models, and why:
   whitespace followed by a stop string.
 - `<image>` / `<video>` marks in a task's prompt are kept when there is one per image (the images go there),
   otherwise removed, and the processor puts the images before the text, as evals/run.py's prompts have them.
-- One process: data-parallel runs (`accelerate launch`) are refused at start (not built yet).
+- One process: data-parallel runs (`accelerate launch`) are refused at start; multi-round generation is not
+  built (`generate_until_multi_round` says so).
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ import importlib.util
 import logging
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from lmms_eval import utils as lmms_utils
-from lmms_eval.api.instance import Instance
+from lmms_eval.api.instance import GenerationResult, Instance
 from lmms_eval.api.model import lmms
 from PIL import Image
 from tqdm.auto import tqdm
@@ -198,19 +203,21 @@ class OvisLit(lmms):
                     answers.append("")
             return answers
 
-    def refused(self, error: Rejected, name: str) -> None:
+    def refused(self, error: Rejected, name: str, outcome: str = 'answered ""') -> None:
         reason = EVAL_REASONS.get(error.reason, error.reason)
         self.skipped[reason] += 1
         level = logging.WARNING if self.skipped[reason] <= WARNINGS_PER_REASON else logging.DEBUG
-        log.log(level, "ovis_lit: %s answered \"\" (%s)", name, error)
+        log.log(level, "ovis_lit: %s %s (%s)", name, outcome, error)
 
     # ------------------------------------------------------------------------------------------------ inputs
     def visual_inputs(self, doc_to_visual, task: str, split: str, doc_id: int) -> list[Image.Image] | VideoFrames:
         """A document's visuals as the processor takes them: images (each through the guarded decoder) or the
         sampled frames of one video. `Rejected` for what cannot be used."""
+        if doc_to_visual is None:
+            return []
         try:
             doc = self.task_dict[task][split][doc_id]  # `datasets` decodes the row's image columns here
-            raw = doc_to_visual(doc) if doc_to_visual is not None else None
+            raw = doc_to_visual(doc)
         except Image.DecompressionBombError as e:
             raise Rejected("too_many_pixels", str(e)) from e
         except OSError as e:  # PIL's errors for an image that does not decode (UnidentifiedImageError included)
@@ -225,7 +232,7 @@ class OvisLit(lmms):
                 # the task names the file (its dataset's cache links to blobs): symbolic links are resolved
                 path = Path(os.path.realpath(visual))
                 if path.is_dir() or is_video_name(path.name):
-                    videos.append(open_video(VideoSource(path, self.video_frames)))
+                    videos.append(open_video(VideoSource(path, self.video_frames, **self.pixels)))
                 else:
                     images.append(decode_image(path))
             elif isinstance(visual, dict) and ("array" in visual or "audio" in visual):
@@ -246,11 +253,56 @@ class OvisLit(lmms):
                 context = context.replace(mark, "")
         return context
 
-    # ------------------------------------------------------------------------------------------------ not supported
-    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
-        raise NotImplementedError("ovis_lit answers generate_until tasks (most lmms-eval tasks, multiple choice "
-                                  "included); loglikelihood / multiple_choice output types are not implemented yet")
+    # ------------------------------------------------------------------------------------------------ likelihood
+    @torch.no_grad()
+    def loglikelihood(self, requests: list[Instance]) -> list[GenerationResult]:
+        """Per request (the `loglikelihood` and `multiple_choice` output types): (the mean cross-entropy of the
+        continuation's tokens given the prompt and visuals, whether greedy decoding would produce them). The mean
+        loss, not a log-probability, is what lmms-eval's own models return and its tasks expect (`multiple_choice`
+        picks the choice with the lowest). The prompt is the one generate_until's answer follows (thinking off: an
+        Ovis2.5 prompt holds the closed empty thinking); the continuation is tokenized on its own (lmms-eval puts the
+        separating space in it). One request at a time; a request whose visuals are refused gets (inf, False),
+        counted as generate_until counts it.
 
+        Each pair is returned as a `GenerationResult` whose `text` is the pair: lmms-eval 0.7.3's evaluator passes
+        every response through `api.instance.unwrap_generation_output`, which turns a plain (loss, is_greedy) tuple
+        into its str() (so its multiple_choice tasks fail for any model that returns the tuple), but passes a
+        GenerationResult's `text` on as it is: the pair reaches the task's process_results intact."""
+        results = []
+        for request in tqdm(requests, disable=self.rank != 0, desc="ovis_lit log-likelihoods"):
+            # (context, continuation, doc_to_visual, doc_id, task, split); acc_mutual_info adds ("", choice) requests
+            context, continuation, *where = request.args
+            to_visual, doc_id, task, split = where if where else (None, None, None, None)
+            try:
+                visuals = self.visual_inputs(to_visual, task, split, doc_id)
+                pixels = {} if isinstance(visuals, VideoFrames) else self.pixels  # a video has its own budget
+                prompt = self.processor.query(self.prompt_text(context, visuals), visuals, **pixels)
+            except Rejected as e:
+                self.refused(e, f"{task} doc {doc_id}", "scored (inf, False)")
+                results.append((float("inf"), False))
+                continue
+            results.append(self.continuation_loss(prompt, continuation))
+            self.cache_hook.add_partial("loglikelihood", (context, continuation), results[-1])
+        return [GenerationResult(text=pair) for pair in results]
+
+    def continuation_loss(self, prompt, continuation: str) -> tuple[float, bool]:
+        """(mean cross-entropy of the continuation's tokens after `prompt`, all of them the argmax)."""
+        target = self.processor.tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        if not target:
+            raise ValueError(f"ovis_lit: the continuation {continuation!r} has no tokens: nothing to score")
+        sample = replace(prompt, input_ids=prompt.input_ids + target, labels=prompt.labels + target)
+        batch = self.processor.collate([sample])
+        device = next(self.model.parameters()).device
+        out = self.model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                         pixel_values=batch["pixel_values"].to(device), return_logits=True,
+                         grid_thws=batch["grid_thws"].to(device) if "grid_thws" in batch else None)
+        start = len(prompt.input_ids) - 1  # the logits at position i predict token i + 1
+        logprobs = torch.log_softmax(out.logits[0, start:start + len(target)].float(), dim=-1)
+        expected = torch.tensor(target, device=logprobs.device)
+        loss = -logprobs.gather(1, expected[:, None]).mean().item()
+        return loss, bool((logprobs.argmax(dim=-1) == expected).all())
+
+    # ------------------------------------------------------------------------------------------------ not supported
     def generate_until_multi_round(self, requests: list[Instance]) -> list[str]:
         raise NotImplementedError("ovis_lit answers generate_until tasks; multi-round generation is not implemented")
 
