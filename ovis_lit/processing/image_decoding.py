@@ -67,17 +67,28 @@ def decode(source: ImageData, max_pixels: int | None = MAX_IMAGE_PIXELS,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we check the size ourselves
             image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if max_pixels is not None and width * height > max_pixels:
-            raise Rejected("too_many_pixels", f"{width} x {height} > {max_pixels} pixels")
-        image.load()  # decode now: a truncated file fails here, not later in preprocessing
-        return DecodedImage(to_rgb(image), image.format, exif_orientation(image))
-    except Rejected:
-        raise
     except Image.DecompressionBombError as exn:
         raise Rejected("too_many_pixels", str(exn)) from exn
     except Image.UnidentifiedImageError as exn:
         raise Rejected("decode_error", "not an image format PIL reads") from exn
+    except Exception as exn:  # PIL raises OSError, SyntaxError, ValueError, struct.error, EOFError, ...
+        raise Rejected("decode_error", f"{type(exn).__name__}: {exn}") from exn
+    return DecodedImage(decode_opened(image, max_pixels), image.format, exif_orientation(image))
+
+
+def decode_opened(image: Image.Image, max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+    """An image already opened by PIL (by `decode`, or handed over by a library such as `datasets`) -> fully
+    decoded RGB, under the same pixel limit and the same `Rejected` reasons as `decode_image`."""
+    try:
+        width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise Rejected("too_many_pixels", f"{width} x {height} > {max_pixels} pixels")
+        image.load()  # decode now: a truncated file fails here, not later in preprocessing
+        return to_rgb(image)
+    except Rejected:
+        raise
+    except Image.DecompressionBombError as exn:
+        raise Rejected("too_many_pixels", str(exn)) from exn
     except Exception as exn:  # PIL raises OSError, SyntaxError, ValueError, struct.error, EOFError, ...
         raise Rejected("decode_error", f"{type(exn).__name__}: {exn}") from exn
 
