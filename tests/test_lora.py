@@ -262,3 +262,26 @@ def test_merge_adapters_restores_the_plain_modules(lora_model):
     merged = merge_adapters(lora_model)
     assert set(merged.state_dict()) == set(tiny_model(llm="qwen2", vocab=64).state_dict())
     torch.testing.assert_close(_logits(merged), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_lora_under_two_process_fsdp_equals_one_process(tmp_path):
+    """LoRA (dropout on) under FSDP2 on 2 processes, with selective activation checkpointing, gives the losses and
+    weights of one process; the adapted bases get no gradient and no optimiser state."""
+    from safetensors.torch import load_file
+
+    from .test_fsdp import _job
+
+    losses_1, _ = _job(tmp_path / "single", "--strategy", "single", "--lora", "--steps", "4")
+    losses_2, reports = _job(tmp_path / "fsdp", "--strategy", "fsdp", "--devices", "2", "--lora", "--steps", "4",
+                             "--checkpointing", "selective")
+    assert losses_2 == pytest.approx(losses_1, rel=1e-5, abs=1e-6) and losses_1[-1] < losses_1[0]
+    for report in reports:
+        assert report["dtensor"] == report["params"]
+        adapters = {n for n in report["trainable"] if is_adapter_parameter(n)}
+        assert adapters and report["with_optimizer_state"] == report["trainable"]
+        assert not any(n.startswith("llm.") for n in set(report["trainable"]) - adapters)
+        assert report["frozen_with_grad"] == []
+    one, two = load_file(tmp_path / "single" / "full.safetensors"), load_file(tmp_path / "fsdp" / "full.safetensors")
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6, msg=k)
