@@ -285,3 +285,55 @@ def test_lora_under_two_process_fsdp_equals_one_process(tmp_path):
     one, two = load_file(tmp_path / "single" / "full.safetensors"), load_file(tmp_path / "fsdp" / "full.safetensors")
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+# ------------------------------------------------------------------------------------------------ memory planner
+def test_memory_plan_of_lora_and_qlora_by_hand():
+    """The tiny Qwen2 LLM (hidden 32, MLP 64, 4 heads of 8, 2 KV heads), 2 layers, adapters r=4 on the LLM only,
+    the stage training only the LLM (so only adapters train)."""
+    from ovis_lit.training.memory import NF4_BYTES, Workload, plan
+
+    from .tiny import tiny_spec
+
+    spec = tiny_spec(llm="qwen2", vocab=64)
+    work = Workload(batch_size=2, text_tokens=10, crops=1)  # 10 + 4 visual tokens per sample
+    full = plan(spec, ["llm"], work, compute_dtype="float32")
+    n_all = full.details["parameters"]
+    # per layer, r * (in + out): q 4*(32+32), k and v 4*(32+16), o 4*(32+32), gate and up 4*(32+64), down 4*(64+32)
+    adapters = 2 * (256 + 192 + 192 + 256 + 384 + 384 + 384)
+    lora = plan(spec, ["llm"], work, compute_dtype="float32", lora={"r": 4, "dropout": 0.0, "target": ["llm"]})
+    assert lora.details["adapters"] == lora.details["trainable"] == adapters == 4096
+    assert lora.parameters == (n_all + adapters) * 4
+    assert (lora.gradients, lora.optimizer) == (adapters * 4, 2 * adapters * 4)
+    tokens = 2 * 14
+    assert lora.activations - full.activations == tokens * 14 * 4 * 4  # 14 projections x rank 4 x fp32
+    # QLoRA: the 14 projections' weights (2 x (1024 + 512 + 512 + 1024 + 3 x 2048)) in NF4
+    quantized = 2 * (1024 + 512 + 512 + 1024 + 3 * 2048)
+    qlora = plan(spec, ["llm"], work, compute_dtype="float32",
+                 lora={"r": 4, "dropout": 0.0, "target": ["llm"], "quantize": "nf4"})
+    assert qlora.details["quantized"] == quantized
+    assert qlora.parameters == pytest.approx((n_all + adapters - quantized) * 4 + quantized * NF4_BYTES)
+    assert qlora.gather_buffers == 2048 * 4  # the largest weight, dequantized
+    # dropout keeps each projection's dropped-out input: per layer 3 x 32 (q, k, v) + 32 (o) + 2 x 32 + 64 (down)
+    dropout = plan(spec, ["llm"], work, compute_dtype="float32", lora={"r": 4, "dropout": 0.1, "target": ["llm"]})
+    assert dropout.activations - lora.activations == tokens * 2 * 256 * 4
+    # full checkpointing recomputes both
+    ckpt = plan(spec, ["llm"], work, compute_dtype="float32", checkpointing="full",
+                lora={"r": 4, "dropout": 0.1, "target": ["llm"]})
+    assert ckpt.activations == plan(spec, ["llm"], work, compute_dtype="float32", checkpointing="full").activations
+
+
+def test_plan_memory_methods_table_for_ovis25_9b(monkeypatch, capsys):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("plan_memory", REPO / "scripts" / "plan_memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.setattr(sys, "argv", ["plan_memory.py", "model=ovis25_9b", "stage=s3", "recipe.s3.batch_size=1",
+                                      "--methods"])
+    script.main()
+    rows = {line.split()[0]: line.split()[-3:] for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("full", "LoRA", "QLoRA"))}
+    assert rows["full"] == ["no", "no", "no"]  # 16 bytes per parameter: 137 GiB before activations
+    assert rows["LoRA"][1:] == ["fits", "fits"] and rows["QLoRA"][1:] == ["fits", "fits"]

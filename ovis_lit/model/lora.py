@@ -129,13 +129,16 @@ def lora_config(model: nn.Module, settings: LoraSettings):
 # --------------------------------------------------------------------------------------------------- in the model
 def add_adapters(model: nn.Module, settings: LoraSettings) -> nn.Module:
     """Inject peft LoRA adapters (QLoRA: after quantizing the targeted projections), in place."""
-    from peft import inject_adapter_in_model
+    from peft.functional import cast_adapter_dtype, inject_adapter_in_model
 
     check_quantization(settings)
     config = lora_config(model, settings)
     if settings.quantize:
         quantize_linear_layers(model, list(config.target_modules), settings.quantize)
     inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
+    # adapters of a bf16 / fp16 base train in float32 (as get_peft_model makes them): their small updates would
+    # round away in 16 bits; peft casts their input and output around them
+    cast_adapter_dtype(model, ADAPTER_NAME, autocast_adapter_dtype=True)
     model.lora_settings = settings  # what export and adapter saving read
     model.lora_config = config
     return model
@@ -183,8 +186,7 @@ def freeze_adapted_bases(model: nn.Module, settings: LoraSettings) -> list[str]:
     if not training:
         raise ValueError(f"model.lora adapts {settings.target} but the stage trains none of it: its adapters would "
                          "stay zero. Choose a stage that trains those parts (e.g. stage=s3) or other targets")
-    frozen_targets = [p for p in settings.target if not any(
-        matches(n, resolve_pattern(model, p)) for n in training)]
+    frozen_targets = [p for p, prefix in zip(settings.target, prefixes) if not any(matches(n, prefix) for n in training)]
     if frozen_targets:
         log.warning("model.lora: the stage freezes %s, whose adapters stay zero", frozen_targets)
     return training
