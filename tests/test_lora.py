@@ -144,6 +144,19 @@ def test_lora_resumes_exactly_with_dropout(tmp_path):
     assert len(straight.losses) == 4 and resumed.losses == straight.losses[2:]
 
 
+def test_a_lora_checkpoint_loads_for_evaluation_with_its_adapters_merged(tmp_path):
+    from ovis_lit.evaluation.loading import model_from_lightning
+    from ovis_lit.model.lora import has_adapters
+
+    module, _ = _fit(2, checkpoint_dir=tmp_path / "ckpt")
+    model, hparams = model_from_lightning(next((tmp_path / "ckpt").glob("*step=2.ckpt")))
+    assert hparams["model"]["lora"]["r"] == 4 and has_adapters(model)
+    expected = _logits(module.model.eval())
+    merged = merge_adapters(model).eval()
+    assert not any(".lora_" in n for n in merged.state_dict())
+    torch.testing.assert_close(_logits(merged), expected, atol=1e-5, rtol=0)
+
+
 def test_an_adapter_that_the_stage_freezes_entirely_is_refused():
     from ovis_lit.model.source import ModelSource
     from ovis_lit.training.module import OvisLitModule

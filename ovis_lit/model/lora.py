@@ -219,8 +219,8 @@ def base_state_dict(model: nn.Module, state: dict[str, torch.Tensor] | None = No
         if is_adapter_parameter(name):
             continue
         plain = name.replace(".base_layer.", ".")
-        if any(plain.startswith(q + ".") for q in quantized):  # bitsandbytes' quantization constants
-            continue
+        if any(plain == q + ".weight" or plain.startswith(q + ".weight.") for q in quantized):
+            continue  # the packed 4-bit weight and bitsandbytes' quantization constants: dequantized below
         out[plain] = tensor
     for module_name, weight in quantized.items():
         out[module_name + ".weight"] = weight

@@ -171,6 +171,7 @@ def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
         "skipped_samples": skips["train"],
         "val_skipped_samples": skips["val"],
         "train_loss": _metric(trainer, "train/loss"),
+        "trainable_parameters": sum(p.numel() for p in module.model.parameters() if p.requires_grad),
         "val_loss": _metric(trainer, "val/loss"),
     }
     summary["samples_per_s"] = round(summary["samples"] / max(seconds, 1e-9), 2)
