@@ -350,3 +350,40 @@ def test_plan_memory_methods_table_for_ovis25_9b(monkeypatch, capsys):
             if line.startswith(("full", "LoRA", "QLoRA"))}
     assert rows["full"] == ["no", "no", "no"]  # 16 bytes per parameter: 137 GiB before activations
     assert rows["LoRA"][1:] == ["fits", "fits"] and rows["QLoRA"][1:] == ["fits", "fits"]
+
+
+@pytest.mark.slow
+def test_a_lora_stage_writes_the_base_export_and_the_adapters_and_they_merge(tmp_path):
+    """train.py's run_stage with model.lora: export/ holds the base (original layout, no adapter names),
+    adapters/ peft's layout; merged they are the trained model."""
+    import importlib.util
+
+    from ovis_lit.data.shapes import ensure_shapes_dataset
+    from ovis_lit.interop.original import load_original
+    from ovis_lit.training.run import run_stage
+
+    from .helpers import SMALL_DATA
+
+    ensure_shapes_dataset(tmp_path / "data" / "shapes", scale=SMALL_DATA)
+    cfg = compose_train(["stage=s3", "recipe.s3.max_steps=2", "recipe.s3.batch_size=2", "evaluate=false",
+                         "stage.val_batches=0", "logger=none", "model.lora={r: 4, target: [llm]}"],
+                        tmp_path / "run", tmp_path / "data")
+    summary, stage = run_stage(cfg)
+    export, adapters = tmp_path / "run" / "export", tmp_path / "run" / "adapters"
+    assert summary["adapters"] == str(adapters) and (adapters / "adapter_model.safetensors").is_file()
+    assert summary["trainable_parameters"] == sum(p.numel() for p in stage.module.model.parameters()
+                                                  if p.requires_grad)
+    base, _ = load_original(export)
+    assert not any(".lora_" in n or ".base_layer." in n for n in base.state_dict())
+    spec = importlib.util.spec_from_file_location("merge_lora", REPO / "scripts" / "merge_lora.py")
+    merge_lora = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(merge_lora)
+    merged, _ = load_original(merge_lora.main([str(export), str(adapters), str(tmp_path / "merged")]))
+    trained = stage.module.model.eval()
+    torch.manual_seed(1)
+    ids, mask, labels, pixels = _batch(None, crops_per_sample=(1, 0), pad_extra=(0, 2), per_crop=4, text_len=5)
+    pixels = torch.randn(1, 3, 64, 64)  # ovis_tiny's 64 px crops
+    with torch.no_grad():
+        expected = trained(ids, mask, labels, pixels, return_logits=True).logits
+        got = merged.eval()(ids, mask, labels, pixels, return_logits=True).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
