@@ -3,11 +3,14 @@
     python scripts/plan_memory.py model=ovis_9b stage=s3 trainer=fsdp trainer.devices=8 --gpu-gib 80
     python scripts/plan_memory.py model=ovis_tiny stage=s3 --crops 1 --text-tokens 60 --measure   # check on the CPU
     python scripts/plan_memory.py experiment=ovis25_finetune --gpu-gib 80   # Ovis2.5-9B: one image at max_pixels
+    python scripts/plan_memory.py model=ovis25_9b stage=s3 recipe.s3.batch_size=1 --methods   # full / LoRA / QLoRA
 
 Overrides are the same as train.py's. The workload per sample (text tokens, crops) defaults to the stage's
 max length with `--crops` crops. Native-resolution models (Ovis2.5): `--crops` images per sample (default 1) of
 `--pixels` pixels each (default: the config's processor.image.max_pixels). `--measure` runs one real forward+backward+AdamW step of the config on the CPU
-(small configs only) and prints its measured peak memory next to the estimate.
+(small configs only) and prints its measured peak memory next to the estimate. `--methods`: one device, a table of
+full fine-tuning, LoRA and QLoRA (model.lora's settings, or the defaults: r 16 on the LLM and ViT) against 24, 48
+and 80 GiB GPUs (`--gpus`), trainable parameters with fp32 AdamW states, frozen ones in the model's dtype.
 """
 
 from __future__ import annotations
@@ -94,6 +97,35 @@ def measure(spec: dict, trainable: list[str], work: Workload, checkpointing: dic
     return max(peak[0], _resident_bytes()) - before
 
 
+def print_methods(spec, stage, work: Workload, compute: str, checkpointing: dict[str, str], cfg,
+                  gpus: list[float]) -> None:
+    """Which of full fine-tuning, LoRA and QLoRA fits one GPU of each size, for this config and micro-batch."""
+    from dataclasses import replace
+
+    from ovis_lit.model.lora import LoraSettings
+
+    configured = cfg.model.get("lora")
+    lora = LoraSettings.from_config(OmegaConf.to_container(configured, resolve=True)) if configured else LoraSettings()
+    methods = {"full": None, f"LoRA r={lora.r}": replace(lora, quantize=None),
+               f"QLoRA r={lora.r} (nf4)": replace(lora, quantize="nf4")}
+    frozen = spec.get("dtype") or "float32"
+    label = checkpointing["vision"] if checkpointing["vision"] == checkpointing["llm"] else str(checkpointing)
+    print(f"{cfg.model.name} {stage['name']} on one GPU: micro-batch {work.batch_size} x ({work.text_tokens} text + "
+          f"{work.crops} x {work.tokens_per_image or 'crop'} visual tokens), compute {compute}, activation "
+          f"checkpointing {label}; trainable parameters, gradients and AdamW states in float32, frozen parameters in "
+          f"{frozen}; LoRA targets {lora.target}; a GPU fits when the total is under 90% of it")
+    head = f"{'method':<22}{'trainable':>12}{'weights':>10}{'grads+AdamW':>13}{'activations':>13}{'total':>10}"
+    head += "".join(f"{f'{g:g} GiB':>9}" for g in gpus)
+    print(head)
+    for name, settings in methods.items():
+        p = plan(spec, list(stage["trainable"]), work, 1, False, compute, "float32", checkpointing, lora=settings,
+                 frozen_dtype=frozen)
+        fits = "".join(f"{'fits' if p.total <= 0.9 * g * GiB else 'no':>9}" for g in gpus)
+        print(f"{name:<22}{p.details['trainable'] / 1e6:>10.1f} M{p.parameters / GiB:>8.1f} G"
+              f"{(p.gradients + p.optimizer) / GiB:>11.1f} G{(p.activations + p.gather_buffers) / GiB:>11.1f} G"
+              f"{p.total / GiB:>8.1f} G{fits}")
+
+
 def _resident_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * PAGE
@@ -109,6 +141,8 @@ def main() -> None:
                         help="native resolution: pixels per image (default: processor.image.max_pixels)")
     parser.add_argument("--text-tokens", type=int, default=None, help="text tokens per sample")
     parser.add_argument("--measure", action="store_true")
+    parser.add_argument("--methods", action="store_true", help="full / LoRA / QLoRA on one device, against --gpus")
+    parser.add_argument("--gpus", default="24,48,80", help="GPU sizes (GiB) for --methods")
     args = parser.parse_intermixed_args()
 
     cfg = _compose(args.overrides)
@@ -142,8 +176,12 @@ def main() -> None:
                     tokens_per_image=tpc if native else None)
     ac = cfg.recipe.activation_checkpointing
     checkpointing = {"vision": checkpoint_mode(ac.get("vision")), "llm": checkpoint_mode(ac.get("llm"))}
+    if args.methods:
+        print_methods(spec, stage, work, compute, checkpointing, cfg, [float(g) for g in args.gpus.split(",")])
+        return
     master = "float32" if sharded else None
-    p = plan(spec, list(stage["trainable"]), work, world, sharded, compute, master, checkpointing)
+    lora = OmegaConf.to_container(cfg.model.lora, resolve=True) if cfg.model.get("lora") else None
+    p = plan(spec, list(stage["trainable"]), work, world, sharded, compute, master, checkpointing, lora=lora)
     print(f"{cfg.model.name} {stage['name']}: {p.details['parameters'] / 1e9:.3f} B parameters "
           f"({p.details['trainable'] / 1e9:.3f} B trainable), {'FSDP' if sharded else 'replicated'} over {world} "
           f"device(s), micro-batch {work.batch_size} x ({work.text_tokens} text + {work.crops} "

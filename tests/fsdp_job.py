@@ -38,6 +38,8 @@ STAGE3 = {"name": "s3", "trainable": ["all"], "lr": 1e-3, "module_lr": {}, "warm
 STAGE2 = {"name": "s2", "trainable": ["visual_tokenizer", "vte"], "lr": 3e-3, "module_lr": {}, "warmup_ratio": 0.0,
           "min_lr_ratio": 1.0}
 
+LORA = {"r": 4, "alpha": 8, "dropout": 0.1, "target": ["llm", "visual_tokenizer.backbone"]}
+
 
 def spec(tied: bool = False) -> dict:
     out = tiny_spec(llm="qwen2", vocab=64)
@@ -90,6 +92,7 @@ def main() -> None:
     parser.add_argument("--checkpointing", default="none", help="activation checkpointing of the ViT and LLM layers")
     parser.add_argument("--resume", help="a checkpoint to resume from (Lightning's ckpt_path)")
     parser.add_argument("--budget-data", help="shapes data directory: ovis25_tiny with token-budget batches")
+    parser.add_argument("--lora", action="store_true", help="stage 3 with LoRA adapters (dropout on) on the ViT and LLM")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     out = Path(args.out)
@@ -110,8 +113,8 @@ def main() -> None:
     # a hand-made module (not build_stage): synthetic batches and a spec no config holds, the same FSDP2 path
     if not args.budget_data:
         model = ModelSource(pretrained=args.pretrained, spec={"dtype": "float32"}) if args.pretrained else ModelSource(
-            spec=spec(args.tied))
-    module = OvisLitModule(model, STAGE3 if args.tied or args.budget_data else STAGE2,
+            spec=spec(args.tied), lora=LORA if args.lora else None)
+    module = OvisLitModule(model, STAGE3 if args.tied or args.budget_data or args.lora else STAGE2,
                            fsdp={"param_dtype": None, "reduce_dtype": "float32"},
                            activation_checkpointing={"vision": args.checkpointing, "llm": args.checkpointing})
     strategy = FSDP2Strategy() if args.strategy == "fsdp" else "auto"

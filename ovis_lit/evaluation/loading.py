@@ -148,8 +148,13 @@ def load_for_eval(
     processor: str | Path | None = None,
     device: str = "cpu",
     dtype: str | None = None,
+    adapters: str | Path | None = None,
 ) -> tuple[OvisModel, OvisProcessor, dict[str, str]]:
-    """(model in eval mode on `device`, processor, a description of what was loaded)."""
+    """(model in eval mode on `device`, processor, a description of what was loaded). `adapters`: a directory of
+    LoRA adapters in peft's layout (a LoRA stage's `adapters/`) applied to the checkpoint; a checkpoint of a LoRA
+    run carries its own. Either way they are merged into the weights before evaluation."""
+    from ..model.lora import has_adapters, load_adapters, merge_adapters
+
     path = Path(checkpoint)
     if is_sharded_checkpoint(path):  # trainer=fsdp's last.ckpt: a directory of shards
         meta = read_sharded_meta(path)
@@ -170,7 +175,15 @@ def load_for_eval(
         kind = f"lightning checkpoint (step {hparams['global_step']})"
     else:
         raise FileNotFoundError(f"checkpoint {path} is neither a file (.ckpt) nor a directory (export / original Ovis)")
+    if adapters:
+        if has_adapters(model):
+            raise ValueError(f"{path} carries its own LoRA adapters (a LoRA run's checkpoint): evaluate it without "
+                             f"adapters=, or its stage's export with adapters={adapters}")
+        load_adapters(model, adapters)
+        kind += f" + LoRA adapters {Path(adapters).resolve()}"
+    if has_adapters(model):
+        merge_adapters(model)
     model.to(device=torch.device(device), dtype=as_dtype(dtype) if dtype else None).eval()
-    info = {"checkpoint": str(path.resolve()), "format": kind, "device": device,
+    info = {"checkpoint": str(path.resolve()), "format": kind, **({"adapters": str(Path(adapters).resolve())} if adapters else {}), "device": device,
             "dtype": str(next(model.parameters()).dtype).replace("torch.", "")}
     return model, found, info

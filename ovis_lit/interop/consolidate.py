@@ -63,5 +63,9 @@ def export_sharded_checkpoint(
 ) -> Path:
     from .original_export import export_original
 
+    from ..model.lora import has_adapters, merge_adapters
+
     model = load_sharded_model(checkpoint)
+    if has_adapters(model):  # a LoRA run's checkpoint: the export is the full model, adapters folded in
+        merge_adapters(model)
     return export_original(model, processor, out, multimodal_max_length=multimodal_max_length)

@@ -19,22 +19,35 @@ from .ovis import OvisModel
 @dataclass
 class ModelSource:
     """`spec`: the OvisSpec fields (random init, or the ViT and LLM from local directories); `pretrained`: an
-    original-layout Ovis directory, which replaces the spec's parts (its `dtype` and `fast_path` still apply)."""
+    original-layout Ovis directory, which replaces the spec's parts (its `dtype` and `fast_path` still apply);
+    `lora`: LoRA / QLoRA adapters (model/lora.py: LoraSettings), added by the LightningModule after the weights
+    are loaded, null for none."""
 
     name: str = "ovis"
     spec: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
+    lora: dict[str, Any] | None = None
 
     def __post_init__(self):  # Hydra hands nested nodes over as DictConfigs; plain values are kept (checkpoints)
         if OmegaConf.is_config(self.spec):
             self.spec = OmegaConf.to_container(self.spec, resolve=True)
         self.spec = dict(self.spec or {})
         self.pretrained = str(self.pretrained) if self.pretrained else None
+        if OmegaConf.is_config(self.lora):
+            self.lora = OmegaConf.to_container(self.lora, resolve=True)
+        self.lora = self.lora_settings().to_dict() if self.lora else None  # checked, with its defaults filled in
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSource":
         """From `to_dict` (checkpoints written before `name` was saved have only spec and pretrained)."""
-        return cls(name=d.get("name") or "ovis", spec=d.get("spec") or {}, pretrained=d.get("pretrained"))
+        return cls(name=d.get("name") or "ovis", spec=d.get("spec") or {}, pretrained=d.get("pretrained"),
+                   lora=d.get("lora"))
+
+    def lora_settings(self):
+        """The LoraSettings of `lora` (None: no adapters)."""
+        from .lora import LoraSettings
+
+        return LoraSettings.from_config(self.lora)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +83,15 @@ class ModelSource:
 
 
 def build_model(model: dict[str, Any] | ModelSource, device: str | None = None) -> OvisModel:
-    """The model a checkpoint's `hyper_parameters["model"]` (or a ModelSource) describes."""
+    """The model a checkpoint's `hyper_parameters["model"]` (or a ModelSource) describes, with its LoRA adapters
+    when it was trained with them (in full precision, also after QLoRA: what a checkpoint's state dict fills)."""
     source = model if isinstance(model, ModelSource) else ModelSource.from_dict(model)
-    return source.build(device)
+    built = source.build(device)
+    settings = source.lora_settings()
+    if settings is not None:
+        from dataclasses import replace
+
+        from .lora import add_adapters
+
+        add_adapters(built, replace(settings, quantize=None))
+    return built

@@ -12,6 +12,14 @@ norm and activation), in the compute dtype:
 - selective checkpointing keeps the matmul and attention outputs (decoder ~ 5·h + 2·kv + 2·I: input, q, k, v,
   attention output, o-proj, gate, up, down; ViT 7·h + 2·I), plus one layer's full set during recompute.
 The loss computes logits only at supervised positions (fp32, with their softmax gradient).
+
+LoRA / QLoRA (`lora`, model/lora.py): the adapted parts' weights are frozen (no gradient, no optimiser state); the
+adapters (r·(in + out) per adapted projection) and whatever else the stage trains (head, visual table) have
+gradients and AdamW states. QLoRA stores each adapted projection's weight in 4-bit NF4 with bitsandbytes' double-
+quantized block scales (0.5 + 1/64 + 4/16384 bytes per weight) and dequantizes one weight at a time to compute
+(counted with the buffers). Adapter activations per token and adapted projection: the rank-r intermediate, plus,
+with dropout and no checkpointing, the dropped-out copy of the projection's input that lora_A keeps (checkpointing
+recomputes it: dropout output is no matmul output).
 """
 
 from __future__ import annotations
@@ -19,13 +27,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from torch import nn
+
 from ..model import packed_attention
 from ..model.build import as_dtype, build_ovis
 from ..model.checkpointing import MODES, checkpoint_mode
-from .freezing import apply_trainable
+from ..model.lora import LoraSettings, target_module_names
+from .freezing import apply_trainable, matches, resolve_pattern
 from .sharding import shard_units
 
 GiB = 1024**3
+NF4_BYTES = 0.5 + 1 / 64 + 4 / (64 * 256)  # 4-bit weights, 8-bit scales per 64, fp32 scale per 256 scales
 
 
 def _bytes(dtype) -> int:
@@ -59,7 +71,7 @@ class Plan:
     parameters: float
     gradients: float
     optimizer: float
-    gather_buffers: float
+    gather_buffers: float  # FSDP's gathered units; QLoRA's dequantized weight
     activations: float  # with the configured checkpointing
     checkpointing: dict[str, str]  # {"vision": mode, "llm": mode}
     activations_by_mode: dict[str, float]  # the same mode on both parts, for comparison
@@ -76,7 +88,7 @@ class Plan:
             ("parameters", self.parameters),
             ("gradients", self.gradients),
             ("optimizer (AdamW)", self.optimizer),
-            ("FSDP gather buffers", self.gather_buffers),
+            ("FSDP gather / QLoRA dequantize buffers", self.gather_buffers),
             (f"activations (checkpointing: {label})", self.activations),
             ("total", self.total),
         ]
@@ -143,18 +155,38 @@ def plan(
     compute_dtype: str = "bfloat16",
     master_dtype: str | None = None,
     checkpointing: bool | str | dict[str, bool | str] = False,
+    lora: LoraSettings | dict[str, Any] | None = None,
+    frozen_dtype: str | None = None,
 ) -> Plan:
     """Estimate per-device bytes. `sharded`: FSDP (parameters, gradients and optimiser state divided by `world`);
     otherwise DDP (replicated). `master_dtype`: the stored parameter dtype (default: the spec's dtype).
-    `checkpointing`: one mode for both parts, or {"vision": mode, "llm": mode} (see model/checkpointing.py)."""
+    `checkpointing`: one mode for both parts, or {"vision": mode, "llm": mode} (see model/checkpointing.py).
+    `lora`: LoRA / QLoRA adapters (model.lora), None for full training of what the stage trains. `frozen_dtype`:
+    the stored dtype of frozen parameters, when it is not the trainable ones' (e.g. a bf16 base under fp32
+    adapters)."""
     model = build_ovis(spec, device="meta")
+    settings = lora if isinstance(lora, LoraSettings) or lora is None else LoraSettings.from_config(lora)
     apply_trainable(model, trainable)
+    adapted: list[nn.Linear] = []
+    n_adapters = 0
+    if settings is not None:  # counted, not injected (the same numbers, without building peft's layers)
+        adapted = [model.get_submodule(n) for n in target_module_names(model, settings)]
+        n_adapters = sum(settings.r * (m.in_features + m.out_features) for m in adapted)
+        trained_adapters = sum(settings.r * (m.in_features + m.out_features) for m in adapted
+                               if m.weight.requires_grad)  # the stage trains the projection's part
+        prefixes = [resolve_pattern(model, p) for p in settings.target]
+        for name, param in model.named_parameters():  # the adapted parts train through their adapters only
+            if any(matches(name, p) for p in prefixes):
+                param.requires_grad_(False)
     stored = _bytes(master_dtype or spec.get("dtype") or "float32")
+    frozen_stored = _bytes(frozen_dtype) if frozen_dtype else stored
     compute = _bytes(compute_dtype)
-    n_all = sum(p.numel() for p in model.parameters())
-    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_all = sum(p.numel() for p in model.parameters()) + n_adapters
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad) + (trained_adapters if settings else 0)
+    n_quantized = sum(m.weight.numel() for m in adapted) if settings is not None and settings.quantize else 0
     shard = world if sharded else 1
-    parameters = n_all * stored / shard
+    n_frozen = n_all - n_train - n_quantized
+    parameters = (n_train * stored + n_frozen * frozen_stored + n_quantized * NF4_BYTES) / shard
     gradients = n_train * stored / shard
     optimizer = 2 * n_train * stored / shard  # AdamW: exp_avg and exp_avg_sq in the parameters' dtype
     gather = 0.0
@@ -162,6 +194,8 @@ def plan(
         largest = max(sum(p.numel() for p in unit.parameters()) for unit in shard_units(model))
         root = sum(p.numel() for p in model.llm.get_input_embeddings().parameters())
         gather = (2 * largest + root) * compute
+    if n_quantized:  # the weight being dequantized for its matmul (forward, and backward for the input gradient)
+        gather += max(m.weight.numel() for m in adapted) * compute
     attn = packed_attention.public_name(getattr(model.llm.config, "_attn_implementation", "sdpa"))
     vit_attn = getattr(model.visual_tokenizer.backbone.config, "_attn_implementation", "sdpa")
     parts = checkpointing if isinstance(checkpointing, dict) else {"vision": checkpointing, "llm": checkpointing}
@@ -169,5 +203,33 @@ def plan(
     eager = (attn == "eager", vit_attn == "eager")
     activations = activation_bytes(model, work, compute, *eager, **modes)
     by_mode = {m: activation_bytes(model, work, compute, *eager, vision=m, llm=m) for m in MODES}
+    if settings is not None:
+        activations += adapter_activation_bytes(model, adapted, settings, work, compute, **modes)
+        by_mode = {m: v + adapter_activation_bytes(model, adapted, settings, work, compute, m, m)
+                   for m, v in by_mode.items()}
     return Plan(parameters, gradients, optimizer, gather, activations, modes, by_mode,
-                {"parameters": n_all, "trainable": n_train, "world": world, "sharded": sharded})
+                {"parameters": n_all, "trainable": n_train, "world": world, "sharded": sharded,
+                 "adapters": n_adapters,
+                 "quantized": n_quantized})
+
+
+def adapter_activation_bytes(model, adapted: list, settings: LoraSettings, work: Workload, compute_bytes: int,
+                             vision: str = "none", llm: str = "none") -> float:
+    """What the adapters add to the saved activations: per token and adapted projection, lora_A's rank-r output
+    (a matmul output: kept unless the layer is fully checkpointed) and, with dropout, the dropped-out input
+    (kept only without checkpointing)."""
+    tpc, patches = visual_shape(model, work)
+    tokens = {"llm": work.batch_size * (work.text_tokens + work.crops * tpc),
+              "vision": work.batch_size * work.crops * patches}
+    modes = {"llm": llm, "vision": vision}
+    llm_ids = {id(m) for m in model.llm.modules()}
+    total = 0.0
+    for linear in adapted:
+        part = "llm" if id(linear) in llm_ids else "vision"
+        per_token = 0
+        if modes[part] != "full":
+            per_token += settings.r
+        if modes[part] == "none" and settings.dropout:
+            per_token += linear.in_features
+        total += tokens[part] * per_token * compute_bytes
+    return total

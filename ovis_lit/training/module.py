@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Callable
 
 import lightning as L
@@ -11,6 +12,7 @@ from torch.distributed.tensor import DTensor
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from ..model.build import as_dtype
+from ..model.lora import add_adapters, freeze_adapted_bases
 from ..model.ovis import OvisModel
 from ..model.source import ModelSource
 from .checkpoints import load_model_weights
@@ -60,7 +62,15 @@ class OvisLitModule(L.LightningModule):
         stage = self.hparams.stage
         from_ovis = bool(self.hparams.init_from or self.hparams.model.get("pretrained"))
         reinit = apply_stage_reinit(self.model, stage, from_ovis, materialised=not on_meta)  # re-initialised layers train
+        lora = self.source.lora_settings()
+        if lora is not None:  # after the base weights are in: the adapters start at zero (B = 0) on top of them
+            if lora.quantize and self.device_mesh is not None:
+                raise ValueError("QLoRA (model.lora.quantize) runs on one GPU (trainer=gpu); under trainer=fsdp use "
+                                 "LoRA (model.lora.quantize=null)")
+            add_adapters(self.model, lora)
         apply_trainable(self.model, list(stage["trainable"]) + reinit)
+        if lora is not None:  # the adapted parts train through their adapters only
+            freeze_adapted_bases(self.model, lora)
         ac = self.hparams.activation_checkpointing or {}
         self.model.set_activation_checkpointing(vision=ac.get("vision", False), llm=ac.get("llm", False))
         if self.device_mesh is not None:  # ModelParallelStrategy (trainer=fsdp): shard after freezing
@@ -88,6 +98,19 @@ class OvisLitModule(L.LightningModule):
                 logger.log_text(key="trainable_parameters", columns=["module", "trainable", "frozen"], data=rows)
 
     # --------------------------------------------------------------------------------------------------- steps
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        """LoRA dropout draws from torch's global generator, which a resume does not restore (and which the data
+        loader draws from when it starts): each micro-batch's masks are drawn from a seed of (run seed, step,
+        micro-batch), so a resumed run repeats the uninterrupted one's masks exactly, and every rank draws the same."""
+        lora = self.source.lora_settings()
+        if lora is None or not lora.dropout:
+            return
+        step = self.global_step
+        self._micro = self._micro + 1 if getattr(self, "_seeded_step", None) == step else 0
+        self._seeded_step = step
+        base = int(os.environ.get("PL_GLOBAL_SEED", "0"))
+        torch.manual_seed(base + 1_000_003 * (step + 1) + self._micro)
+
     def forward(self, batch: dict[str, torch.Tensor]):
         return self.model(batch["input_ids"], batch["attention_mask"], batch["labels"], batch["pixel_values"],
                           grid_thws=batch.get("grid_thws"))

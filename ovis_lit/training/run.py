@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ThroughputMonitor
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..model.lora import base_state_dict, check_quantization, has_adapters, save_adapters
 from ..model.source import ModelSource
 from ..processing.native_processor import NativeOvisProcessor
 from ..processing.processor import OvisProcessor
@@ -104,6 +105,7 @@ def build_stage(cfg: DictConfig) -> Stage:
     """The processor, DataModule, LightningModule and Trainer of one stage, as train.py runs it."""
     settings = stage_settings(cfg)
     model = instantiate(cfg.model)
+    check_quantization(model.lora_settings())  # QLoRA without a GPU or bitsandbytes: refused before anything loads
     processor = build_processor(cfg, model)
     check_vocab(processor, model)
     datamodule = instantiate_datamodule(cfg, settings)
@@ -172,6 +174,7 @@ def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
         "skipped_samples": skips["train"],
         "val_skipped_samples": skips["val"],
         "train_loss": _metric(trainer, "train/loss"),
+        "trainable_parameters": sum(p.numel() for p in module.model.parameters() if p.requires_grad),
         "val_loss": _metric(trainer, "val/loss"),
     }
     summary["samples_per_s"] = round(summary["samples"] / max(seconds, 1e-9), 2)
@@ -185,9 +188,15 @@ def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
 
         # Ovis 1.6/2 exports write the processor's multimodal_max_length into config.json (Ovis2.5's have none)
         max_length = getattr(stage.processor, "multimodal_max_length", None)
-        export_original(module.model, stage.processor, export, state=full_state,
+        lora = has_adapters(module.model)
+        # a LoRA stage: the export holds the base (with whatever trained fully: head, visual table), the adapters
+        # lie beside it in peft's layout; scripts/merge_lora.py folds them into one export
+        export_original(module.model, stage.processor, export,
+                        state=base_state_dict(module.model, full_state) if lora else full_state,
                         **({"multimodal_max_length": max_length} if max_length else {}))
         summary["export"] = str(export)
+        if lora:
+            summary["adapters"] = str(save_adapters(module.model, output_dir / "adapters", state=full_state))
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary, stage
 
