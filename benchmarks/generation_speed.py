@@ -30,6 +30,10 @@ prefill on one unpadded row (`model/packed_prefill.py`: -0.25 s) and MKL-packed 
 matmuls (`model/packed_weights.py`: the head 21 -> 10 ms a step). Measured (1 thread, CPU time, same process, 3
 rounds, load average 9-10 from other jobs): ovis-lit plain 2.51 s, with both 1.86 s, the port 2.54 s: 1.37x the
 port's samples/s in CPU time, answers identical with the switches on and off.
+Not yet shown: the issue's >= 1.5x at 2 threads. The one 2-thread run (`--plain --rounds 5`) ran beside a
+nice -15 job that took the machine (150-300 s a batch instead of ~1 s; CPU time inflated by OpenMP spin-waits):
+ovis-lit 9.97, plain 8.42, the port 9.06 CPU s a batch, meaningless as a ratio. Re-measure on a quiet machine;
+micro-benchmarks at 2 threads suggest MKL-packed weights help the output head but not the small layer matmuls.
 """
 
 from __future__ import annotations
