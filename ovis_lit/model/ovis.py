@@ -16,13 +16,15 @@ Both are tested equal (loss, logits, every gradient), and against the original's
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import nn
 
 from ..constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
-from . import packed_attention, sparse_loss
+from . import packed_attention, packed_prefill, packed_weights, sparse_loss
 from .checkpointing import checkpoint_kwargs, checkpoint_mode
 from .embedding import VisualEmbedding
 from .vision import crop_side, keep_residual_stream_contiguous
@@ -56,6 +58,9 @@ class OvisModel(nn.Module):
         self.vte = vte
         self.llm = llm
         self.fast_path = fast_path  # the speed-ups of the module docstring; False: the plain path, same function
+        # generation's speed-ups (`generate`); False: transformers' generate on the padded batch, the same answers
+        self.packed_prefill = True  # `packed_prefill.py`: the prompts' KV cache without computing the padding
+        self.packed_decode_weights = True  # `packed_weights.py`: decode steps' matmuls on MKL-packed weights (CPU)
         # sdpa that can attend within each packed sample; without sample boundaries (every call but the fast path's
         # packed loss) it is transformers' sdpa itself
         packed_attention.enable(llm)
@@ -247,6 +252,23 @@ class OvisModel(nn.Module):
         merged = self.merge(input_ids, attention_mask, None, pixel_values, grid_thws)
         cfg = self.llm.generation_config
         generate_kwargs.setdefault("pad_token_id", cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id)
-        return self.llm.generate(
-            inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, **generate_kwargs
-        )
+        if self.packed_prefill and "cache" not in generate_kwargs and packed_prefill.applies(self.llm, attention_mask):
+            # the prompts' KV cache from one unpadded row; generate then computes only the last column
+            generate_kwargs["cache"] = packed_prefill.prefill_cache(self.llm, merged.inputs_embeds, attention_mask)
+        packing = contextlib.nullcontext()
+        if self.packed_decode_weights and packed_weights.applies(self.llm):
+            packing = packed_weights.packed_linears(self.llm, rows=input_ids.shape[0])
+        with packing:
+            return self.llm.generate(
+                inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, **generate_kwargs
+            )
+
+    @contextlib.contextmanager
+    def generation_speedups(self, enabled: bool) -> Iterator[None]:
+        """Inside: `generate`'s speed-ups (packed prefill, packed decode weights) all on or all off."""
+        saved = self.packed_prefill, self.packed_decode_weights
+        self.packed_prefill = self.packed_decode_weights = bool(enabled)
+        try:
+            yield
+        finally:
+            self.packed_prefill, self.packed_decode_weights = saved

@@ -1,0 +1,69 @@
+"""Generation's prefill on one unpadded row: the KV cache of a left-padded batch without computing the padding.
+
+A batch of prompts of different lengths (Ovis prompts differ by hundreds of visual tokens) is left-padded for
+generation, and the LLM's prefill then runs every layer over batch x longest positions, padding included (the
+benchmark batch of `benchmarks/generation_speed.py`: 1688 positions for 1010 real tokens). Here the real tokens of
+every prompt but the last column are packed into one row, run once with packed sdpa (`packed_attention`: causal
+attention within each prompt), and their keys and values are laid out again as the left-padded cache transformers'
+`generate` expects; `generate` then computes the last column (every prompt's last token) against that cache and
+decodes as usual. Positions are each prompt's own (0 at its first real token), as `generate` numbers them from the
+attention mask, and padded cache slots are zeros that the attention mask hides, so each prompt's keys and values are
+its unpadded prefill's: the tokens equal the padded prefill's up to float rounding (tests hold greedy answers equal).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+from transformers.cache_utils import get_layer_types_and_kwargs
+
+from . import packed_attention
+
+
+def applies(llm: nn.Module, attention_mask: torch.Tensor) -> bool:
+    """Whether the packed prefill can stand in for the padded one: the LLM runs packed sdpa, every layer keeps a
+    full cache (no sliding-window or chunked layers, whose caches transformers crops), and the batch has padding to
+    skip and at least one cached token."""
+    if not packed_attention.is_enabled(llm):
+        return False
+    layer_types, _ = get_layer_types_and_kwargs(llm.config.get_text_config(decoder=True))
+    if any(kind != "full_attention" for kind in layer_types):
+        return False
+    return attention_mask.shape[1] > 1 and not bool(attention_mask.all())
+
+
+@torch.no_grad()
+def prefill_cache(llm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> DynamicCache:
+    """The left-padded KV cache [B, H_kv, L - 1, D] of every column but the last of a left-padded batch.
+
+    `inputs_embeds` [B, L, d] (the LLM's inputs, already scaled), `attention_mask` [B, L] with every prompt ending at
+    column L - 1. Hand the cache to `llm.generate` with the full `inputs_embeds` and mask: it computes the last column
+    only."""
+    if not bool(attention_mask[:, -1].all()):
+        raise ValueError("the packed prefill needs a left-padded batch: every prompt ends at the last column")
+    cached = attention_mask.bool().clone()
+    cached[:, -1] = False  # the last column is generate's own first step
+    lengths = cached.sum(dim=1).tolist()
+    rows, cols = cached.nonzero(as_tuple=True)  # row-major: each prompt's tokens in order, prompts in batch order
+    packed = inputs_embeds[rows, cols].unsqueeze(0)  # [1, T, d]
+    position_ids = (cached.cumsum(dim=1) - 1)[rows, cols].unsqueeze(0)  # restart at every prompt
+    cache = DynamicCache(config=llm.config)
+    llm.get_decoder()(
+        inputs_embeds=packed, position_ids=position_ids, cache=cache, use_cache=True,
+        **packed_attention.segment_kwargs([n for n in lengths if n]),
+    )
+    padded = []
+    for layer in cache.layers:
+        keys, values = (_left_padded(t, rows, cols, cached.shape) for t in (layer.keys, layer.values))
+        padded.append((keys, values))
+    return DynamicCache(ddp_cache_data=padded, config=llm.config)
+
+
+def _left_padded(packed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """[1, H, T, D] packed keys or values -> [B, H, L - 1, D], each token at its column, zeros at the padding."""
+    batch, length = shape
+    _, heads, _, dim = packed.shape
+    out = packed.new_zeros(batch, length - 1, heads, dim)
+    out[rows, cols] = packed[0].transpose(0, 1)
+    return out.transpose(1, 2).contiguous()
