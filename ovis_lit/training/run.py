@@ -175,12 +175,17 @@ def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
     full_state = full_state_dict(module.model)  # a collective under FSDP: every rank takes part
     if trainer.is_global_zero:
         export = output_dir / "export"
-        from ..interop.original_export import export_original
+        if module.model.visual_tokenizer.projects:  # an MLP connector: the original layout has no place for it
+            from ..interop.ovis_lit_layout import export_ovis_lit
 
-        # Ovis 1.6/2 exports write the processor's multimodal_max_length into config.json (Ovis2.5's have none)
-        max_length = getattr(stage.processor, "multimodal_max_length", None)
-        export_original(module.model, stage.processor, export, state=full_state,
-                        **({"multimodal_max_length": max_length} if max_length else {}))
+            export_ovis_lit(module.model, module.source, stage.processor, export, state=full_state)
+        else:
+            from ..interop.original_export import export_original
+
+            # Ovis 1.6/2 exports write the processor's multimodal_max_length into config.json (Ovis2.5's have none)
+            max_length = getattr(stage.processor, "multimodal_max_length", None)
+            export_original(module.model, stage.processor, export, state=full_state,
+                            **({"multimodal_max_length": max_length} if max_length else {}))
         summary["export"] = str(export)
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary, stage
