@@ -316,7 +316,9 @@ def test_the_shapes_data_builds_videos_only_for_models_with_a_video_input(tmp_pa
         dm = instantiate_datamodule(cfg, prepare=lambda **kw: asked.append(kw))
         dm.attach(build_processor(cfg))
         dm.prepare_data()  # the DataModule tells the builder whether the attached model reads videos (and thinks)
-        assert asked.pop() == {"videos": videos, "thinking": videos}
+        told = asked.pop()
+        assert told.pop("sources") == sorted(dm.use)  # the sets the stage draws from (optional ones built on use)
+        assert told == {"videos": videos, "thinking": videos}
     ensure_shapes_dataset(tmp_path / "a", scale=0.001, videos=True)
     assert sorted(p.name for p in (tmp_path / "a").glob("video-*.tar")) == \
         ["video-train-000000.tar", "video-train-000001.tar", "video-train-000002.tar", "video-train-000003.tar",

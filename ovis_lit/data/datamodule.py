@@ -61,6 +61,7 @@ class OvisDataModule(L.LightningDataModule):
         heldout: str | None = None,
         heldout_instruction: str | None = None,
         heldout_video: dict[str, Any] | None = None,
+        heldout_extra: dict[str, str] | None = None,
         processor: OvisProcessor | None = None,
         token_budget: int | None = None,
     ):
@@ -89,6 +90,7 @@ class OvisDataModule(L.LightningDataModule):
         self.heldout = heldout  # a held-out benchmark file scored after training (train.py's `evaluate`)
         self.heldout_instruction = heldout_instruction  # the answer instruction its prompts end with
         self.heldout_video = heldout_video  # a held-out video benchmark's options (models that read videos)
+        self.heldout_extra = dict(heldout_extra or {})  # more held-out sets scored after training: {kind: TSV}
         self.processor = processor
         self.builder_kwargs = dict(
             max_length=max_length,
@@ -116,9 +118,11 @@ class OvisDataModule(L.LightningDataModule):
         if self.prepare is not None:
             # e.g. build the synthetic shards if they are missing (rank 0 only); `videos` / `thinking`: whether the
             # attached model reads videos / its chat format has thinking (Ovis2.5), so that a data builder makes its
-            # video and thinking splits only for such a model
+            # video and thinking splits only for such a model; `sources`: the sets this stage draws from, so that a
+            # builder makes optional sets (shapes_hard, digits) only when they are used
             self.prepare(videos=bool(getattr(self.processor, "takes_video", False)),
-                         thinking=bool(getattr(self.processor, "takes_thinking", False)))
+                         thinking=bool(getattr(self.processor, "takes_thinking", False)),
+                         sources=sorted(self.use))
 
     def _sources(self, split: str) -> list[Source]:
         return [

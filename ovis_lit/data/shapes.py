@@ -12,7 +12,9 @@ Splits:
 - mc-test.tsv: the held-out multiple-choice split in VLMEvalKit's MMBench TSV layout (base64 PNG images);
 - video-*: short videos with questions that need more than one frame (`shapes_video`);
 - think-{train,val}: chat questions whose answers think first (`<think>` the scene's caption `</think>` the answer),
-  for models whose chat format has thinking (Qwen3: Ovis2.5); built only for them, the other splits unchanged.
+  for models whose chat format has thinking (Qwen3: Ovis2.5); built only for them, the other splits unchanged;
+- shapes_hard-* and digits-*: scenes that need fine detail (`shapes_hard`) and handwritten digits (`digits`), with
+  their own held-out TSVs (`scene_sets`); built only when a stage draws from them.
 """
 
 from __future__ import annotations
@@ -246,11 +248,16 @@ THINK_SPLITS = {  # built only for models with thinking (their own seeds and sta
 
 
 def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: bool = False,
-                          thinking: bool = False) -> Path:
+                          thinking: bool = False, sources: tuple[str, ...] | list[str] = ()) -> Path:
     """Build the dataset under `directory` unless an up-to-date copy is there (with `videos`, the video splits of
     `shapes_video` too; with `thinking`, the thinking splits; each under its own stamp: the DataModule asks for them
-    for models with a video input / a chat format with thinking). Returns the directory."""
+    for models with a video input / a chat format with thinking). `sources`: the data sources the stage draws from;
+    the scene sets among them (`shapes_hard`, `digits`: SCENE_SETS) are built too, each under its own stamp.
+    Returns the directory."""
     directory = Path(directory)
+    for name in sources:
+        if name in SCENE_SETS:
+            ensure_scene_set(name, directory, scale)
     if videos:
         from .shapes_video import ensure_shapes_videos
 
@@ -268,6 +275,30 @@ def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: boo
     write_mc_tsv(directory / name, max(1, int(n * scale)), seed)
     stamp.write_text(json.dumps(spec))
     return directory
+
+
+# The scene sets built next to the shapes data when a stage draws from them (data sources of these names in
+# conf/data/shapes.yaml; held-out benchmarks of these kinds)
+SCENE_SETS = ("shapes_hard", "digits")
+
+
+def scene_set(name: str):
+    """The `scene_sets.SceneSet` of a name in SCENE_SETS (imported on use: digits needs scikit-learn)."""
+    if name == "shapes_hard":
+        from .shapes_hard import SHAPES_HARD
+
+        return SHAPES_HARD
+    if name == "digits":
+        from .digits import DIGIT_SCENES
+
+        return DIGIT_SCENES
+    raise ValueError(f"unknown scene set {name!r}; choose from {SCENE_SETS}")
+
+
+def ensure_scene_set(name: str, directory: str | Path, scale: float = 1.0) -> Path:
+    from .scene_sets import ensure_scene_set as ensure
+
+    return ensure(scene_set(name), directory, scale)
 
 
 def ensure_thinking_samples(directory: str | Path, scale: float = 1.0) -> Path:

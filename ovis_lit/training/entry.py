@@ -82,7 +82,8 @@ def close_process_group() -> None:
 
 # The held-out sets a data config may name, as the run summary's keys: the images' multiple choice (a `shapes` TSV,
 # `data.heldout`) and the videos' (`shapes_video` options, `data.heldout_video`: scored only for a model that reads
-# videos, as the data builder makes the video splits only for such a model)
+# videos, as the data builder makes the video splits only for such a model); and `heldout_<kind>` for each set of
+# `data.heldout_extra` ({benchmark kind: TSV}: shapes_hard, digits)
 HELDOUT_SETS = {"heldout": "images", "heldout_video": "videos"}
 
 
@@ -97,6 +98,8 @@ def evaluate_heldout_sets(model, processor, data_cfg: DictConfig) -> dict[str, d
     if data_cfg.get("heldout"):
         results["heldout"] = evaluate_heldout(model, processor, build_benchmark("shapes", path=data_cfg.heldout),
                                               instruction)
+    for kind, path in (data_cfg.get("heldout_extra") or {}).items():  # e.g. shapes_hard, digits: {kind: TSV}
+        results[f"heldout_{kind}"] = evaluate_heldout(model, processor, build_benchmark(kind, path=path), instruction)
     videos = data_cfg.get("heldout_video")
     if videos and getattr(processor, "takes_video", False):
         options = OmegaConf.to_container(videos, resolve=True)
@@ -166,9 +169,18 @@ def report(summaries: list[dict[str, Any]], results: dict[str, dict[str, Any]], 
             + (f"  skipped {s['skipped_samples']}" if s.get("skipped_samples") else "")
             + (f"  skipped in validation {s['val_skipped_samples']}" if s.get("val_skipped_samples") else "")
         )
+        vocab = s.get("vocab_diagnostics")
+        if vocab and vocab.get("skipped"):
+            lines.append(f"    visual vocabulary: not diagnosed ({vocab['skipped']})")
+        elif vocab and vocab.get("last"):
+            lines.append(
+                f"    visual vocabulary: {vocab['usage_share_cumulative']:.1%} of {vocab['image_words']} words used, "
+                f"{vocab['dead_words']} dead; last batch: entropy {vocab['last']['entropy']:.2f} nats, perplexity "
+                f"{vocab['last']['perplexity']:.1f}  ({vocab['file']})")
     for key, result in results.items():
-        what = "held-out multiple choice" + ("" if key == "heldout" else f" ({HELDOUT_SETS[key]})")
-        blank = "blank-image" if key == "heldout" else "blank-video"
+        which = HELDOUT_SETS.get(key, result["benchmark"])  # images, videos, or the extra set's benchmark kind
+        what = "held-out multiple choice" + ("" if key == "heldout" else f" ({which})")
+        blank = "blank-video" if key == "heldout_video" else "blank-image"
         if result["accuracy"] is None:  # an empty held-out file: no score, not 0%
             lines.append(f"  {what}: no score (no question was scored; n = {result['n']})")
             continue

@@ -23,6 +23,7 @@ from ..processing.processor import OvisProcessor
 from .checkpoints import check_resumable, check_resume_strategy
 from .module import OvisLitModule
 from .skips import skip_summary, summed_over_ranks
+from .vocab_diagnostics import VisualVocabularyDiagnostics
 from .train_modules import apply_train_modules
 
 log = logging.getLogger(__name__)
@@ -172,6 +173,9 @@ def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
         "val_loss": _metric(trainer, "val/loss"),
     }
     summary["samples_per_s"] = round(summary["samples"] / max(seconds, 1e-9), 2)
+    for callback in trainer.callbacks:  # the visual vocabulary's headline numbers (and where the details are)
+        if isinstance(callback, VisualVocabularyDiagnostics) and callback.summary is not None:
+            summary["vocab_diagnostics"] = callback.summary
     full_state = full_state_dict(module.model)  # a collective under FSDP: every rank takes part
     if trainer.is_global_zero:
         export = output_dir / "export"

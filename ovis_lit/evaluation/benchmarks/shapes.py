@@ -37,6 +37,33 @@ class Shapes(MultipleChoice):
         return super().read_items()
 
 
+class SceneSetBenchmark(Shapes):
+    """A scene set's held-out A-D split (`data/scene_sets.py`: `<kind>-mc-test.tsv`, written on first use when
+    missing), prompted and scored as the shapes set."""
+
+    def read_items(self) -> list[Item]:
+        if self.build_if_missing:
+            from ...data.scene_sets import write_mc_tsv
+
+            scenes = shapes.scene_set(self.kind)
+            write_if_missing(self.path, f"the {self.kind} held-out set", lambda path: write_mc_tsv(scenes, path))
+        return MultipleChoice.read_items(self)
+
+
+@register
+class ShapesHard(SceneSetBenchmark):
+    """Shapes scenes whose answers need fine detail (`data/shapes_hard.py`)."""
+
+    kind = "shapes_hard"
+
+
+@register
+class Digits(SceneSetBenchmark):
+    """Scenes of handwritten digits the model never saw (`data/digits.py`)."""
+
+    kind = "digits"
+
+
 def write_if_missing(path: Path, what: str, write: Callable[[Path], None]) -> None:
     """Write a synthetic held-out file on first use: only the file (what ensure_shapes_dataset writes at scale 1),
     not the training shards."""
