@@ -42,6 +42,10 @@ log = logging.getLogger("connectors")
 
 ARMS = ("ovis", "ovis_hard", "ovis_gumbel", "mlp", "mlp_wide")
 VAL_SEED = 101  # the validation A-D scenes' seed (the shapes splits use 1-7, the scene sets 11-13 and 21-23)
+# as experiment=vocab_sweep: every stage sees the scenes that need vision (each set holds captions and questions)
+VISION_MIXTURE = {"s1": {"caption": 0.5, "shapes_hard": 0.25, "digits": 0.25},
+                  "s2": {"caption": 0.5, "shapes_hard": 0.25, "digits": 0.25},
+                  "s3": {"chat": 0.5, "caption": 0.1, "shapes_hard": 0.2, "digits": 0.2}}
 # the connector's modules in every arm (model/connector.py): the visual head or MLP projector, the visual table or
 # the MLP arms' indicator rows
 CONNECTOR_MODULES = ("visual_tokenizer.head", "vte")
@@ -59,6 +63,7 @@ class Plan:
     batch_size: int
     eval_every: int
     val_questions: int
+    test_questions: int | None
     model: str
     data: str
     data_scale: float | None
@@ -74,6 +79,7 @@ class Plan:
     name: str
     smoke: bool = False
     val_tsv: Path | None = None
+    val_sets: dict[str, Path] = field(default_factory=dict)  # benchmark kind -> validation A-D TSV
     sweep_steps: dict[str, int] = field(default_factory=dict)
 
 
@@ -89,11 +95,15 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--eval-every", type=int, default=None, help="validation accuracy every this many steps")
     p.add_argument("--val-questions", type=int, default=None, help="validation A-D questions")
+    p.add_argument("--test-questions", type=int, default=None,
+                   help="score the first N questions of each test split (default: all)")
     # --scale: the same experiment on other models, data and machines
     p.add_argument("--model", default="ovis_tiny", help="a conf/model config (its processor and recipe follow)")
-    p.add_argument("--data", default="shapes", help="a conf/data config (its held-out sets are the test splits)")
+    p.add_argument("--data", default="shapes_vision",
+                   help="a conf/data config (its held-out sets are the test splits)")
     p.add_argument("--data-scale", type=float, default=None, help="share of the synthetic shapes data to build")
-    p.add_argument("--mixture", default=None, help="stage 3's data mix as JSON, e.g. '{\"chat\": 0.7, \"caption\": 0.3}'")
+    p.add_argument("--mixture", default=None, help="the stages' data mixes as JSON, {stage: {source: weight}} "
+                   "(default with shapes_vision: every stage sees the shapes, hard shapes and digits scenes)")
     p.add_argument("--trainer", default="cpu", help="a conf/trainer config: cpu, gpu, ddp, fsdp")
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--matched", action="store_true", help="size the MLP arms' hidden width to the Ovis parameters")
@@ -107,8 +117,9 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     a = p.parse_args(argv)
 
     # the full CPU experiment's sizes (measured to finish in 45 min on 2 busy cores) and the smoke test's
-    sizes = (dict(s1=2, s3=4, batch=4, every=2, val=8, scale=0.03, seeds=2, lrs="2e-4,2e-3") if a.smoke else
-             dict(s1=30, s3=300, batch=32, every=50, val=100, scale=None, seeds=3, lrs="2e-5,2e-4,2e-3"))
+    sizes = (dict(s1=2, s3=4, batch=4, every=2, val=8, test=None, scale=0.03, seeds=2, lrs="2e-4,2e-3") if a.smoke else
+             dict(s1=20, s3=200, batch=32, every=50, val=100, test=200, scale=None, seeds=3,
+                  lrs="2e-5,2e-4,2e-3"))
     arms = [x for x in a.arms.split(",") if x]
     unknown = set(arms) - set(ARMS)
     if unknown:
@@ -127,9 +138,10 @@ def parse_args(argv: list[str] | None = None) -> Plan:
         batch_size=a.batch_size or sizes["batch"],
         eval_every=a.eval_every or sizes["every"],
         val_questions=a.val_questions or sizes["val"],
+        test_questions=a.test_questions if a.test_questions is not None else sizes["test"],
         model=a.model, data=a.data,
         data_scale=a.data_scale if a.data_scale is not None else sizes["scale"],
-        mixture=json.loads(a.mixture) if a.mixture else None,
+        mixture=json.loads(a.mixture) if a.mixture else (VISION_MIXTURE if a.data == "shapes_vision" else None),
         trainer=a.trainer, devices=a.devices, matched=a.matched, logger=a.logger, overrides=list(a.override),
         out=out, data_dir=Path(a.data_dir) if a.data_dir else REPO / "data" / "shards",
         keep_checkpoints=a.keep_checkpoints, name=out.name, smoke=a.smoke,
@@ -146,7 +158,8 @@ def parse_args(argv: list[str] | None = None) -> Plan:
 
 # ------------------------------------------------------------------------------------------------- one run
 def compose_stage(plan: Plan, arm: str, seed: int, lr: float, stage: str, steps: int, run_dir: Path,
-                  init_from: str | None, step_offset: int, run_name: str):
+                  init_from: str | None, step_offset: int, run_name: str, curve: bool = True,
+                  with_curve: bool = True):
     """conf/train.yaml for one stage of one run: the arm, its connector LR, the plan's sizes."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -178,16 +191,19 @@ def compose_stage(plan: Plan, arm: str, seed: int, lr: float, stage: str, steps:
             cfg.model.spec.connector_hidden = "matched"
         if plan.data_scale is not None:
             cfg.data.prepare.scale = plan.data_scale
-        if plan.mixture and stage != "s1":
-            cfg.data.mixture = {stage: plan.mixture}
+        if plan.mixture and stage in plan.mixture:
+            cfg.data.mixture = {stage: plan.mixture[stage]}
         cfg.stage.val_every = steps  # validation loss once, at the stage's end
         cfg.callbacks.checkpoint.every_n_train_steps = 0  # run_stage saves the stage's last.ckpt (the next's init)
-        cfg.callbacks.accuracy_curve = {
-            "_target_": "ovis_lit.training.accuracy_curve.AccuracyCurve",
-            "path": str(plan.val_tsv), "kind": "shapes", "every_n_steps": plan.eval_every,
-            "output": str(run_dir / stage / "accuracy_curve.json"), "step_offset": step_offset,
-            "score_at_start": step_offset == 0,
-        }
+        if with_curve:
+            cfg.callbacks.accuracy_curve = {
+                "_target_": "ovis_lit.training.accuracy_curve.AccuracyCurve",
+                "sets": {kind: str(path) for kind, path in plan.val_sets.items()},
+                # a sweep run is judged at its end only; a main run draws the curve
+                "every_n_steps": plan.eval_every if curve else steps + 1,
+                "output": str(run_dir / stage / "accuracy_curve.json"), "step_offset": step_offset,
+                "score_at_start": step_offset == 0 and curve,
+            }
         if plan.smoke:  # seconds, not minutes: no loader process, one validation batch
             cfg.data.num_workers = 0
             cfg.stage.val_batches = 1
@@ -205,19 +221,18 @@ def train_run(plan: Plan, arm: str, seed: int, lr: float, steps: dict[str, int],
     if done.is_file():
         return json.loads(done.read_text())
     from ovis_lit.model.build import connector_parameters
-    from ovis_lit.training.entry import evaluate_heldout_sets
     from ovis_lit.training.run import run_stage
 
     started = time.perf_counter()
     init_from, offset, stages, curve, built, cfg = None, 0, [], [], None, None
     for stage, n in steps.items():
         cfg = compose_stage(plan, arm, seed, lr, stage, n, run_dir, init_from, offset,
-                            f"{arm}-lr{lr:g}-seed{seed}-{stage}")
+                            f"{arm}-lr{lr:g}-seed{seed}-{stage}", curve=test)
         summary, built = run_stage(cfg)
         if plan.logger == "wandb":  # one W&B run per stage (Lightning would log the next stage into this one)
             import wandb
 
-            wandb.finish(quiet=True)
+            wandb.finish()
         stages.append({k: summary.get(k) for k in ("stage", "steps", "seconds", "train_loss", "val_loss")})
         curve += json.loads((run_dir / stage / "accuracy_curve.json").read_text())["points"]
         init_from, offset = summary["last_checkpoint"], offset + summary["steps"]
@@ -232,8 +247,7 @@ def train_run(plan: Plan, arm: str, seed: int, lr: float, steps: dict[str, int],
         "train_seconds": round(train_seconds, 1),
     }
     if test:
-        result["test"] = {key: {k: r[k] for k in ("benchmark", "accuracy", "blank_image_accuracy", "n")}
-                          for key, r in evaluate_heldout_sets(model, processor, cfg.data).items()}
+        result["test"] = test_splits(model, processor, cfg.data, plan.test_questions)
     result["seconds"] = round(time.perf_counter() - started, 1)
     if not plan.keep_checkpoints:
         for stage in steps:
@@ -246,19 +260,73 @@ def train_run(plan: Plan, arm: str, seed: int, lr: float, steps: dict[str, int],
     return result
 
 
+def test_splits(model, processor, data_cfg, limit: int | None) -> dict[str, dict[str, Any]]:
+    """The data config's held-out A-D sets (`heldout`: shapes; `heldout_<kind>`: heldout_extra), each with its
+    blank-image baseline, on the first `limit` questions of each (the same for every arm)."""
+    from ovis_lit.evaluation.benchmarks import build_benchmark
+    from ovis_lit.training.entry import evaluate_heldout
+
+    sets = {"heldout": ("shapes", data_cfg.get("heldout"))}
+    sets.update({f"heldout_{kind}": (kind, path) for kind, path in (data_cfg.get("heldout_extra") or {}).items()})
+    results = {}
+    for key, (kind, path) in sets.items():
+        if not path:
+            continue
+        benchmark = build_benchmark(kind, path=path)
+        if limit is not None:
+            items = benchmark.load()[:limit]
+            benchmark.load = lambda items=items: items  # this run's subset, for evaluate_heldout's two passes
+        r = evaluate_heldout(model, processor, benchmark, data_cfg.get("heldout_instruction"))
+        results[key] = {k: r[k] for k in ("benchmark", "accuracy", "blank_image_accuracy", "n")}
+    return results
+
+
 # ------------------------------------------------------------------------------------------------ the plan
-def ensure_val_tsv(plan: Plan) -> None:
-    """The validation A-D split: shapes scenes from their own seed (not the test split's)."""
+def ensure_val_sets(plan: Plan) -> None:
+    """The validation A-D splits: `--val-tsv` (shapes layout), or fresh scenes from the validation seed for the shapes
+    set and for each scene set of the data config's held-out sets (shapes_hard, digits: their `val` scenes, never
+    the test split's)."""
     if plan.val_tsv is not None:
         if not plan.val_tsv.is_file():
             raise FileNotFoundError(f"--val-tsv {plan.val_tsv} does not exist")
+        plan.val_sets = {"shapes": plan.val_tsv}
         return
-    from ovis_lit.data.shapes import write_mc_tsv
+    import dataclasses
 
-    plan.val_tsv = plan.out / "mc-val.tsv"
-    if not plan.val_tsv.is_file():
-        plan.out.mkdir(parents=True, exist_ok=True)
-        write_mc_tsv(plan.val_tsv, plan.val_questions, VAL_SEED)
+    from ovis_lit.data import shapes
+
+    plan.out.mkdir(parents=True, exist_ok=True)
+    plan.val_sets = {"shapes": plan.out / "mc-val.tsv"}
+    if not plan.val_sets["shapes"].is_file():
+        shapes.write_mc_tsv(plan.val_sets["shapes"], plan.val_questions, VAL_SEED)
+    for kind in extra_heldout_kinds(plan):
+        scene_set = scene_set_of(kind)
+        path = plan.out / f"{kind}-mc-val.tsv"
+        if not path.is_file():
+            # the scene set's held-out writer, drawing validation scenes from the validation seed
+            val_set = dataclasses.replace(scene_set, mc_test=(plan.val_questions, VAL_SEED),
+                                          make=lambda rng, split, make=scene_set.make: make(rng, "val"))
+            from ovis_lit.data.scene_sets import write_mc_tsv
+
+            write_mc_tsv(val_set, path, plan.val_questions)
+        plan.val_sets[kind] = path
+
+
+def extra_heldout_kinds(plan: Plan) -> list[str]:
+    """The scene sets (shapes_hard, digits) the data config holds out for testing."""
+    cfg = compose_stage(plan, plan.arms[0], 0, plan.lrs[0], next(iter(plan.steps)), 1, plan.out / "sizes", None, 0,
+                        "sizes", curve=False, with_curve=False)
+    return list((cfg.data.get("heldout_extra") or {}).keys())
+
+
+def scene_set_of(kind: str):
+    from ovis_lit.data.digits import DIGIT_SCENES
+    from ovis_lit.data.shapes_hard import SHAPES_HARD
+
+    sets = {s.name: s for s in (DIGIT_SCENES, SHAPES_HARD)}
+    if kind not in sets:
+        raise ValueError(f"no validation scenes for held-out set {kind!r}: pass --val-tsv")
+    return sets[kind]
 
 
 def choose_lr(sweep: list[dict[str, Any]]) -> float:
@@ -278,18 +346,18 @@ def connector_sizes(plan: Plan) -> dict[str, int]:
 
     sizes = {}
     for arm in plan.arms:
-        cfg = compose_stage(plan, arm, 0, plan.lrs[0], "s1", 1, plan.out / "sizes", None, 0, "sizes")
+        cfg = compose_stage(plan, arm, 0, plan.lrs[0], next(iter(plan.steps)), 1, plan.out / "sizes", None, 0, "sizes",
+                            with_curve=False)
         sizes[arm] = connector_parameters(instantiate(cfg.model).build(device="meta"))
     return sizes
 
 
 def run_experiment(plan: Plan) -> dict[str, Any]:
     plan.out.mkdir(parents=True, exist_ok=True)
-    ensure_val_tsv(plan)
+    ensure_val_sets(plan)
     print("connector parameters: " + ", ".join(f"{arm} {n:,}" for arm, n in connector_sizes(plan).items()),
           flush=True)
-    (plan.out / "plan.json").write_text(json.dumps(
-        {k: (str(v) if isinstance(v, Path) else v) for k, v in plan.__dict__.items()}, indent=1) + "\n")
+    (plan.out / "plan.json").write_text(json.dumps(plan.__dict__, indent=1, default=str) + "\n")
     started = time.perf_counter()
     arms: dict[str, dict[str, Any]] = {}
     for arm in plan.arms:  # the sweep: every rate on seed 0, shorter runs, judged on the validation split
@@ -302,6 +370,8 @@ def run_experiment(plan: Plan) -> dict[str, Any]:
             lr = arms[arm]["lr"]
             arms[arm].setdefault("runs", []).append(
                 train_run(plan, arm, seed, lr, plan.steps, plan.out / "runs" / arm / f"seed{seed}", test=True))
+        # the table so far after every seed: a stopped experiment still reports its finished seeds
+        write_table(plan, summarise(plan, arms, time.perf_counter() - started), quiet=True)
     results = summarise(plan, arms, time.perf_counter() - started)
     write_table(plan, results)
     plot_curves(plan, results)
@@ -344,7 +414,7 @@ def _ms(stat: dict[str, float | None]) -> str:
     return "n/a" if stat["mean"] is None else f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
 
 
-def write_table(plan: Plan, results: dict[str, Any]) -> None:
+def write_table(plan: Plan, results: dict[str, Any], quiet: bool = False) -> None:
     (plan.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     arms = results["arms"]
     splits = sorted({s for a in arms.values() for s in a["test"]})
@@ -369,7 +439,8 @@ def write_table(plan: Plan, results: dict[str, Any]) -> None:
     lines += ["", "Test splits: the data config's held-out A-D sets (`heldout` = shapes); blank = the same questions "
               "with a blank image (text-only baseline, chance 25%)."]
     (plan.out / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
+    if not quiet:
+        print("\n".join(lines), flush=True)
 
 
 def plot_curves(plan: Plan, results: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from ovis_lit.processing.tokenizer import byte_level_tokenizer
 from ovis_lit.training.checkpoints import load_model_weights
 from ovis_lit.training.freezing import apply_trainable
 from ovis_lit.training.tau import TauAnnealing
+from ovis_lit.training.vocab_diagnostics import vocabulary_problem
 
 from .tiny import tiny_spec
 
@@ -62,6 +63,7 @@ def test_mlp_arms_replace_head_and_table():
     mlp = build_ovis(tiny_spec(connector="mlp"))
     assert isinstance(mlp.visual_tokenizer, ProjectorVisualTokenizer) and isinstance(mlp.vte, IndicatorEmbedding)
     assert mlp.vte.weight.shape == (N_IND, LLM_DIM)
+    assert vocabulary_problem(mlp) is not None and vocabulary_problem(build_ovis(tiny_spec())) is None
     # LLaVA-1.5: Linear(features, d) -> GELU -> Linear(d, d)
     assert [type(m).__name__ for m in mlp.visual_tokenizer.head] == ["Linear", "GELU", "Linear"]
     assert mlp.visual_tokenizer.head[0].weight.shape == (LLM_DIM, FEATURE_DIM)

@@ -45,12 +45,15 @@ def test_summary_is_mean_and_sample_std_over_seeds():
 def test_smoke_experiment_writes_table_and_plot(tmp_path):
     c = _script()
     out = tmp_path / "exp"
-    c.main(["--smoke", "--arms", "ovis,mlp", "--seeds", "1", "--lrs", "1e-3,2e-3", "--s1-steps", "1",
+    # one arm through the sweep (two rates), one without: six stages in all, every split scored
+    c.main(["--smoke", "--arms", "mlp,ovis", "--seeds", "1", "--lrs", "1e-3,2e-3", "--s1-steps", "1",
             "--s3-steps", "2", "--logger", "csv", "--out", str(out), "--data-dir", str(tmp_path / "data")])
     results = json.loads((out / "results.json").read_text())
     assert set(results["arms"]) == {"ovis", "mlp"}
     for arm in results["arms"].values():
         assert [s["lr"] for s in arm["sweep"]] == [1e-3, 2e-3] and arm["lr"] in (1e-3, 2e-3)
+        # the test splits of data=shapes_vision: shapes, hard shapes, digits (the smoke data: 12 questions each)
+        assert set(arm["test"]) == {"heldout", "heldout_shapes_hard", "heldout_digits"}
         assert arm["connector_parameters"] > 0 and arm["train_seconds"]["n"] == 1
         heldout = arm["test"]["heldout"]
         assert heldout["n"] > 0 and heldout["blank_image_accuracy"]["n"] == 1

@@ -82,6 +82,7 @@ class ProjectorVisualTokenizer(VisualFeatures):
     """
 
     projects = True  # the head gives embeddings (OvisModel skips tokenize and the table for image tokens)
+    has_visual_vocabulary = False  # training/vocab_diagnostics.py skips it (its 5-row table holds indicators only)
     tokenize_function = "projection"  # no visual tokens (TauAnnealing and the fused softmax path leave it alone)
 
     def __init__(self, backbone: nn.Module, llm_dim: int, hidden: int, n_indicators: int = 5, hidden_stride: int = 2):
