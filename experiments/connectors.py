@@ -116,10 +116,13 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     p.add_argument("--smoke", action="store_true", help="tiny sizes: the pipeline end to end in seconds per run")
     a = p.parse_args(argv)
 
-    # the full CPU experiment's sizes (measured to finish in 45 min on 2 busy cores) and the smoke test's
-    sizes = (dict(s1=2, s3=4, batch=4, every=2, val=8, test=None, scale=0.03, seeds=2, lrs="2e-4,2e-3") if a.smoke else
-             dict(s1=20, s3=200, batch=32, every=50, val=100, test=200, scale=None, seeds=3,
-                  lrs="2e-5,2e-4,2e-3"))
+    # the CPU experiment's sizes (estimated from the default run's speed to take about 45 min on 2 idle cores; on
+    # a shared, loaded machine it takes longer: see the README's measurement) and the smoke test's
+    smoke = {"s1": 2, "s3": 4, "batch": 4, "every": 2, "val": 8, "test": None, "scale": 0.03, "seeds": 2,
+             "lrs": "2e-4,2e-3"}
+    full = {"s1": 20, "s3": 200, "batch": 32, "every": 50, "val": 100, "test": 200, "scale": None, "seeds": 3,
+            "lrs": "2e-5,2e-4,2e-3"}
+    sizes = smoke if a.smoke else full
     arms = [x for x in a.arms.split(",") if x]
     unknown = set(arms) - set(ARMS)
     if unknown:
@@ -423,9 +426,9 @@ def write_table(plan: Plan, results: dict[str, Any], quiet: bool = False) -> Non
         head += [f"{s} acc %", f"{s} blank %"]
     head += ["val acc %", "train s / run"]
     lines = [f"# Connectors: {results['name']}", "",
-             f"{len(plan.seeds)} seeds per arm (mean ± std), steps {plan.steps}, batch {plan.batch_size}, model "
-             f"{plan.model}, data {plan.data}; connector LR per arm from {plan.lrs} on seed 0 at "
-             f"{plan.sweep_steps} steps, by validation accuracy. Total {results['seconds'] / 60:.1f} min.", "",
+             (f"{len(plan.seeds)} seeds per arm (mean ± std), steps {plan.steps}, batch {plan.batch_size}, model "
+              f"{plan.model}, data {plan.data}; connector LR per arm from {plan.lrs} on seed 0 at "
+              f"{plan.sweep_steps} steps, by validation accuracy. Total {results['seconds'] / 60:.1f} min."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, a in arms.items():
         sweep = ", ".join(f"{s['lr']:g}: {_pct(s['val_accuracy'])}" for s in a["sweep"]) or "not swept"
@@ -436,8 +439,9 @@ def write_table(plan: Plan, results: dict[str, Any], quiet: bool = False) -> Non
         tr = a["train_seconds"]
         row += [_ms(a["val_accuracy"]), f"{tr['mean']:.0f} ± {tr['std']:.0f}"]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Test splits: the data config's held-out A-D sets (`heldout` = shapes); blank = the same questions "
-              "with a blank image (text-only baseline, chance 25%)."]
+    lines += ["", ("Test splits: the data config's held-out A-D sets (`heldout` = shapes), the first "
+                   f"{plan.test_questions or 'all'} questions of each; blank = the same questions with a blank image "
+                   "(text-only baseline, chance 25%); an answer no option can be read from counts as wrong.")]
     (plan.out / "results.md").write_text("\n".join(lines) + "\n")
     if not quiet:
         print("\n".join(lines), flush=True)

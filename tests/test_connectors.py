@@ -7,8 +7,14 @@ from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
 from ovis_lit.interop.original_export import export_original
 from ovis_lit.interop.ovis_lit_layout import export_ovis_lit, load_ovis_lit
 from ovis_lit.model.build import build_ovis, connector_parameters
-from ovis_lit.model.connector import (CONNECTORS, IndicatorEmbedding, ProjectorVisualTokenizer, matched_hidden,
-                                      mlp_parameters, ovis_parameters)
+from ovis_lit.model.connector import (
+    CONNECTORS,
+    IndicatorEmbedding,
+    ProjectorVisualTokenizer,
+    matched_hidden,
+    mlp_parameters,
+    ovis_parameters,
+)
 from ovis_lit.model.source import ModelSource
 from ovis_lit.processing.image import ImagePreprocessor
 from ovis_lit.processing.processor import OvisProcessor
