@@ -72,8 +72,8 @@ def read_ovis_lit_config(directory: str | Path) -> dict[str, Any]:
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{directory}: ovis-lit layout version {config.get('format_version')!r}, this code reads "
                          f"{FORMAT_VERSION}")
-    if not isinstance(config.get("model"), dict):  # noqa: TRY004 (bad file content: a ValueError, as above)
-        raise ValueError(f"{directory}/{MODEL_FILE} has no model description")
+    if not isinstance(config.get("model"), dict):  # bad file content: a ValueError, as above
+        raise ValueError(f"{directory}/{MODEL_FILE} has no model description")  # noqa: TRY004
     return config
 
 
