@@ -426,7 +426,8 @@ def write_table(plan: Plan, results: dict[str, Any], quiet: bool = False) -> Non
         head += [f"{s} acc %", f"{s} blank %"]
     head += ["val acc %", "train s / run"]
     lines = [f"# Connectors: {results['name']}", "",
-             (f"{len(plan.seeds)} seeds per arm (mean ± std), steps {plan.steps}, batch {plan.batch_size}, model "
+             (f"{min(len(a['seeds']) for a in arms.values())} of {len(plan.seeds)} seeds per arm done "
+              f"(mean ± std), steps {plan.steps}, batch {plan.batch_size}, model "
               f"{plan.model}, data {plan.data}; connector LR per arm from {plan.lrs} on seed 0 at "
               f"{plan.sweep_steps} steps, by validation accuracy. Total {results['seconds'] / 60:.1f} min."), "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
