@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from ..interop.consolidate import is_sharded_checkpoint, load_sharded_model, read_sharded_meta
 from ..interop.original import load_original, original_tokens_per_crop, read_original_config
+from ..interop.ovis_lit_layout import is_ovis_lit_dir, load_ovis_lit, read_ovis_lit_config
 from ..interop.reading import chat_format_of, has_tokenizer, is_ovis25_dir
 from ..model.build import as_dtype
 from ..model.ovis import OvisModel
@@ -34,6 +35,11 @@ HYDRA_SEARCH_DEPTH = 4  # run/stageN/checkpoints/last.ckpt: the run's .hydra is 
 def processor_from_ovis_dir(directory: str | Path) -> OvisProcessor:
     """The processor of an Ovis-layout directory (export or original): tokenizer files + config.json's format."""
     directory = Path(directory)
+    if is_ovis_lit_dir(directory):  # ovis-lit's own layout (e.g. an MLP connector arm)
+        config = read_ovis_lit_config(directory)
+        if not has_tokenizer(directory):
+            raise FileNotFoundError(f"{directory} has no tokenizer files")
+        return OvisProcessor.from_pretrained(directory, config["chat_format"], int(config["tokens_per_crop"]))
     native = is_ovis25_dir(directory)  # native resolution
     if native:
         from ..interop.ovis25 import read_ovis25_config
@@ -89,7 +95,7 @@ def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit
         return processor_from_ovis_dir(explicit)
     export = checkpoint.parent.parent / "export"
     tried.append(f"{export} (the stage's export)")
-    if (export / "config.json").is_file() and has_tokenizer(export):
+    if ((export / "config.json").is_file() or is_ovis_lit_dir(export)) and has_tokenizer(export):
         return processor_from_ovis_dir(export)
     pretrained = (hparams.get("model") or {}).get("pretrained")
     if pretrained:
@@ -163,7 +169,7 @@ def load_for_eval(
         found = processor_for_checkpoint(path, hparams, processor)
         kind = f"sharded lightning checkpoint (step {hparams['global_step']})"
     elif path.is_dir():
-        model, found = load_original(path)
+        model, found = load_ovis_lit(path) if is_ovis_lit_dir(path) else load_original(path)
         if processor:
             found = processor_from_ovis_dir(processor)
         if found is None:

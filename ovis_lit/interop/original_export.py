@@ -123,6 +123,9 @@ def export_original(
 ) -> Path:
     """Write `model` and `processor` in the original Ovis layout (sharded above `max_shard_bytes`). `state`: the
     full (consolidated) state dict, for a model whose parameters are FSDP shards."""
+    if model.visual_tokenizer.projects:
+        raise ValueError("the original Ovis layout has a visual head and embedding table, no MLP connector: export "
+                         "an mlp / mlp_wide arm in ovis-lit's own layout (interop.ovis_lit_layout.export_ovis_lit)")
     if model.visual_tokenizer.native_resolution:  # Ovis2.5: its own layout
         from .ovis25 import export_ovis25
 

@@ -18,6 +18,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from ..interop.local_files import refuse_custom_code, safetensors_files
+from .connector import (MLP_CONNECTORS, IndicatorEmbedding, ProjectorVisualTokenizer, check_connector, mlp_hidden,
+                        ovis_tokenize_function)
 from .embedding import VisualEmbedding
 from .ovis import OvisModel
 from .vision import FAMILIES, build_vision_backbone
@@ -62,6 +64,10 @@ class OvisSpec:
     dtype: str = "float32"
     # the speed-ups of `OvisModel` (fused softmax-table read, packed sparse-logits loss); false: the plain path
     fast_path: bool = True
+    # what maps ViT features to LLM embeddings (model/connector.py): ovis (head + table), ovis_hard, ovis_gumbel,
+    # mlp, mlp_wide; the MLP arms' hidden width: a number, "matched" (the Ovis head + table's parameters) or null
+    connector: str = "ovis"
+    connector_hidden: int | str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "OvisSpec":
@@ -131,12 +137,14 @@ def build_ovis(spec: OvisSpec | dict[str, Any], device: str | torch.device | Non
     with torch.device(device) if device is not None else contextlib.nullcontext():
         backbone = build_backbone(spec.backbone, dtype, weights=not meta)
         llm = build_llm(spec.llm, dtype, weights=not meta)
+        if check_connector(spec.connector) in MLP_CONNECTORS:
+            return _mlp_arm(spec, backbone, llm, dtype)
         visual_tokenizer = VisualTokenizer(
             backbone,
             vocab_size=spec.visual_vocab_size,
             n_indicators=spec.n_indicators,
             hidden_stride=spec.hidden_stride,
-            tokenize_function=spec.tokenize_function,
+            tokenize_function=ovis_tokenize_function(spec.connector, spec.tokenize_function),
             tau=spec.tau,
         )
         if dtype is not None:
@@ -147,3 +155,25 @@ def build_ovis(spec: OvisSpec | dict[str, Any], device: str | torch.device | Non
     elif spec.vte_init not in ("normal", "text_stats"):
         raise ValueError(f"vte_init must be 'normal' or 'text_stats', got {spec.vte_init!r}")
     return OvisModel(visual_tokenizer, vte, llm, fast_path=spec.fast_path)
+
+
+def _mlp_arm(spec: OvisSpec, backbone: torch.nn.Module, llm: torch.nn.Module, dtype: torch.dtype | None) -> OvisModel:
+    """An MLP connector arm (built inside build_ovis's device context): projector head + indicator table."""
+    llm_dim = llm.config.hidden_size
+    feature_dim = backbone.config.hidden_size * spec.hidden_stride * spec.hidden_stride
+    hidden = mlp_hidden(spec.connector, spec.connector_hidden, feature_dim, spec.visual_vocab_size,
+                        spec.n_indicators, llm_dim)
+    visual_tokenizer = ProjectorVisualTokenizer(backbone, llm_dim, hidden, spec.n_indicators, spec.hidden_stride)
+    if dtype is not None:
+        visual_tokenizer.head.to(dtype)
+    indicators = IndicatorEmbedding(spec.n_indicators, llm_dim, dtype=dtype)
+    if spec.vte_init == "text_stats" and llm.get_input_embeddings().weight.device.type != "meta":
+        indicators.reinit_like(llm.get_input_embeddings().weight)
+    elif spec.vte_init not in ("normal", "text_stats"):
+        raise ValueError(f"vte_init must be 'normal' or 'text_stats', got {spec.vte_init!r}")
+    return OvisModel(visual_tokenizer, indicators, llm, fast_path=spec.fast_path)
+
+
+def connector_parameters(model: OvisModel) -> int:
+    """Parameters of the connector: the visual head (or projector) and the visual table (or indicator rows)."""
+    return sum(p.numel() for p in model.visual_tokenizer.head.parameters()) + model.vte.weight.numel()

@@ -28,7 +28,7 @@ from . import packed_attention, packed_prefill, packed_weights, sparse_loss
 from .checkpointing import checkpoint_kwargs, checkpoint_mode
 from .embedding import VisualEmbedding
 from .vision import crop_side, keep_residual_stream_contiguous
-from .visual_tokenizer import VisualTokenizer
+from .visual_tokenizer import VisualFeatures, VisualTokenizer
 
 
 @dataclass
@@ -36,7 +36,7 @@ class MergedInputs:
     inputs_embeds: torch.Tensor  # [B, L, d], already multiplied by the LLM's embedding scale (Gemma)
     attention_mask: torch.Tensor  # [B, L], the caller's
     labels: torch.Tensor | None  # [B, L], the caller's with IGNORE_ID at visual and indicator positions
-    visual_tokens: torch.Tensor | None  # [N crops, T, V - n_ind] (None when the batch has no image)
+    visual_tokens: torch.Tensor | None  # [N crops, T, V - n_ind] (None without images, or for an MLP connector)
 
 
 @dataclass
@@ -48,7 +48,9 @@ class OvisOutput:
 
 
 class OvisModel(nn.Module):
-    def __init__(self, visual_tokenizer: VisualTokenizer, vte: VisualEmbedding, llm: nn.Module, fast_path: bool = True):
+    def __init__(self, visual_tokenizer: VisualTokenizer | VisualFeatures, vte: VisualEmbedding | nn.Embedding,
+                 llm: nn.Module, fast_path: bool = True):
+        """`visual_tokenizer` + `vte`: the connector (model/connector.py), the Ovis head + table by default."""
         super().__init__()
         if vte.num_embeddings != visual_tokenizer.vocab_size:
             raise ValueError(f"vte has {vte.num_embeddings} rows, visual vocab is {visual_tokenizer.vocab_size}")
@@ -104,7 +106,8 @@ class OvisModel(nn.Module):
     def embed_visual(
         self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crops [N, 3, S, S] -> (visual tokens [N, T, V - n_ind], scaled LLM-space embeddings [N, T, d]).
+        """Crops [N, 3, S, S] -> (visual tokens [N, T, V - n_ind], scaled LLM-space embeddings [N, T, d]); an MLP
+        connector has no visual tokens (None).
         Native resolution: packed patches + grid_thws -> [tokens, 1, ...] (one "crop" per visual token)."""
         tokens, visual, _ = self._embed_crops(pixel_values, None, grid_thws)
         return tokens, visual
@@ -116,6 +119,10 @@ class OvisModel(nn.Module):
         """(visual tokens, scaled visual embeddings, unscaled table rows of `indicator_rows` or None)."""
         dtype = self.llm.get_input_embeddings().weight.dtype
         tokenizer = self.visual_tokenizer
+        if tokenizer.projects:  # an MLP connector (model/connector.py): embeddings straight from the projector
+            visual = tokenizer.embeddings(pixel_values.to(self._visual_dtype()), grid_thws)
+            indicator = None if indicator_rows is None else self.vte(indicator_rows)
+            return None, self._scaled(visual.to(dtype)), indicator
         logits = tokenizer.logits(pixel_values.to(self._visual_dtype()), grid_thws)  # ViT features -> visual head
         if self._fuse_softmax(logits):
             tokens, visual, indicator = self.vte(logits, indicator_rows, softmax=True)

@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from .build import build_ovis
+from .connector import MLP_CONNECTORS, check_connector, ovis_tokenize_function
 from .ovis import OvisModel
 
 
@@ -26,6 +27,8 @@ class ModelSource:
     name: str = "ovis"
     spec: dict[str, Any] = field(default_factory=dict)
     pretrained: str | None = None
+    # `model.connector=mlp`: the connector arm (model/connector.py), written into the spec (`spec.connector`)
+    connector: str | None = None
     lora: dict[str, Any] | None = None
 
     def __post_init__(self):  # Hydra hands nested nodes over as DictConfigs; plain values are kept (checkpoints)
@@ -36,12 +39,21 @@ class ModelSource:
         if OmegaConf.is_config(self.lora):
             self.lora = OmegaConf.to_container(self.lora, resolve=True)
         self.lora = self.lora_settings().to_dict() if self.lora else None  # checked, with its defaults filled in
+        if self.connector is not None:
+            check_connector(self.connector)
+            if self.spec.get("connector", self.connector) != self.connector:
+                raise ValueError(f"model.connector={self.connector} but model.spec.connector="
+                                 f"{self.spec['connector']}: set one of them")
+            self.spec["connector"] = self.connector
+        if self.pretrained and self.spec.get("connector", "ovis") in MLP_CONNECTORS:
+            raise ValueError(f"connector {self.spec['connector']} cannot start from an original Ovis directory "
+                             f"({self.pretrained}): it has the Ovis head and table, no MLP")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ModelSource":
         """From `to_dict` (checkpoints written before `name` was saved have only spec and pretrained)."""
         return cls(name=d.get("name") or "ovis", spec=d.get("spec") or {}, pretrained=d.get("pretrained"),
-                   lora=d.get("lora"))
+                   lora=d.get("lora"), connector=d.get("connector"))
 
     def lora_settings(self):
         """The LoraSettings of `lora` (None: no adapters)."""
@@ -63,6 +75,9 @@ class ModelSource:
             else:
                 model, _ = load_original(self.pretrained, dtype=dtype)
             model.fast_path = self.spec.get("fast_path", True)
+            # an ovis_hard / ovis_gumbel arm from Ovis weights: the same head and table, its own tokenize function
+            vt = model.visual_tokenizer
+            vt.tokenize_function = ovis_tokenize_function(self.spec.get("connector", "ovis"), vt.tokenize_function)
             return model
         return build_ovis(self.spec, device=device)
 

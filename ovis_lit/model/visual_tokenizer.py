@@ -66,27 +66,17 @@ def _one_hot_argmax(logits: torch.Tensor) -> torch.Tensor:
     return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
 
 
-class VisualTokenizer(nn.Module):
-    """ViT backbone + visual head (Linear without bias, then LayerNorm over the logits).
+class VisualFeatures(nn.Module):
+    """The ViT backbone and its merged patch features: what every connector reads (`model/connector.py`).
 
-    The head has V - n_indicators outputs: the last n_indicators words of the visual vocabulary are the indicator
-    tokens, which images never produce.
+    `n_indicators` visual-side embeddings (the indicator tokens -301..-305) belong to the model's table whatever
+    the connector; `vocab_size` is the number of rows that table has.
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        vocab_size: int,
-        n_indicators: int = 5,
-        hidden_stride: int = 2,
-        tokenize_function: str = "softmax",
-        tau: float = 1.0,
-    ):
+    projects = False  # True: the connector's head gives LLM embeddings directly (no visual tokens, no table read)
+
+    def __init__(self, backbone: nn.Module, vocab_size: int, n_indicators: int = 5, hidden_stride: int = 2):
         super().__init__()
-        if tokenize_function not in TOKENIZE_FUNCTIONS:
-            raise ValueError(f"unknown tokenize_function {tokenize_function!r}; choose from {TOKENIZE_FUNCTIONS}")
-        if vocab_size <= n_indicators:
-            raise ValueError(f"visual vocab_size {vocab_size} must exceed n_indicators {n_indicators}")
         if isinstance(backbone, Siglip2NavitModel) and backbone.config.hidden_stride != hidden_stride:
             raise ValueError(f"hidden_stride {hidden_stride} differs from the ViT's {backbone.config.hidden_stride} "
                              "(its patches come ordered in blocks of that stride)")
@@ -94,11 +84,11 @@ class VisualTokenizer(nn.Module):
         self.vocab_size = vocab_size
         self.n_indicators = n_indicators
         self.hidden_stride = hidden_stride
-        self.tokenize_function = tokenize_function
-        self.tau = tau  # gumbel_argmax: annealed during training by training.tau.TauAnnealing (callbacks.tau)
-        head_dim = vocab_size - n_indicators
-        in_dim = backbone.config.hidden_size * hidden_stride * hidden_stride
-        self.head = nn.Sequential(nn.Linear(in_dim, head_dim, bias=False), nn.LayerNorm(head_dim))
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of one merged patch feature (the connector's input)."""
+        return self.backbone.config.hidden_size * self.hidden_stride * self.hidden_stride
 
     @property
     def native_resolution(self) -> bool:
@@ -119,6 +109,40 @@ class VisualTokenizer(nn.Module):
             return features.reshape(-1, 1, self.hidden_stride * self.hidden_stride * features.shape[-1])
         return merge_patches(vision_features(self.backbone, pixel_values), self.hidden_stride)
 
+    def tokens_per_crop(self) -> int:
+        if self.native_resolution:
+            return 1
+        grid = crop_side(self.backbone) // self.backbone.config.patch_size
+        merged = -(-grid // self.hidden_stride)
+        return merged * merged
+
+
+class VisualTokenizer(VisualFeatures):
+    """ViT backbone + visual head (Linear without bias, then LayerNorm over the logits).
+
+    The head has V - n_indicators outputs: the last n_indicators words of the visual vocabulary are the indicator
+    tokens, which images never produce.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        vocab_size: int,
+        n_indicators: int = 5,
+        hidden_stride: int = 2,
+        tokenize_function: str = "softmax",
+        tau: float = 1.0,
+    ):
+        if tokenize_function not in TOKENIZE_FUNCTIONS:
+            raise ValueError(f"unknown tokenize_function {tokenize_function!r}; choose from {TOKENIZE_FUNCTIONS}")
+        if vocab_size <= n_indicators:
+            raise ValueError(f"visual vocab_size {vocab_size} must exceed n_indicators {n_indicators}")
+        super().__init__(backbone, vocab_size, n_indicators, hidden_stride)
+        self.tokenize_function = tokenize_function
+        self.tau = tau  # gumbel_argmax: annealed during training by training.tau.TauAnnealing (callbacks.tau)
+        head_dim = vocab_size - n_indicators
+        self.head = nn.Sequential(nn.Linear(self.feature_dim, head_dim, bias=False), nn.LayerNorm(head_dim))
+
     def logits(self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.features(pixel_values, grid_thws))
 
@@ -133,10 +157,3 @@ class VisualTokenizer(nn.Module):
     def forward(self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None) -> torch.Tensor:
         """Visual tokens over the whole visual vocabulary [N, T, V]: the indicator columns are zero."""
         return F.pad(self.tokens(pixel_values, grid_thws), (0, self.n_indicators))
-
-    def tokens_per_crop(self) -> int:
-        if self.native_resolution:
-            return 1
-        grid = crop_side(self.backbone) // self.backbone.config.patch_size
-        merged = -(-grid // self.hidden_stride)
-        return merged * merged

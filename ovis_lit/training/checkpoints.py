@@ -53,8 +53,8 @@ def lightning_model_state(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]
 
 
 def load_model_weights(model: OvisModel, source: str | Path) -> None:
-    """Load weights from a Lightning checkpoint (.ckpt) or an Ovis-layout directory (an export or an original
-    checkpoint). Every parameter must be there with the same shape: a silent partial load is a wrong model."""
+    """Load weights from a Lightning checkpoint (.ckpt), an Ovis-layout directory (an export or an original
+    checkpoint) or an ovis-lit layout directory (interop/ovis_lit_layout.py). Every parameter must be there with the same shape: a silent partial load is a wrong model."""
     source = Path(source)
     from ..interop.consolidate import is_sharded_checkpoint, load_sharded_weights
 
@@ -62,9 +62,16 @@ def load_model_weights(model: OvisModel, source: str | Path) -> None:
         load_sharded_weights(model, source)
         return
     if source.is_dir():
-        from ..interop.original import load_original
+        from ..interop.ovis_lit_layout import is_ovis_lit_dir, read_ovis_lit_config
+        from ..interop.reading import load_tensors
 
-        state = load_original(source)[0].state_dict()
+        if is_ovis_lit_dir(source):  # ovis-lit's own layout (any connector arm): our names already
+            read_ovis_lit_config(source)
+            state = load_tensors(source, "")
+        else:
+            from ..interop.original import load_original
+
+            state = load_original(source)[0].state_dict()
     elif source.is_file():
         state = lightning_model_state(read_lightning_checkpoint(source))
     else:

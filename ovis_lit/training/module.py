@@ -11,7 +11,7 @@ import torch
 from torch.distributed.tensor import DTensor
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
-from ..model.build import as_dtype
+from ..model.build import as_dtype, connector_parameters
 from ..model.lora import add_adapters, freeze_adapted_bases
 from ..model.ovis import OvisModel
 from ..model.source import ModelSource
@@ -89,6 +89,9 @@ class OvisLitModule(L.LightningModule):
                 load_full_state_from_rank0(self.model, full_state, self.device)
                 del full_state
         self.parameter_table = format_table(trainable_table(self.model))
+        connector = self.source.spec.get("connector", "ovis")
+        log.info("connector %s: %s parameters (visual head or projector + visual table)", connector,
+                 f"{connector_parameters(self.model):,}")
         log.info("stage %s trainable parameters:\n%s", self.hparams.stage.get("name", "?"), self.parameter_table)
 
     def on_fit_start(self) -> None:

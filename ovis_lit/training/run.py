@@ -184,16 +184,21 @@ def run_stage(cfg: DictConfig) -> tuple[dict[str, Any], Stage]:
     full_state = full_state_dict(module.model)  # a collective under FSDP: every rank takes part
     if trainer.is_global_zero:
         export = output_dir / "export"
-        from ..interop.original_export import export_original
-
-        # Ovis 1.6/2 exports write the processor's multimodal_max_length into config.json (Ovis2.5's have none)
-        max_length = getattr(stage.processor, "multimodal_max_length", None)
         lora = has_adapters(module.model)
-        # a LoRA stage: the export holds the base (with whatever trained fully: head, visual table), the adapters
-        # lie beside it in peft's layout; scripts/merge_lora.py folds them into one export
-        export_original(module.model, stage.processor, export,
-                        state=base_state_dict(module.model, full_state) if lora else full_state,
-                        **({"multimodal_max_length": max_length} if max_length else {}))
+        if module.model.visual_tokenizer.projects:  # an MLP connector: the original layout has no place for it
+            from ..interop.ovis_lit_layout import export_ovis_lit
+
+            export_ovis_lit(module.model, module.source, stage.processor, export, state=full_state)
+        else:
+            from ..interop.original_export import export_original
+
+            # Ovis 1.6/2 exports write the processor's multimodal_max_length into config.json (Ovis2.5's have none)
+            max_length = getattr(stage.processor, "multimodal_max_length", None)
+            # a LoRA stage: the export holds the base (with whatever trained fully: head, visual table), the adapters
+            # lie beside it in peft's layout; scripts/merge_lora.py folds them into one export
+            export_original(module.model, stage.processor, export,
+                            state=base_state_dict(module.model, full_state) if lora else full_state,
+                            **({"multimodal_max_length": max_length} if max_length else {}))
         summary["export"] = str(export)
         if lora:
             summary["adapters"] = str(save_adapters(module.model, output_dir / "adapters", state=full_state))
