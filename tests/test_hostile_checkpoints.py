@@ -432,7 +432,9 @@ def test_tokenizer_config_with_custom_code(tmp_path, marker):
 
 
 TRANSFORMERS_LOAD = re.compile(r"\b([\w.]+)\.(from_pretrained|from_config)\(")
-OWN_LOADERS = {"OvisProcessor", "NativeOvisProcessor"}  # ovis-lit's classes: their from_pretrained calls the loaders scanned here
+OWN_LOADERS = {"OvisProcessor", "NativeOvisProcessor",  # ovis-lit's classes: their from_pretrained calls the loaders scanned here
+               "LoraSettings",  # ovis-lit's own settings, built from a config dict
+               "LoraConfig"}  # peft's adapter config: JSON from a folder already checked to be local (model/lora.py)
 
 
 def test_every_transformers_load_says_trust_remote_code_false():

@@ -638,7 +638,7 @@ def test_an_image_the_processor_refuses_is_a_counted_skip_not_a_crash(tmp_path, 
 def evaluate_stubbed(tmp_path, monkeypatch, benchmarks: dict):
     """evals/run.py's path (entry.evaluate) on `benchmarks`, with the model load stubbed out (generation is the
     test's fixture), results in tmp_path / "out"."""
-    monkeypatch.setattr(entry, "load_for_eval", lambda *a: (None, SimpleNamespace(chat_format="test"),
+    monkeypatch.setattr(entry, "load_for_eval", lambda *a, **k: (None, SimpleNamespace(chat_format="test"),
                                                             {"checkpoint": "stub", "format": "stub"}))
     cfg = OmegaConf.create({"checkpoint": "stub", "batch_size": 4, "progress": False, "device": "cpu",
                             "output_dir": str(tmp_path / "out"), "benchmarks": benchmarks})

@@ -115,3 +115,14 @@ def test_a_processor_rejection_keeps_its_reason_in_training():
     with pytest.raises(Rejected) as info:
         builder(record)
     assert info.value.reason == "degenerate_size"
+
+
+def test_a_truncated_image_is_refused_even_when_another_library_allows_truncated_loads(monkeypatch):
+    """PIL's LOAD_TRUNCATED_IMAGES is process-wide; lmms-eval's task module switches it on when imported (the full
+    suite imports it), and the guarded decoder must refuse truncated data all the same, leaving the switch as found."""
+    from PIL import ImageFile
+
+    data, expected = _samples()["truncated_png"]
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    assert _outcome(lambda: decode_image(data)) == expected == "decode_error"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True

@@ -241,7 +241,7 @@ def test_scoring_mode_on_the_command_line_applies_where_a_benchmark_has_it(tmp_p
     mc = write_tsv(tmp_path / "MMBench_DEV_EN.tsv", [mc_row(0)], MC)
     yn = write_tsv(tmp_path / "MME.tsv", [{"index": 0, "question": "Q? Please answer yes or no.", "answer": "Yes",
                                            "category": "existence", "image": png_b64()}], YESNO)
-    monkeypatch.setattr(entry, "load_for_eval", lambda *a: (None, SimpleNamespace(chat_format="test"),
+    monkeypatch.setattr(entry, "load_for_eval", lambda *a, **k: (None, SimpleNamespace(chat_format="test"),
                                                             {"checkpoint": "stub", "format": "stub"}))
     cfg = OmegaConf.create({"checkpoint": "stub", "batch_size": 4, "progress": False, "device": "cpu",
                             "output_dir": str(tmp_path / "out"), "scoring_mode": "lmms_eval",

@@ -24,7 +24,7 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFile
 
 from ..rejection import Rejected
 
@@ -83,7 +83,15 @@ def decode_opened(image: Image.Image, max_pixels: int | None = MAX_IMAGE_PIXELS)
         width, height = image.size
         if max_pixels is not None and width * height > max_pixels:
             raise Rejected("too_many_pixels", f"{width} x {height} > {max_pixels} pixels")
-        image.load()  # decode now: a truncated file fails here, not later in preprocessing
+        # decode now: a truncated file fails here, not later in preprocessing. PIL's LOAD_TRUNCATED_IMAGES is a
+        # process-wide switch that libraries imported beside us turn on (lmms-eval's api/task.py does): hold it
+        # off while we load, so a truncated image is refused whatever else is imported
+        truncated_ok = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            image.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
         return to_rgb(image)
     except Rejected:
         raise
