@@ -151,6 +151,41 @@ def test_export_reimport_bitwise_and_same_layout(ovis25, tmp_path):
     assert again_processor.chat_format == "qwen3"
 
 
+def test_export_records_a_trained_pixel_range(ovis25, tmp_path):
+    """A model trained in another pixel range (the tiny ones: 16^2..64^2) keeps it through its export: reloading the
+    export must not fall back to the original code's 448^2 minimum (which blew a 64 px image up to 784 tokens)."""
+    from ovis_lit.evaluation.loading import processor_from_ovis_dir
+    from ovis_lit.interop.ovis25 import export_ovis25
+    from ovis_lit.processing.native_processor import NativeOvisProcessor
+
+    model, _ = ovis25
+    src = FIXTURE25 / "checkpoint"
+    vit_config = json.loads((src / "config.json").read_text())["vit_config"]
+    processor = NativeOvisProcessor.from_pretrained(src, "qwen3", vit_config, min_pixels=256, max_pixels=4096)
+    out = export_ovis25(model, processor, tmp_path / "export")
+    written = json.loads((out / "preprocessor_config.json").read_text())
+    assert (written["min_pixels"], written["max_pixels"]) == (256, 4096)
+    again = processor_from_ovis_dir(out).image_preprocessor
+    assert (again.min_pixels, again.max_pixels) == (256, 4096)
+    from PIL import Image
+
+    assert again.target_size(Image.new("RGB", (64, 64))) == (64, 64)
+
+
+@pytest.mark.parametrize("value", ["4096", -1, 0, 1.5, None])
+def test_a_bad_recorded_pixel_range_is_refused(tmp_path, value):
+    import shutil
+
+    from ovis_lit.evaluation.loading import processor_from_ovis_dir
+
+    d = tmp_path / "ckpt"
+    shutil.copytree(FIXTURE25 / "checkpoint", d)
+    cfg = json.loads((d / "preprocessor_config.json").read_text())
+    (d / "preprocessor_config.json").write_text(json.dumps({**cfg, "max_pixels": value}))
+    with pytest.raises(ValueError, match="min_pixels / max_pixels must be positive integers"):
+        processor_from_ovis_dir(d)
+
+
 def test_export_of_a_new_model_writes_the_original_fields(ovis25, tmp_path):
     """A model that was not imported (no original config to copy) writes the same config fields."""
     from ovis_lit.interop.ovis25 import ovis25_config

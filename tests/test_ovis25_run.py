@@ -45,6 +45,14 @@ def test_ovis25_tiny_trains_on_images_videos_and_thinking_then_scores_both_heldo
     assert "held-out multiple choice: accuracy" in proc.stdout and "blank-image baseline" in proc.stdout
     assert "held-out multiple choice (videos): accuracy" in proc.stdout and "blank-video baseline" in proc.stdout
 
+    # evals/run.py on the stage's checkpoint takes the processor from its export: the tiny pixel range (16^2..64^2),
+    # not the original code's 448^2 minimum, which turned each 64 px image into 784 visual tokens (garbage answers)
+    from ovis_lit.evaluation.loading import load_for_eval
+
+    _, processor, _ = load_for_eval(run / "s3" / "checkpoints" / "last.ckpt")
+    pp = processor.image_preprocessor
+    assert (pp.min_pixels, pp.max_pixels) == (256, 4096)
+
 
 def test_thinking_samples_are_built_only_for_models_with_thinking_and_leave_the_other_splits_alone(tmp_path):
     import hashlib

@@ -26,7 +26,7 @@ from ..model.visual_tokenizer import VisualTokenizer
 from ..processing.conversation import CHAT_FORMATS
 from ..processing.image import ImagePreprocessor
 from ..processing.native_processor import NativeOvisProcessor
-from ..processing.native_resolution import NATIVE_N_INDICATORS
+from ..processing.native_resolution import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, NATIVE_N_INDICATORS
 from ..processing.processor import PREPROCESSOR_FILE, save_image_preprocessor
 from .export_files import save_sharded, write_generation_config, write_json, write_tokenizer
 from .local_files import read_json_file, safetensors_files
@@ -194,6 +194,17 @@ def ovis25_state_dict(model: OvisModel, state: dict[str, torch.Tensor] | None = 
     return out
 
 
+def with_pixel_range(config: dict[str, Any], min_pixels: int, max_pixels: int) -> dict[str, Any]:
+    """preprocessor_config.json with the processor's single-image pixel range, where it is not the original code's
+    default (448^2 .. 1344x1792, which that code passes at inference) or the file already records one. A model
+    trained at other sizes (the tiny ones: 16^2 .. 64^2) would otherwise be scored at 448^2 and more after a
+    round-trip through its export; the original code ignores the two keys (it takes the range as arguments)."""
+    if "min_pixels" in config or "max_pixels" in config or (min_pixels, max_pixels) != (DEFAULT_MIN_PIXELS,
+                                                                                        DEFAULT_MAX_PIXELS):
+        config = {**config, "min_pixels": int(min_pixels), "max_pixels": int(max_pixels)}
+    return config
+
+
 def export_ovis25(
     model: OvisModel,
     processor: NativeOvisProcessor,
@@ -209,15 +220,17 @@ def export_ovis25(
     write_json(directory / "config.json", config)
     save_sharded(ovis25_state_dict(model, state), directory, max_shard_bytes)
     write_generation_config(directory, config["llm_config"], config["transformers_version"])
+    pp = processor.image_preprocessor
     source = getattr(processor, "preprocessor_config", None)
     if source is not None:
-        write_json(directory / PREPROCESSOR_FILE, source)
+        config = dict(source)
     else:  # a SigLIP processor; its size is not used at native resolution, the ViT's image_size by convention
-        pp = processor.image_preprocessor
         save_image_preprocessor(
             ImagePreprocessor(side=model.visual_tokenizer.backbone.config.image_size, image_mean=pp.image_mean,
                               image_std=pp.image_std, resample=pp.resample),
             directory, "SiglipImageProcessor",
         )
+        config = read_json_file(directory / PREPROCESSOR_FILE)
+    write_json(directory / PREPROCESSOR_FILE, with_pixel_range(config, pp.min_pixels, pp.max_pixels))
     write_tokenizer(processor, directory)
     return directory

@@ -135,12 +135,19 @@ class NativeOvisProcessor(ChatProcessor):
         cls, directory: str | Path, chat_format: str, vit_config: dict, pixel_budgets: dict | None = None,
         **preprocessor_kwargs,
     ) -> "NativeOvisProcessor":
-        """Tokenizer files + preprocessor_config.json (normalisation, resample) of a directory; patch sizes come
-        from the ViT's config (the image processor's `size` is not used at native resolution)."""
+        """Tokenizer files + preprocessor_config.json (normalisation, resample, and the pixel range where an export
+        recorded one) of a directory; patch sizes come from the ViT's config (the image processor's `size` is not
+        used at native resolution)."""
         directory = Path(directory)
         from ..interop.local_files import read_json_file
 
         config = read_json_file(directory / PREPROCESSOR_FILE)
+        # the pixel range an export recorded (interop/ovis25.py: with_pixel_range); arguments take precedence
+        recorded = {k: config[k] for k in ("min_pixels", "max_pixels") if k in config}
+        if any(type(v) is not int or v <= 0 for v in recorded.values()):
+            raise ValueError(f"{directory / PREPROCESSOR_FILE}: min_pixels / max_pixels must be positive integers, "
+                             f"got {recorded}")
+        preprocessor_kwargs = {**recorded, **preprocessor_kwargs}
         pp = NativeResolutionPreprocessor(
             patch_size=vit_config["patch_size"],
             hidden_stride=vit_config.get("hidden_stride", 2),
