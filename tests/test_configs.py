@@ -168,3 +168,13 @@ def test_finetune_experiment_turns_the_caption_source_off(tmp_path):
     cfg = _compose(["experiment=ovis9b_finetune", f"paths.output_dir={tmp_path}"])
     assert cfg.model.name == "ovis_9b" and cfg.trainer.strategy._target_.endswith("FSDP2Strategy")
     assert stage_settings(cfg)["data"]["use"] == {"llava_instruct": 0.9, "captions": 0, "text_instruct": 0.1}
+
+
+@pytest.mark.parametrize("entry", ["eval", "chat"])
+def test_processor_dir_overrides_on_the_command_line(entry, tmp_path):
+    """The tokenizer/image-settings directory of evals/run.py and chat.py is `processor_dir`: a key named `processor`
+    would collide with the `processor` config group (Hydra reads `processor=<dir>` as a group choice and fails)."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(entry, overrides=["checkpoint=x.ckpt", f"processor_dir={tmp_path}"])
+    assert cfg.processor_dir == str(tmp_path) and "processor" not in cfg

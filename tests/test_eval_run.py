@@ -94,7 +94,7 @@ def test_checkpoint_without_processor_is_a_clear_error(stage_dir, tmp_path):
     lone = tmp_path / "elsewhere" / "checkpoints"
     lone.mkdir(parents=True)
     (lone / "x.ckpt").write_bytes((stage_dir / "checkpoints" / "last.ckpt").read_bytes())
-    with pytest.raises(FileNotFoundError, match="processor="):
+    with pytest.raises(FileNotFoundError, match="processor_dir="):
         load_for_eval(lone / "x.ckpt")
     _, processor, _ = load_for_eval(lone / "x.ckpt", processor=stage_dir / "export")
     assert processor.chat_format == "qwen"

@@ -31,7 +31,7 @@ def load(cfg: DictConfig) -> tuple[ChatSession, dict]:
     """The checkpoint in a chat session with the configured decoding (checked against its processor)."""
     torch.manual_seed(cfg.get("seed", 0))
     decoding = decoding_of(cfg)
-    model, processor, info = load_for_eval(cfg.checkpoint, cfg.get("processor"), resolve_device(cfg.get("device", "auto")),
+    model, processor, info = load_for_eval(cfg.checkpoint, cfg.get("processor_dir"), resolve_device(cfg.get("device", "auto")),
                                            cfg.get("dtype"))
     log.info("loaded %s (%s, chat format %s)", info["checkpoint"], info["format"], processor.chat_format)
     return ChatSession(model, processor, decoding), info

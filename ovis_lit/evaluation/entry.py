@@ -76,7 +76,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     thinking = thinking_settings(cfg)
     device = resolve_device(cfg.get("device", "auto"))
     started = time.perf_counter()
-    model, processor, run_info = load_for_eval(cfg.checkpoint, cfg.get("processor"), device, cfg.get("dtype"),
+    model, processor, run_info = load_for_eval(cfg.checkpoint, cfg.get("processor_dir"), device, cfg.get("dtype"),
                                                adapters=cfg.get("adapters"))
     log.info("loaded %s (%s) in %.1f s", run_info["checkpoint"], run_info["format"], time.perf_counter() - started)
 

@@ -81,7 +81,7 @@ def _check_targets(node: Any, source: Path) -> None:
         target = node.get("_target_")
         if target is not None and target not in PROCESSOR_TARGETS:
             raise ValueError(f"{source}: refused: _target_ {target!r} is not one of ovis-lit's processor builders "
-                             f"({sorted(PROCESSOR_TARGETS)}); pass processor=<a directory> instead")
+                             f"({sorted(PROCESSOR_TARGETS)}); pass processor_dir=<a directory> instead")
         for value in node.values():
             _check_targets(value, source)
     elif isinstance(node, list):
@@ -118,7 +118,7 @@ def processor_for_checkpoint(checkpoint: Path, hparams: dict[str, Any], explicit
         return build(model=ModelSource.from_dict(hparams.get("model") or {}))
     raise FileNotFoundError(
         f"no processor (tokenizer) found for {checkpoint}; tried: " + "; ".join(tried)
-        + ". Pass processor=<an ovis-lit export or original Ovis directory>."
+        + ". Pass processor_dir=<an ovis-lit export or original Ovis directory>."
     )
 
 
@@ -173,7 +173,7 @@ def load_for_eval(
         if processor:
             found = processor_from_ovis_dir(processor)
         if found is None:
-            raise FileNotFoundError(f"{path} has no tokenizer files; pass processor=<a directory with them>")
+            raise FileNotFoundError(f"{path} has no tokenizer files; pass processor_dir=<a directory with them>")
         kind = "ovis directory"
     elif path.is_file():
         model, hparams = model_from_lightning(path)
