@@ -77,6 +77,7 @@ class Plan:
     data_dir: Path
     keep_checkpoints: bool
     name: str
+    jobs: int = 1  # runs trained at once, each in its own process with cpu_count // jobs threads
     smoke: bool = False
     val_tsv: Path | None = None
     val_sets: dict[str, Path] = field(default_factory=dict)  # benchmark kind -> validation A-D TSV
@@ -113,14 +114,20 @@ def parse_args(argv: list[str] | None = None) -> Plan:
     p.add_argument("--out", default=None, help="output directory (default outputs/experiments/connectors-<time>)")
     p.add_argument("--data-dir", default=None, help="where the synthetic data is built (default data/shards)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep every stage's last.ckpt (large)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs trained at once, each in its own process with cpu_count/jobs threads (default: the "
+                        "CPU experiment 2, on 2+ cores; a GPU trainer 1). Tiny models keep two 1-thread processes "
+                        "busier than one 2-thread process; results do not depend on the order runs finish in")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: the pipeline end to end in seconds per run")
     a = p.parse_args(argv)
 
-    # the CPU experiment's sizes (estimated from the default run's speed to take about 45 min on 2 idle cores; on
-    # a shared, loaded machine it takes longer: see the README's measurement) and the smoke test's
+    # the CPU experiment's sizes and the smoke test's. CPU: 22.5 run-lengths (5 arms x (3 sweep runs at half the
+    # steps + 3 seeds)), two runs at a time, about 35-40 min on 2 idle cores; 350 stage-3 steps at batch 32 is
+    # where the tiny arms are well above chance on the shapes split (measured 20 + 600 steps at LR 2e-4: mlp 86%,
+    # ovis 62%; at 400 steps of batch 16: 54% and 42%), though far from the default recipe's 1,700 steps
     smoke = {"s1": 2, "s3": 4, "batch": 4, "every": 2, "val": 8, "test": None, "scale": 0.03, "seeds": 2,
              "lrs": "2e-4,2e-3"}
-    full = {"s1": 20, "s3": 200, "batch": 32, "every": 50, "val": 100, "test": 200, "scale": None, "seeds": 3,
+    full = {"s1": 20, "s3": 350, "batch": 32, "every": 70, "val": 60, "test": 200, "scale": None, "seeds": 3,
             "lrs": "2e-5,2e-4,2e-3"}
     sizes = smoke if a.smoke else full
     arms = [x for x in a.arms.split(",") if x]
@@ -148,6 +155,7 @@ def parse_args(argv: list[str] | None = None) -> Plan:
         trainer=a.trainer, devices=a.devices, matched=a.matched, logger=a.logger, overrides=list(a.override),
         out=out, data_dir=Path(a.data_dir) if a.data_dir else REPO / "data" / "shards",
         keep_checkpoints=a.keep_checkpoints, name=out.name, smoke=a.smoke,
+        jobs=a.jobs if a.jobs is not None else (1 if a.smoke or a.trainer != "cpu" else min(2, os.cpu_count() or 1)),
         val_tsv=Path(a.val_tsv) if a.val_tsv else None,
     )
     if not plan.seeds or not plan.lrs:
@@ -355,6 +363,42 @@ def connector_sizes(plan: Plan) -> dict[str, int]:
     return sizes
 
 
+def _worker_threads(threads: int) -> None:
+    """A run process's torch threads (set before it trains)."""
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+class Runner:
+    """Trains runs inline (jobs=1) or `plan.jobs` at a time, each in a spawned process of its own (a run composes
+    Hydra, builds its model and logs to its own W&B run, so nothing is shared between processes). `submit` returns a
+    future whose result is train_run's dict; a finished run's result.json is read back instead of training again."""
+
+    def __init__(self, plan: Plan):
+        self.plan, self.pool = plan, None
+        if plan.jobs > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            threads = max(1, (os.cpu_count() or 1) // plan.jobs)
+            self.pool = ProcessPoolExecutor(plan.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_worker_threads, initargs=(threads,))
+
+    def submit(self, *args):
+        from concurrent.futures import Future
+
+        if self.pool is not None:
+            return self.pool.submit(train_run, self.plan, *args)
+        done = Future()
+        done.set_result(train_run(self.plan, *args))
+        return done
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
 def run_experiment(plan: Plan) -> dict[str, Any]:
     plan.out.mkdir(parents=True, exist_ok=True)
     ensure_val_sets(plan)
@@ -362,19 +406,26 @@ def run_experiment(plan: Plan) -> dict[str, Any]:
           flush=True)
     (plan.out / "plan.json").write_text(json.dumps(plan.__dict__, indent=1, default=str) + "\n")
     started = time.perf_counter()
-    arms: dict[str, dict[str, Any]] = {}
-    for arm in plan.arms:  # the sweep: every rate on seed 0, shorter runs, judged on the validation split
-        sweep = [train_run(plan, arm, 0, lr, plan.sweep_steps, plan.out / "sweep" / arm / f"lr{lr:g}", test=False)
-                 for lr in plan.lrs] if len(plan.lrs) > 1 else []
-        arms[arm] = {"sweep": [{k: r[k] for k in ("lr", "val_accuracy", "val_loss")} for r in sweep],
-                     "lr": choose_lr(sweep) if sweep else plan.lrs[0]}
-    for seed in plan.seeds:  # seed-major: a stopped experiment has every arm at the same number of seeds
-        for arm in plan.arms:
-            lr = arms[arm]["lr"]
-            arms[arm].setdefault("runs", []).append(
-                train_run(plan, arm, seed, lr, plan.steps, plan.out / "runs" / arm / f"seed{seed}", test=True))
-        # the table so far after every seed: a stopped experiment still reports its finished seeds
-        write_table(plan, summarise(plan, arms, time.perf_counter() - started), quiet=True)
+    runner = Runner(plan)
+    try:
+        # the sweep: every rate on seed 0, shorter runs, judged on the validation split
+        sweeps = {arm: [runner.submit(arm, 0, lr, plan.sweep_steps, plan.out / "sweep" / arm / f"lr{lr:g}", False)
+                        for lr in plan.lrs] if len(plan.lrs) > 1 else [] for arm in plan.arms}
+        arms: dict[str, dict[str, Any]] = {}
+        for arm, futures in sweeps.items():
+            sweep = [f.result() for f in futures]
+            arms[arm] = {"sweep": [{k: r[k] for k in ("lr", "val_accuracy", "val_loss")} for r in sweep],
+                         "lr": choose_lr(sweep) if sweep else plan.lrs[0], "runs": []}
+        # seed-major: a stopped experiment has every arm at (about) the same number of seeds
+        runs = [(seed, arm, runner.submit(arm, seed, arms[arm]["lr"], plan.steps,
+                                          plan.out / "runs" / arm / f"seed{seed}", True))
+                for seed in plan.seeds for arm in plan.arms]
+        for i, (seed, arm, future) in enumerate(runs):
+            arms[arm]["runs"].append(future.result())
+            if i + 1 == len(runs) or runs[i + 1][0] != seed:  # the table so far after every seed
+                write_table(plan, summarise(plan, arms, time.perf_counter() - started), quiet=True)
+    finally:
+        runner.close()
     results = summarise(plan, arms, time.perf_counter() - started)
     write_table(plan, results)
     plot_curves(plan, results)

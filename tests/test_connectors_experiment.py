@@ -1,6 +1,6 @@
 """experiments/connectors.py: the LR choice, the table, and the whole pipeline in its smoke sizes."""
 
-import importlib.util
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -11,11 +11,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("connectors_experiment", REPO / "experiments" / "connectors.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    # imported by its module name (not from its file path) so that the run processes of --jobs > 1, which are
+    # spawned and unpickle train_run and the plan by name, can import it too (they inherit sys.path)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module("experiments.connectors")
 
 
 def test_the_lr_is_chosen_on_validation_accuracy_then_loss():
@@ -47,7 +47,8 @@ def test_smoke_experiment_writes_table_and_plot(tmp_path):
     out = tmp_path / "exp"
     # one arm through the sweep (two rates), one without: six stages in all, every split scored
     c.main(["--smoke", "--arms", "mlp,ovis", "--seeds", "1", "--lrs", "1e-3,2e-3", "--s1-steps", "1",
-            "--s3-steps", "2", "--logger", "csv", "--out", str(out), "--data-dir", str(tmp_path / "data")])
+            "--s3-steps", "2", "--logger", "csv", "--out", str(out), "--data-dir", str(tmp_path / "data"),
+            "--jobs", "2"])  # the pool of run processes, as the CPU experiment runs by default
     results = json.loads((out / "results.json").read_text())
     assert set(results["arms"]) == {"ovis", "mlp"}
     for arm in results["arms"].values():

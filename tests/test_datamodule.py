@@ -185,3 +185,33 @@ def test_shapes_dataset_needs_the_image(tmp_path):
         hits += guess == r["answer"]
         assert mcq_prompt(r, shapes.MC_INSTRUCTION) == prompt  # the evaluator asks exactly what training taught
     assert hits / len(rows) < 0.31, hits / len(rows)
+
+
+def test_data_builders_in_one_directory_take_turns(tmp_path, monkeypatch):
+    """A second builder waits while another holds the directory's build lock (the connector experiment's parallel
+    runs and two train.py on one data_dir would otherwise write the same shards at once), then finds the data."""
+    import threading
+
+    from filelock import FileLock
+
+    from ovis_lit.data import shapes
+
+    entered, build = threading.Event(), shapes._ensure_shapes_dataset
+
+    def building(*args, **kwargs):
+        entered.set()
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(shapes, "_ensure_shapes_dataset", building)
+    directory = tmp_path / "shapes"
+    directory.mkdir()
+    held = FileLock(str(directory / ".build.lock"))
+    held.acquire()
+    builder = threading.Thread(target=shapes.ensure_shapes_dataset, args=(directory, 0.002))
+    builder.start()
+    try:
+        assert not entered.wait(1.0), "the builder did not wait for the lock"
+    finally:
+        held.release()
+    builder.join(120)
+    assert entered.is_set() and (directory / "DONE.json").is_file()

@@ -272,8 +272,18 @@ def ensure_shapes_dataset(directory: str | Path, scale: float = 1.0, videos: boo
     `shapes_video` too; with `thinking`, the thinking splits; each under its own stamp: the DataModule asks for them
     for models with a video input / a chat format with thinking). `sources`: the data sources the stage draws from;
     the scene sets among them (`shapes_hard`, `digits`: SCENE_SETS) are built too, each under its own stamp.
-    Returns the directory."""
+    Returns the directory. Processes building into one directory at once (the connector experiment's parallel
+    runs, two train.py on one data_dir) take turns under a lock file: the first builds, the others find its stamps."""
+    from filelock import FileLock
+
     directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory / ".build.lock")):
+        return _ensure_shapes_dataset(directory, scale, videos, thinking, preference, sources)
+
+
+def _ensure_shapes_dataset(directory: Path, scale: float, videos: bool, thinking: bool, preference: bool,
+                           sources: tuple[str, ...] | list[str]) -> Path:
     for name in sources:
         if name in SCENE_SETS:
             ensure_scene_set(name, directory, scale)
