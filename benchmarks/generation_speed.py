@@ -121,10 +121,10 @@ def runners(ours, port):
     return {"ovis-lit": ovis_lit, "port": the_port}
 
 
-def measure(rounds: int, plain: bool) -> None:
+def measure(rounds: int, plain: bool, threads: int) -> None:
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     ours, port = build()
     run = runners(ours, port)
     names = ["ovis-lit", "port"]
@@ -168,12 +168,12 @@ def measure(rounds: int, plain: bool) -> None:
     print("(CPU time: both threads' process time, less sensitive than wall-clock to other jobs on the machine)")
 
 
-def profile() -> None:
+def profile(threads: int) -> None:
     import torch
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as prof
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     ours, port = build()
     run = runners(ours, port)
     for name in ("ovis-lit", "port"):
@@ -189,11 +189,12 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--plain", action="store_true", help="also ovis-lit with its generation speed-ups off")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the acceptance figure: 2)")
     args = ap.parse_args()
     if args.profile:
-        profile()
+        profile(args.threads)
     else:
-        measure(args.rounds, args.plain)
+        measure(args.rounds, args.plain, args.threads)
 
 
 if __name__ == "__main__":
