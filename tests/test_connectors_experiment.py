@@ -42,12 +42,12 @@ def test_summary_is_mean_and_sample_std_over_seeds():
 
 
 @pytest.mark.slow
-def test_smoke_experiment_writes_table_and_plot(tmp_path):
+def test_smoke_experiment_writes_table_and_plot(tmp_path, shapes_data):
     c = _script()
     out = tmp_path / "exp"
     # one arm through the sweep (two rates), one without: six stages in all, every split scored
     c.main(["--smoke", "--arms", "mlp,ovis", "--seeds", "1", "--lrs", "1e-3,2e-3", "--s1-steps", "1",
-            "--s3-steps", "2", "--logger", "csv", "--out", str(out), "--data-dir", str(tmp_path / "data"),
+            "--s3-steps", "2", "--logger", "csv", "--out", str(out), "--data-dir", str(shapes_data),
             "--jobs", "2"])  # the pool of run processes, as the CPU experiment runs by default
     results = json.loads((out / "results.json").read_text())
     assert set(results["arms"]) == {"ovis", "mlp"}
