@@ -45,24 +45,29 @@ def test_summary_is_mean_and_sample_std_over_seeds():
 def test_smoke_experiment_writes_table_and_plot(tmp_path, shapes_data):
     c = _script()
     out = tmp_path / "exp"
-    # one arm through the sweep (two rates), one without: six stages in all, every split scored
-    c.main(["--smoke", "--arms", "mlp,ovis", "--seeds", "1", "--lrs", "1e-3,2e-3", "--s1-steps", "1",
-            "--s3-steps", "2", "--logger", "csv", "--out", str(out), "--data-dir", str(shapes_data),
-            "--jobs", "2"])  # the pool of run processes, as the CPU experiment runs by default
+    # as the CPU experiment runs by default: the pool of run processes, a full-length sweep of two rates on seed 0
+    # whose chosen run is kept as seed 0, then seed 1 at that rate: six runs, every split scored
+    c.main(["--smoke", "--arms", "mlp,ovis", "--seeds", "2", "--lrs", "1e-3,2e-3", "--sweep-fraction", "1",
+            "--s1-steps", "1", "--s3-steps", "2", "--logger", "csv", "--out", str(out),
+            "--data-dir", str(shapes_data), "--jobs", "2"])
     results = json.loads((out / "results.json").read_text())
     assert set(results["arms"]) == {"ovis", "mlp"}
-    for arm in results["arms"].values():
+    for name, arm in results["arms"].items():
         assert [s["lr"] for s in arm["sweep"]] == [1e-3, 2e-3] and arm["lr"] in (1e-3, 2e-3)
+        assert arm["seeds"] == [0, 1]
+        kept = json.loads((out / "runs" / name / f"seed0-lr{arm['lr']:g}" / "result.json").read_text())
+        assert kept["seed"] == 0 and kept["lr"] == arm["lr"] and kept["curve"] == arm["curves"][0]
+        assert json.loads((out / "runs" / name / "seed1" / "result.json").read_text())["lr"] == arm["lr"]
         # the test splits of data=shapes_vision: shapes, hard shapes, digits (the smoke data: 12 questions each)
         assert set(arm["test"]) == {"heldout", "heldout_shapes_hard", "heldout_digits"}
-        assert arm["connector_parameters"] > 0 and arm["train_seconds"]["n"] == 1
+        assert arm["connector_parameters"] > 0 and arm["train_seconds"]["n"] == 2
         heldout = arm["test"]["heldout"]
-        assert heldout["n"] > 0 and heldout["blank_image_accuracy"]["n"] == 1
+        assert heldout["n"] > 0 and heldout["blank_image_accuracy"]["n"] == 2
         steps = [p["step"] for p in arm["curves"][0]]
         assert steps == sorted(set(steps)) and steps[0] == 0 and steps[-1] == 3  # stage 1, then stage 3
     table = (out / "results.md").read_text()
     assert "| ovis |" in table and "| mlp |" in table and "heldout blank %" in table
     assert (out / "accuracy_vs_step.png").stat().st_size > 1000
     # the MLP arm's stage export is in ovis-lit's layout, the Ovis arm's in the original one
-    assert (out / "runs" / "mlp" / "seed0" / "s3" / "export" / "ovis_lit_model.json").is_file()
-    assert (out / "runs" / "ovis" / "seed0" / "s3" / "export" / "config.json").is_file()
+    assert (out / "runs" / "mlp" / "seed1" / "s3" / "export" / "ovis_lit_model.json").is_file()
+    assert (out / "runs" / "ovis" / "seed1" / "s3" / "export" / "config.json").is_file()

@@ -125,6 +125,42 @@ def test_packed_linears_only_at_their_row_count_and_restored():
     assert not packed_weights.applies(llm.to(torch.float64))
 
 
+@pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="MKL's packed sgemm only")
+def test_packed_weights_kept_between_calls_only_while_the_weights_are_unchanged(monkeypatch):
+    torch.manual_seed(0)
+    llm = torch.nn.Sequential(torch.nn.Linear(16, 40), torch.nn.Linear(40, 8, bias=False)).eval()
+    x8 = torch.randn(8, 16)
+    packs = []
+    reorder = torch.ops.mkl._mkl_reorder_linear_weight
+    monkeypatch.setattr(packed_weights, "_reorder", lambda w, rows: packs.append(rows) or reorder(w, rows),
+                        )
+
+    def packed_output(rows=8):
+        with torch.no_grad(), packed_weights.packed_linears(llm, rows=rows):
+            return llm(x8)
+
+    first = packed_output()
+    assert packs == [8, 8]
+    assert torch.equal(packed_output(), first) and packs == [8, 8]  # kept: not packed again
+    with torch.no_grad():
+        llm[1].weight.mul_(2)  # an in-place change (an optimizer step, load_state_dict): that layer is packed again
+        want = llm(x8)
+    got = packed_output()
+    assert packs == [8, 8, 8]
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(got, first)
+    llm[0].weight = torch.nn.Parameter(torch.randn(40, 16))  # a new tensor: packed again
+    packed_output()
+    assert packs == [8, 8, 8, 8]
+    packed_output(rows=5)  # another row count: both packed for it
+    assert packs[4:] == [5, 5]
+    packed_weights.release(llm)
+    assert not any(packed_weights._PACKED in vars(m) for m in llm)
+    assert all(name.startswith(("0.", "1.")) and name.endswith(("weight", "bias")) for name in llm.state_dict())
+    packed_output()
+    assert packs[6:] == [8, 8]
+
+
 def test_ovis25_answers_equal_the_originals_with_speedups_on_and_off(expected25):  # noqa: F811
     from ovis_lit.interop.ovis25 import load_ovis25
 

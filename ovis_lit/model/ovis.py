@@ -62,7 +62,7 @@ class OvisModel(nn.Module):
         self.fast_path = fast_path  # the speed-ups of the module docstring; False: the plain path, same function
         # generation's speed-ups (`generate`); False: transformers' generate on the padded batch, the same answers
         self.packed_prefill = True  # `packed_prefill.py`: the prompts' KV cache without computing the padding
-        self.packed_decode_weights = True  # `packed_weights.py`: decode steps' matmuls on MKL-packed weights (CPU)
+        self.packed_decode_weights = True  # `packed_weights.py`: decode steps' matmuls on MKL-packed weights (CPU, kept)
         # sdpa that can attend within each packed sample; without sample boundaries (every call but the fast path's
         # packed loss) it is transformers' sdpa itself
         packed_attention.enable(llm)
