@@ -50,6 +50,35 @@ def qwen_tok(tmp_path_factory):
     return qwen_tokenizer(tmp_path_factory.mktemp("qwen-cache"))
 
 
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory) -> Path:
+    """A `paths.data_dir` holding the shapes dataset at the tests' scale (helpers.SMALL_DATA), built once per
+    session: building it takes seconds, and a dozen tests (and their train.py subprocesses) read it. The parts some
+    runs add (videos, thinking, preference pairs, scene sets) have their own stamps, so whichever test needs one
+    first builds it here and the rest find it. Read only: a test that changes data writes its own copy."""
+    from ovis_lit.data.shapes import ensure_shapes_dataset
+
+    from .helpers import SMALL_DATA
+
+    root = tmp_path_factory.mktemp("shapes-data")
+    ensure_shapes_dataset(root / "shapes", scale=SMALL_DATA)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fsdp_runs(tmp_path_factory, shapes_data):
+    """helpers.FsdpRuns, run: every fit the FSDP tests (test_fsdp, test_lora, test_token_budget) compare, in one
+    launch of one process and one launch of two."""
+    from ovis_lit.data.shapes import ensure_shapes_dataset
+
+    from .helpers import SMALL_DATA, FsdpRuns
+
+    # the job `budget` reads ovis25_tiny's stage-3 sources, videos and thinking answers among them (what its
+    # DataModule's prepare_data would build; built here, by one process, before either launch reads them)
+    ensure_shapes_dataset(shapes_data / "shapes", scale=SMALL_DATA, videos=True, thinking=True)
+    return FsdpRuns(tmp_path_factory.mktemp("fsdp-runs"), shapes_data, FIXTURE / "checkpoint").run()
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

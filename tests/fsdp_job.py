@@ -5,6 +5,7 @@ the averaged gradient, and with it every loss, must equal a one-process run's.
 Writes to --out: losses.json (rank 0's loss per step), report.json (sharding facts gathered on every rank),
 full.safetensors (the consolidated weights after training), and a sharded checkpoint (ckpt/) under FSDP.
 --resume: Lightning's resume (ckpt_path) from a checkpoint, e.g. the ckpt/ of an earlier run.
+--plan FILE: several jobs, one after the other, in one launch (tests/conftest.py's `fsdp_runs`).
 --budget-data DIR: Ovis2.5 tiny (model=ovis25_tiny) on shapes data in DIR, batched by a token budget: every rank
 makes the same batches (before the process group exists, the stream reads as one process), so their number of
 samples varies from step to step as in a budget-batched run.
@@ -82,7 +83,7 @@ class Record(L.Callback):
             save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, self.out / "full.safetensors")
 
 
-def main() -> None:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser()
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--strategy", choices=["fsdp", "single"], default="fsdp")
@@ -93,13 +94,35 @@ def main() -> None:
     parser.add_argument("--resume", help="a checkpoint to resume from (Lightning's ckpt_path)")
     parser.add_argument("--budget-data", help="shapes data directory: ovis25_tiny with token-budget batches")
     parser.add_argument("--lora", action="store_true", help="stage 3 with LoRA adapters (dropout on) on the ViT and LLM")
+    parser.add_argument("--plan", help="a JSON file of jobs, {name: [arguments]}: each runs in turn in this process "
+                        "(in this process group), writing to --out/name; --strategy and --devices apply to all")
     parser.add_argument("--out", required=True)
+    return parser
+
+
+def main() -> None:
+    parser = _parser()
     args = parser.parse_args()
+    if args.plan:
+        # Several fits in one launch: starting Python, torch and Lightning (and, under FSDP, the second process and
+        # the process group) costs more than a tiny fit. Lightning launches the other rank once, for the first
+        # fit, and that rank runs this same plan; the process group then stays up for the fits after it.
+        shared = ["--strategy", args.strategy, "--devices", str(args.devices)]
+        for name, job in json.loads(Path(args.plan).read_text()).items():
+            run(parser.parse_args([*job, *shared, "--out", str(Path(args.out) / name)]))
+    else:
+        run(args)
+    close_process_group()  # else the job can abort at exit after passing (Gloo threads outlive the interpreter)
+
+
+def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     batches = []
     if args.budget_data:
+        if torch.distributed.is_initialized():  # the ranks would read different shards, not the same batches
+            raise RuntimeError("--budget-data makes its batches before the process group exists: put its job first")
         model, batches = budget_batches(Path(args.budget_data), out, args.steps)
     elif args.pretrained:
         per_crop = original_tokens_per_crop(read_original_config(args.pretrained))
@@ -127,7 +150,6 @@ def main() -> None:
     trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches, batch_size=None), ckpt_path=args.resume,
                 weights_only=True)
     trainer.save_checkpoint(out / "ckpt")
-    close_process_group()  # else the job can abort at exit after passing (Gloo threads outlive the interpreter)
 
 
 def budget_batches(data_dir: Path, out: Path, steps: int, budget: int = 500) -> tuple[ModelSource, list[dict]]:

@@ -74,3 +74,53 @@ class BatchContents(L.Callback):
                 "thinking": int((labels == think).any(dim=1).sum())}
         with open(self.path, "a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+class FsdpRuns:
+    """The fits of tests/fsdp_job.py that the FSDP tests compare, each once on one process (`single`) and once
+    sharded over two (`fsdp`), run by two launches in all (conftest's `fsdp_runs`): a launch of its own per fit
+    would spend most of its time starting Python, torch and Lightning.
+
+    Jobs, as {name: fsdp_job arguments}: the same fit in both plans, except that the sharded runs of `tied` and
+    `lora` also recompute activations (selective checkpointing must not change the numbers) and `resumed` (Lightning's
+    resume from `main`'s sharded checkpoint) is sharded only. `budget` goes first: its batches are made before the
+    process group exists."""
+
+    def __init__(self, root: Path, data_dir: Path, pretrained: Path):
+        self.root = root
+        common = {
+            "budget": ["--budget-data", str(data_dir), "--steps", "6"],  # ovis25_tiny, token-budget batches
+            "main": [],  # stage 2 (LLM frozen), 10 steps
+            "tied": ["--tied", "--steps", "5"],  # stage 3, tied input/output embeddings
+            "pretrained": ["--pretrained", str(pretrained), "--steps", "4"],  # an original Ovis 1.6 checkpoint
+            "lora": ["--lora", "--steps", "4"],  # stage 3 with LoRA adapters, dropout on
+        }
+        selective = ["--checkpointing", "selective"]
+        self.plans = {
+            "single": common,
+            "fsdp": {**common, "tied": common["tied"] + selective, "lora": common["lora"] + selective,
+                     "resumed": ["--steps", "12", "--resume", str(self.dir("fsdp", "main") / "ckpt")]},
+        }
+
+    def run(self, timeout: int = 1200) -> "FsdpRuns":
+        import subprocess
+        import sys
+
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
+        for strategy, devices in (("single", 1), ("fsdp", 2)):
+            plan = self.root / f"{strategy}.json"
+            plan.write_text(json.dumps(self.plans[strategy]))
+            proc = subprocess.run(
+                [sys.executable, "-m", "tests.fsdp_job", "--strategy", strategy, "--devices", str(devices),
+                 "--plan", str(plan), "--out", str(self.root / strategy)],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+        return self
+
+    def dir(self, strategy: str, job: str) -> Path:
+        return self.root / strategy / job
+
+    def result(self, strategy: str, job: str) -> tuple[list[float], list[dict]]:
+        """(rank 0's loss per step, every rank's report) of one job."""
+        out = self.dir(strategy, job)
+        return json.loads((out / "losses.json").read_text()), json.loads((out / "report.json").read_text())

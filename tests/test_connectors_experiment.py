@@ -42,14 +42,14 @@ def test_summary_is_mean_and_sample_std_over_seeds():
 
 
 @pytest.mark.slow
-def test_smoke_experiment_writes_table_and_plot(tmp_path):
+def test_smoke_experiment_writes_table_and_plot(tmp_path, shapes_data):
     c = _script()
     out = tmp_path / "exp"
     # as the CPU experiment runs by default: the pool of run processes, a full-length sweep of two rates on seed 0
     # whose chosen run is kept as seed 0, then seed 1 at that rate: six runs, every split scored
     c.main(["--smoke", "--arms", "mlp,ovis", "--seeds", "2", "--lrs", "1e-3,2e-3", "--sweep-fraction", "1",
             "--s1-steps", "1", "--s3-steps", "2", "--logger", "csv", "--out", str(out),
-            "--data-dir", str(tmp_path / "data"), "--jobs", "2"])
+            "--data-dir", str(shapes_data), "--jobs", "2"])
     results = json.loads((out / "results.json").read_text())
     assert set(results["arms"]) == {"ovis", "mlp"}
     for name, arm in results["arms"].items():

@@ -10,17 +10,14 @@ from PIL import Image
 from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, IMAGE_END_ID, IMAGE_START_ID
 from ovis_lit.data import shapes
 from ovis_lit.data.samples import SampleBuilder, fit_length
-from ovis_lit.data.shapes import ensure_shapes_dataset
 from ovis_lit.training.run import build_processor, instantiate_datamodule
 
 from .helpers import SMALL_DATA, compose_train
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    ensure_shapes_dataset(root / "shapes", scale=SMALL_DATA)
-    return root
+def data_dir(shapes_data):
+    return shapes_data  # conftest's, built once per session
 
 
 def _datamodule(tmp_path, data_dir, overrides=(), workers=2):

@@ -30,21 +30,12 @@ def _small(data_dir) -> list[str]:
     ]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from ovis_lit.data.shapes import ensure_shapes_dataset
-
-    root = tmp_path_factory.mktemp("data")
-    ensure_shapes_dataset(root / "shapes", scale=SMALL_DATA)
-    return root
-
-
 @pytest.mark.parametrize("trainer", ["ddp", "fsdp"])
-def test_two_process_cpu_fit(trainer, tmp_path, data_dir):
+def test_two_process_cpu_fit(trainer, tmp_path, shapes_data):
     run_dir = tmp_path / trainer
     proc = _train([
         "stage=s3", f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-        "recipe.s3.max_steps=4", f"hydra.run.dir={run_dir}", *_small(data_dir),
+        "recipe.s3.max_steps=4", f"hydra.run.dir={run_dir}", *_small(shapes_data),
     ])
     assert proc.stdout.count("ovis-lit run finished") == 1  # rank 0 reports, once
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -69,7 +60,7 @@ def test_two_process_cpu_fit(trainer, tmp_path, data_dir):
         resumed = _train([
             "stage=s3", f"trainer={trainer}", "trainer.accelerator=cpu", "trainer.devices=2",
             "trainer.precision=32-true", "recipe.s3.max_steps=6", f"hydra.run.dir={run_dir}", "ckpt_path=last",
-            *_small(data_dir),
+            *_small(shapes_data),
         ])
         assert "Restored all states from the checkpoint" in resumed.stdout + resumed.stderr
         assert json.loads((run_dir / "summary.json").read_text())["steps"] == 6
@@ -78,11 +69,11 @@ def test_two_process_cpu_fit(trainer, tmp_path, data_dir):
     assert (run_dir / "export" / "config.json").is_file()
 
 
-def test_hydra_multirun_of_two_jobs(tmp_path, data_dir):
+def test_hydra_multirun_of_two_jobs(tmp_path, shapes_data):
     sweep_dir = tmp_path / "sweep"
     _train([
         "-m", "stage=s3", "recipe.s3.max_steps=2", "recipe.s3.lr=1e-3,2e-3", f"hydra.sweep.dir={sweep_dir}",
-        *_small(data_dir),
+        *_small(shapes_data),
     ])
     jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit())
     assert [p.name for p in jobs] == ["0", "1"]

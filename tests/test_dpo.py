@@ -45,10 +45,10 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    ensure_shapes_dataset(root / "shapes", scale=SMALL_DATA, preference=True)
-    return root
+def data_dir(shapes_data):
+    # conftest's session data plus the preference pairs (their own stamp)
+    ensure_shapes_dataset(shapes_data / "shapes", scale=SMALL_DATA, preference=True)
+    return shapes_data
 
 
 # --------------------------------------------------------------------------------------------------- the loss

@@ -278,16 +278,15 @@ def test_merge_adapters_restores_the_plain_modules(lora_model):
 
 
 @pytest.mark.slow
-def test_lora_under_two_process_fsdp_equals_one_process(tmp_path):
+def test_lora_under_two_process_fsdp_equals_one_process(fsdp_runs):
     """LoRA (dropout on) under FSDP2 on 2 processes, with selective activation checkpointing, gives the losses and
-    weights of one process; the adapted bases get no gradient and no optimiser state."""
+    weights of one process; the adapted bases get no gradient and no optimiser state. (The fits: conftest's
+    `fsdp_runs`, job `lora`.)"""
     from safetensors.torch import load_file
 
-    from .test_fsdp import _job
-
-    losses_1, _ = _job(tmp_path / "single", "--strategy", "single", "--lora", "--steps", "4")
-    losses_2, reports = _job(tmp_path / "fsdp", "--strategy", "fsdp", "--devices", "2", "--lora", "--steps", "4",
-                             "--checkpointing", "selective")
+    losses_1, _ = fsdp_runs.result("single", "lora")
+    losses_2, reports = fsdp_runs.result("fsdp", "lora")
+    assert len(losses_1) == 4
     assert losses_2 == pytest.approx(losses_1, rel=1e-5, abs=1e-6) and losses_1[-1] < losses_1[0]
     for report in reports:
         assert report["dtensor"] == report["params"]
@@ -295,7 +294,8 @@ def test_lora_under_two_process_fsdp_equals_one_process(tmp_path):
         assert adapters and report["with_optimizer_state"] == report["trainable"]
         assert not any(n.startswith("llm.") for n in set(report["trainable"]) - adapters)
         assert report["frozen_with_grad"] == []
-    one, two = load_file(tmp_path / "single" / "full.safetensors"), load_file(tmp_path / "fsdp" / "full.safetensors")
+    one = load_file(fsdp_runs.dir("single", "lora") / "full.safetensors")
+    two = load_file(fsdp_runs.dir("fsdp", "lora") / "full.safetensors")
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6, msg=k)
 
@@ -353,21 +353,17 @@ def test_plan_memory_methods_table_for_ovis25_9b(monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_a_lora_stage_writes_the_base_export_and_the_adapters_and_they_merge(tmp_path):
+def test_a_lora_stage_writes_the_base_export_and_the_adapters_and_they_merge(tmp_path, shapes_data):
     """train.py's run_stage with model.lora: export/ holds the base (original layout, no adapter names),
     adapters/ peft's layout; merged they are the trained model."""
     import importlib.util
 
-    from ovis_lit.data.shapes import ensure_shapes_dataset
     from ovis_lit.interop.original import load_original
     from ovis_lit.training.run import run_stage
 
-    from .helpers import SMALL_DATA
-
-    ensure_shapes_dataset(tmp_path / "data" / "shapes", scale=SMALL_DATA)
     cfg = compose_train(["stage=s3", "recipe.s3.max_steps=2", "recipe.s3.batch_size=2", "evaluate=false",
                          "stage.val_batches=0", "logger=none", "model.lora={r: 4, target: [llm]}"],
-                        tmp_path / "run", tmp_path / "data")
+                        tmp_path / "run", shapes_data)
     summary, stage = run_stage(cfg)
     export, adapters = tmp_path / "run" / "export", tmp_path / "run" / "adapters"
     assert summary["adapters"] == str(adapters) and (adapters / "adapter_model.safetensors").is_file()

@@ -13,10 +13,10 @@ from .test_train_commands import _train
 pytestmark = pytest.mark.slow
 
 
-def test_ovis25_tiny_trains_on_images_videos_and_thinking_then_scores_both_heldout_sets(tmp_path):
+def test_ovis25_tiny_trains_on_images_videos_and_thinking_then_scores_both_heldout_sets(tmp_path, shapes_data):
     run, contents = tmp_path / "run", tmp_path / "batches.jsonl"
     proc = _train(
-        "model=ovis25_tiny", f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}",
+        "model=ovis25_tiny", f"hydra.run.dir={run}", f"paths.data_dir={shapes_data}",
         f"+data.prepare.scale={SMALL_DATA}", "data.num_workers=0", "logger=csv",
         "recipe.s1.max_steps=2", "recipe.s2.max_steps=2", "recipe.s3.max_steps=6",
         "recipe.s1.batch_size=4", "recipe.s2.batch_size=4", "recipe.s3.batch_size=8",

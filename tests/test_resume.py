@@ -17,10 +17,10 @@ pytestmark = pytest.mark.slow
 STEPS, EVERY, KILL_AFTER = 10, 4, 6
 
 
-def _train(run_dir, log, *extra, expect_kill=False):
+def _train(run_dir, data_dir, log, *extra, expect_kill=False):
     env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     args = [
-        "stage=s3", f"paths.data_dir={run_dir.parent / 'data'}", f"+data.prepare.scale={SMALL_DATA}",
+        "stage=s3", f"paths.data_dir={data_dir}", f"+data.prepare.scale={SMALL_DATA}",
         "data.num_workers=2", "evaluate=false", f"recipe.s3.max_steps={STEPS}",
         f"callbacks.checkpoint.every_n_train_steps={EVERY}", "stage.val_every=1000", f"hydra.run.dir={run_dir}",
         "+callbacks.steplog._target_=tests.helpers.StepLog", f"+callbacks.steplog.path={log}", *extra,
@@ -45,16 +45,16 @@ BATCHING = {
 
 
 @pytest.mark.parametrize("batching", list(BATCHING))
-def test_sigkill_then_resume_gives_the_uninterrupted_losses_and_samples(tmp_path, batching):
+def test_sigkill_then_resume_gives_the_uninterrupted_losses_and_samples(tmp_path, shapes_data, batching):
     config = BATCHING[batching]
     straight_log, broken_log = tmp_path / "straight.jsonl", tmp_path / "broken.jsonl"
-    _train(tmp_path / "straight", straight_log, "logger=csv", *config)
+    _train(tmp_path / "straight", shapes_data, straight_log, "logger=csv", *config)
     run = tmp_path / "broken"
-    _train(run, broken_log, "logger=wandb", f"+callbacks.steplog.kill_after_step={KILL_AFTER}", *config,
+    _train(run, shapes_data, broken_log, "logger=wandb", f"+callbacks.steplog.kill_after_step={KILL_AFTER}", *config,
            expect_kill=True)
     killed = _lines(broken_log)
     assert [r["step"] for r in killed] == list(range(1, KILL_AFTER + 1))
-    _train(run, broken_log, "logger=wandb", "ckpt_path=last", *config)
+    _train(run, shapes_data, broken_log, "logger=wandb", "ckpt_path=last", *config)
 
     straight, lines = _lines(straight_log), _lines(broken_log)
     resumed = lines[KILL_AFTER:]

@@ -131,14 +131,8 @@ def test_resume_of_a_mixed_stream_with_skips_continues_exactly(tmp_path, budget)
 
 # ------------------------------------------------------------------------------------ the DataModule, Ovis2.5 tiny
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from ovis_lit.data.shapes import ensure_shapes_dataset
-
-    from .helpers import SMALL_DATA
-
-    root = tmp_path_factory.mktemp("data")
-    ensure_shapes_dataset(root / "shapes", scale=SMALL_DATA)
-    return root
+def data_dir(shapes_data):
+    return shapes_data
 
 
 def _datamodule(tmp_path, data_dir, budget, workers=2):
@@ -187,32 +181,20 @@ def test_ovis25_tiny_budget_batches_fit_and_resume_exactly(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_two_process_fsdp_equals_one_process_for_ovis25_tiny_with_budget_batches(tmp_path, data_dir):
+def test_two_process_fsdp_equals_one_process_for_ovis25_tiny_with_budget_batches(fsdp_runs):
     """FSDP2 on 2 CPU processes (gloo), each rank taking the same token-budget batches of ovis25_tiny (their sample
-    counts vary): the same losses and weights as one process."""
-    import os
-    import subprocess
-    import sys
-
+    counts vary): the same losses and weights as one process. (The fits: conftest's `fsdp_runs`, job `budget`, 6
+    steps on the session's shapes data.)"""
     import torch
     from safetensors.torch import load_file
 
-    from .conftest import REPO
-
-    def job(out, *args):
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-        proc = subprocess.run([sys.executable, "-m", "tests.fsdp_job", "--out", str(out), "--budget-data",
-                               str(data_dir), "--steps", "6", *args], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-        return json.loads((out / "losses.json").read_text()), json.loads((out / "report.json").read_text())
-
-    losses_1, _ = job(tmp_path / "single", "--strategy", "single", "--devices", "1")
-    losses_2, reports = job(tmp_path / "fsdp", "--strategy", "fsdp", "--devices", "2")
-    sizes = json.loads((tmp_path / "fsdp" / "batch_sizes.json").read_text())
-    assert sizes == json.loads((tmp_path / "single" / "batch_sizes.json").read_text()) and len(set(sizes)) > 1
+    losses_1, _ = fsdp_runs.result("single", "budget")
+    losses_2, reports = fsdp_runs.result("fsdp", "budget")
+    single, sharded = fsdp_runs.dir("single", "budget"), fsdp_runs.dir("fsdp", "budget")
+    sizes = json.loads((sharded / "batch_sizes.json").read_text())
+    assert sizes == json.loads((single / "batch_sizes.json").read_text()) and len(set(sizes)) > 1
     assert len(losses_1) == 6 and losses_2 == pytest.approx(losses_1, rel=1e-5, abs=1e-6)
     assert all(r["world"] == 2 and r["dtensor"] == r["params"] for r in reports)
-    one, two = load_file(tmp_path / "single" / "full.safetensors"), load_file(tmp_path / "fsdp" / "full.safetensors")
+    one, two = load_file(single / "full.safetensors"), load_file(sharded / "full.safetensors")
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-4, atol=1e-5, msg=k)

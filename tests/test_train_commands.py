@@ -53,10 +53,10 @@ def test_smoke_experiment_runs_every_stage_then_evaluates_and_reports(tmp_path):
         assert f"stage  {name}:" in proc.stdout
 
 
-def test_killed_chain_resumes_and_skips_the_finished_stages(tmp_path):
+def test_killed_chain_resumes_and_skips_the_finished_stages(tmp_path, shapes_data):
     run, log = tmp_path / "run", tmp_path / "steps.jsonl"
     args = [
-        f"hydra.run.dir={run}", f"paths.data_dir={tmp_path / 'data'}", f"+data.prepare.scale={SMALL_DATA}",
+        f"hydra.run.dir={run}", f"paths.data_dir={shapes_data}", f"+data.prepare.scale={SMALL_DATA}",
         "data.num_workers=0", "logger=csv", "evaluate=false",
         "recipe.s1.max_steps=2", "recipe.s2.max_steps=4", "recipe.s3.max_steps=2",
         "recipe.s1.batch_size=4", "recipe.s2.batch_size=4", "recipe.s3.batch_size=4",

@@ -4,18 +4,15 @@ import lightning as L
 import pytest
 import torch
 
-from ovis_lit.data.shapes import ensure_shapes_dataset
 from ovis_lit.training.optim import param_groups
 from ovis_lit.training.run import build_stage, stage_settings
 
-from .helpers import SMALL_DATA, compose_train
+from .helpers import compose_train
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    ensure_shapes_dataset(root / "shapes", scale=SMALL_DATA)
-    return root
+def data_dir(shapes_data):
+    return shapes_data  # conftest's, built once per session
 
 
 def _fit(cfg, steps):

@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image
 
-from .scene_sets import Question, Scene, SceneSet, ensure_scene_set
+from .scene_sets import Question, Scene, ensure_scene_set, standard_scene_set
 from .shapes import QUADRANTS
 
 SIDE = 64
@@ -93,14 +93,8 @@ def make_scene(rng: np.random.Generator, split: str) -> Scene:
     return Scene(image, text, questions)
 
 
-DIGIT_SCENES = SceneSet(
-    name="digits",
-    version=VERSION,
-    make=make_scene,
-    splits={"train": (12000, 21, 6), "val": (256, 22, 1)},  # conf/data/shapes.yaml names the same shard files
-    mc_test=(400, 23),
-    extra_spec=(SIDE, CELL, POOL_SEED, tuple(POOL_SHARES.items())),
-)
+DIGIT_SCENES = standard_scene_set("digits", VERSION, make_scene, first_seed=21,
+                                  extra_spec=(SIDE, CELL, POOL_SEED, tuple(POOL_SHARES.items())))
 
 
 def ensure_digits(directory, scale: float = 1.0):

@@ -73,6 +73,16 @@ class SceneSet:
         return f"{self.name}-mc-test.tsv"
 
 
+def standard_scene_set(name: str, version: int, make: Callable[[np.random.Generator, str], Scene], first_seed: int,
+                       extra_spec: tuple = ()) -> SceneSet:
+    """A scene set in the sizes every built-in one has: 12,000 training scenes in 6 shards and 256 validation scenes
+    in one (the shard files conf/data/shapes.yaml names), 400 held-out questions; its seeds are `first_seed` (train),
+    the next (val) and the one after (the held-out questions)."""
+    return SceneSet(name=name, version=version, make=make,
+                    splits={"train": (12000, first_seed, 6), "val": (256, first_seed + 1, 1)},
+                    mc_test=(400, first_seed + 2), extra_spec=extra_spec)
+
+
 def fingerprint(image: Image.Image) -> str:
     return hashlib.sha1(image.tobytes()).hexdigest()
 

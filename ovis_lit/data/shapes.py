@@ -334,27 +334,25 @@ def ensure_scene_set(name: str, directory: str | Path, scale: float = 1.0) -> Pa
 
 def ensure_thinking_samples(directory: str | Path, scale: float = 1.0) -> Path:
     """Build the thinking splits under `directory` unless an up-to-date copy is there (their own stamp)."""
-    directory = Path(directory)
-    stamp = directory / "THINK_DONE.json"
-    spec = {"version": VERSION, "scale": scale, "splits": THINK_SPLITS}
-    if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):
-        return directory
-    log.info("building the shapes thinking samples in %s", directory)
-    for kind, split, n, seed, shards in THINK_SPLITS.values():
-        write_shards(directory, split, max(shards, int(n * scale)), seed, kind, shards)
-    stamp.write_text(json.dumps(spec))
-    return directory
+    return _ensure_stamped_splits(directory, "THINK_DONE.json", THINK_SPLITS, scale, "thinking samples")
 
 
 def ensure_preference_pairs(directory: str | Path, scale: float = 1.0) -> Path:
     """Build the preference splits (right answer chosen, a wrong one rejected) unless an up-to-date copy is there."""
+    return _ensure_stamped_splits(directory, "PREFERENCE_DONE.json", PREFERENCE_SPLITS, scale, "preference pairs")
+
+
+def _ensure_stamped_splits(directory: str | Path, stamp_name: str, splits: dict, scale: float, what: str) -> Path:
+    """Write `splits` ({name: (kind, split, n, seed, shards)}) under `directory` unless its stamp file `stamp_name`
+    says they were written by this VERSION at this scale; the stamp is written last, so an interrupted build is
+    redone."""
     directory = Path(directory)
-    stamp = directory / "PREFERENCE_DONE.json"
-    spec = {"version": VERSION, "scale": scale, "splits": PREFERENCE_SPLITS}
+    stamp = directory / stamp_name
+    spec = {"version": VERSION, "scale": scale, "splits": splits}
     if stamp.is_file() and json.loads(stamp.read_text()) == json.loads(json.dumps(spec)):
         return directory
-    log.info("building the shapes preference pairs in %s", directory)
-    for kind, split, n, seed, shards in PREFERENCE_SPLITS.values():
+    log.info("building the shapes %s in %s", what, directory)
+    for kind, split, n, seed, shards in splits.values():
         write_shards(directory, split, max(shards, int(n * scale)), seed, kind, shards)
     stamp.write_text(json.dumps(spec))
     return directory

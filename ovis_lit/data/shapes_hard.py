@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scene_sets import Question, Scene, SceneSet, ensure_scene_set
+from .scene_sets import Question, Scene, ensure_scene_set, standard_scene_set
 from .shapes import COLOURS, SHAPES, draw_shape, jittered
 
 SIDE = 128
@@ -107,14 +107,7 @@ def make_scene(rng: np.random.Generator, split: str) -> Scene:
     return (count_scene, small_scene, relative_scene)[int(rng.integers(len(KINDS)))](rng)
 
 
-SHAPES_HARD = SceneSet(
-    name="shapes_hard",
-    version=VERSION,
-    make=make_scene,
-    splits={"train": (12000, 11, 6), "val": (256, 12, 1)},  # conf/data/shapes.yaml names the same shard files
-    mc_test=(400, 13),
-    extra_spec=(SIDE,),
-)
+SHAPES_HARD = standard_scene_set("shapes_hard", VERSION, make_scene, first_seed=11, extra_spec=(SIDE,))
 
 
 def ensure_shapes_hard(directory, scale: float = 1.0):

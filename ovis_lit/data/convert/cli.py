@@ -31,6 +31,17 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, help="pixels per image at most")
 
 
+def files_parser(doc: str | None, flag: str, inputs_help: str, missing_mark_help: str) -> argparse.ArgumentParser:
+    """The parser of a converter of conversation files: `flag` (one or more input files), --image-root, --name (the
+    shard-set name; default: the first input's stem) and --add-missing-image-token (`run_command` adds the rest)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument(flag, nargs="+", required=True, help=inputs_help)
+    parser.add_argument("--image-root", default=".", help="directory the image paths are relative to")
+    parser.add_argument("--name", help="shard-set name (file prefix); default: the first input file's stem")
+    parser.add_argument("--add-missing-image-token", action="store_true", help=missing_mark_help)
+    return parser
+
+
 def options_from(args: argparse.Namespace, prefix: str, output: Path | None = None) -> Options:
     return Options(
         output=output or args.output,

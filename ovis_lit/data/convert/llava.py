@@ -12,17 +12,15 @@ UTF-8 is rejected (`bad_encoding`, with its line).
 
 from __future__ import annotations
 
-import argparse
-import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ...rejection import Rejected
 from .checks import Converted, Limits, check_turns, image_member, object_entry_id
-from .cli import limits_from, options_from, run_command
+from .cli import files_parser, limits_from, options_from, run_command
 from .files import read_image_file
-from .runner import run
+from .runner import run_inputs
 from .text import load_json_entries
 from .video import VideoOptions, add_video_arguments, convert_video_entry, has_video, video_options_from
 
@@ -77,19 +75,13 @@ def convert(json_files: list[str | Path], image_root: str | Path, options, limit
             video: VideoOptions | None = None) -> dict:
     """Convert LLaVA JSON files (one shard set). Returns the report."""
     lists = [load_entries(f) for f in json_files]
-    entries = itertools.chain.from_iterable(lists)
-    info = {"format": "llava", "inputs": [str(f) for f in json_files], "image_root": str(image_root)}
     converter = ConversationConverter(Path(image_root), limits or Limits(), video or VideoOptions())
-    return run(converter, entries, options, total=sum(map(len, lists)), info=info)
+    return run_inputs(converter, "llava", json_files, [(rows, len(rows)) for rows in lists], image_root, options)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--json", nargs="+", required=True, help="LLaVA-style JSON / JSON Lines file(s)")
-    parser.add_argument("--image-root", default=".", help="directory the image paths are relative to")
-    parser.add_argument("--name", help="shard-set name (file prefix); default: the first JSON file's stem")
-    parser.add_argument("--add-missing-image-token", action="store_true",
-                        help="entries with images but no <image> mark get one per image before the first user turn")
+    parser = files_parser(__doc__, "--json", "LLaVA-style JSON / JSON Lines file(s)",
+                          "entries with images but no <image> mark get one per image before the first user turn")
     add_video_arguments(parser)
     return run_command(parser, argv, lambda args: convert(
         args.json, args.image_root, options_from(args, args.name or Path(args.json[0]).stem), limits_from(args),

@@ -27,6 +27,7 @@ from .cli import limits_from, options_from, run_command
 from .llava import ConversationConverter, load_entries
 from .runner import Options, run
 from .shards import safe_name
+from .text import load_records
 from .video import VideoOptions, add_video_arguments, video_options_from
 
 CAPTION_FIELDS = ("image_path", "image", "caption", "caption_template", "id")
@@ -52,21 +53,7 @@ def read_dataset_info(path: str | Path) -> dict[str, dict[str, Any]]:
 
 def caption_rows(meta_file: Path) -> tuple[Iterator[dict], int]:
     """Rows of a caption meta file (parquet read in batches, so a 14M-row file is never in memory at once)."""
-    if meta_file.suffix.lower() == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as exn:
-            raise ImportError("reading parquet needs pyarrow: pip install 'ovis-lit[convert]'") from exn
-        pf = pq.ParquetFile(meta_file)
-        columns = [c for c in pf.schema_arrow.names if c in CAPTION_FIELDS]
-
-        def rows() -> Iterator[dict]:
-            for batch in pf.iter_batches(batch_size=4096, columns=columns):
-                yield from batch.to_pylist()
-
-        return rows(), pf.metadata.num_rows
-    rows = load_entries(meta_file)
-    return iter(rows), len(rows)
+    return load_records(meta_file, CAPTION_FIELDS, batch_size=4096)
 
 
 def _path(root: Path, value: str | None) -> Path:

@@ -19,7 +19,6 @@ for them; rejected records are counted by reason in the report (`empty_answer`, 
 
 from __future__ import annotations
 
-import argparse
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,10 +29,10 @@ from ...constants import IMAGE_TOKEN
 from ...rejection import Rejected
 from ..validation import check_image_count, check_preference, is_missing, preference_turns, turn_role
 from .checks import Converted, Limits, image_member, object_entry_id
-from .cli import limits_from, options_from, run_command
+from .cli import files_parser, limits_from, options_from, run_command
 from .files import read_image_file
-from .runner import run
-from .text import load_json_entries
+from .runner import run_inputs
+from .text import load_records as read_records
 
 FIELDS = ("id", "idx", "image", "images", "question", "conversations", "chosen", "rejected", "ref_chosen_logp",
           "ref_rejected_logp")
@@ -138,43 +137,19 @@ class PreferenceConverter:
 
 def load_records(path: str | Path) -> tuple[Iterator[Any], int]:
     """Records of a JSON list / JSON Lines file, or of a parquet file (read in batches, its known columns only)."""
-    path = Path(path)
-    if path.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
-        pf = pq.ParquetFile(path)
-        columns = [c for c in pf.schema_arrow.names if c in FIELDS]
-
-        def rows() -> Iterator[dict]:
-            for batch in pf.iter_batches(batch_size=256, columns=columns):
-                yield from batch.to_pylist()
-
-        return rows(), pf.metadata.num_rows
-    entries = load_json_entries(path)
-    return iter(entries), len(entries)
+    return read_records(path, FIELDS, batch_size=256)
 
 
 def convert(inputs: list[str | Path], image_root: str | Path, options, limits: Limits | None = None) -> dict:
     """Convert preference files (one shard set). Returns the report."""
-    loaded = [load_records(f) for f in inputs]
-
-    def entries() -> Iterator[Any]:
-        for rows, _ in loaded:
-            yield from rows
-
-    info = {"format": "preference", "inputs": [str(f) for f in inputs], "image_root": str(image_root)}
     converter = PreferenceConverter(Path(image_root), limits or Limits())
-    return run(converter, entries(), options, total=sum(n for _, n in loaded), info=info)
+    return run_inputs(converter, "preference", inputs, [load_records(f) for f in inputs], image_root, options)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", nargs="+", required=True, help="preference JSON / JSON Lines / parquet file(s)")
-    parser.add_argument("--image-root", default=".", help="directory the image paths are relative to")
-    parser.add_argument("--name", help="shard-set name (file prefix); default: the first input's stem")
-    parser.add_argument("--add-missing-image-token", action="store_true",
-                        help="conversations with images but no <image> mark get one per image before the first "
-                             "user turn (RLAIF-V questions always do)")
+    parser = files_parser(__doc__, "--input", "preference JSON / JSON Lines / parquet file(s)",
+                          "conversations with images but no <image> mark get one per image before the first user "
+                          "turn (RLAIF-V questions always do)")
     return run_command(parser, argv, lambda args: convert(
         args.input, args.image_root, options_from(args, args.name or Path(args.input[0]).stem),
         limits_from(args)))[1]

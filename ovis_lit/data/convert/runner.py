@@ -7,6 +7,7 @@ A conversion that stops (an exception, Ctrl-C, SIGTERM) leaves no `.tmp` shard b
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -36,6 +37,15 @@ class Options:
     progress: bool = True
     overwrite: bool = False
     chunk: int = 1024  # entries handed to the workers at a time (bounds memory on huge inputs)
+
+
+def run_inputs(fn: ConvertFn, fmt: str, inputs: list, loaded: list[tuple[Iterable[Any], int]], image_root,
+               options: Options) -> dict[str, Any]:
+    """`run` over the records of several input files, in order: `loaded` holds (records, their number) per file of
+    `inputs`; the report names the format, the inputs and the image root."""
+    info = {"format": fmt, "inputs": [str(f) for f in inputs], "image_root": str(image_root)}
+    entries = itertools.chain.from_iterable(rows for rows, _ in loaded)
+    return run(fn, entries, options, total=sum(n for _, n in loaded), info=info)
 
 
 def run(

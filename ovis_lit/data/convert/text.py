@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 # the code points `surrogateescape` decodes undecodable bytes to (valid UTF-8 never yields them)
 _UNDECODABLE = re.compile("[\udc80-\udcff]")
@@ -92,6 +92,27 @@ def json_list(path: Path, text: str) -> list[Any]:
         raise ValueError(f"{path}:{exn.lineno}:{exn.colno}: not JSON: {exn.msg}") from None
     except RecursionError:
         raise ValueError(f"{path}: JSON nested too deeply") from None
+
+
+def load_records(path: str | Path, columns: tuple[str, ...], batch_size: int) -> tuple[Iterator[Any], int]:
+    """(the records, their number) of a JSON list / JSON Lines file, or of a parquet file: read `batch_size` rows at
+    a time and only its `columns` that the file has, so that a file of millions of rows is never in memory whole."""
+    path = Path(path)
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as exn:
+            raise ImportError("reading parquet needs pyarrow: pip install 'ovis-lit[convert]'") from exn
+        pf = pq.ParquetFile(path)
+        present = [c for c in pf.schema_arrow.names if c in columns]
+
+        def rows() -> Iterator[dict]:
+            for batch in pf.iter_batches(batch_size=batch_size, columns=present):
+                yield from batch.to_pylist()
+
+        return rows(), pf.metadata.num_rows
+    entries = load_json_entries(path)
+    return iter(entries), len(entries)
 
 
 def load_json_entries(path: str | Path) -> list[Any]:
