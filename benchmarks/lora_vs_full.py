@@ -1,8 +1,15 @@
 """LoRA against full fine-tuning on the tiny model: stage 3 on the shapes data from one stage-2 checkpoint, held-out
 multiple-choice accuracy, trainable parameters and peak memory of both.
 
-    python benchmarks/lora_vs_full.py                      # stages 1-2 once, then stage 3 full and stage 3 LoRA
+    python benchmarks/lora_vs_full.py                      # stages 0, 1, 2 once, then stage 3 full and stage 3 LoRA
     python benchmarks/lora_vs_full.py --stage2 outputs/runs/<run>/s2/checkpoints/last.ckpt --steps 400
+
+LoRA fine-tuning assumes a pretrained LLM (real Ovis starts from Qwen or Gemma): a low-rank update adapts a language
+model, it cannot teach a random one the language. The tiny recipe's LLM is random and frozen until stage 3 (stages
+1-2 train the visual side only), so before stages 1-2 this trains stage 0 (conf/stage/s0.yaml): the LLM alone,
+on the text of the shapes data with the images dropped, the tiny world's "pretrained LLM". (Measured without it,
+1700 stage-3 steps each: full 99.2%, LoRA 76.2%; with adapters on the LLM alone no better, its train loss stuck
+at ~2.6 against full's ~0.05.)
 
 Each run is `train.py` in its own process (the same configs, `model.lora=...` for LoRA); peak memory is that
 process's peak resident set (ru_maxrss: the model, optimiser, activations, and Python + torch themselves, about the
@@ -75,10 +82,14 @@ def planned_gib(overrides: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage2", help="a stage-2 checkpoint of model=ovis_tiny (default: train stages 1-2 first)")
+    parser.add_argument("--stage2", help="a stage-2 checkpoint of model=ovis_tiny (default: train stages 0-2 first)")
     parser.add_argument("--steps", type=int, default=300, help="stage-3 steps of each run")
-    parser.add_argument("--lora", default="{r: 16, alpha: 32, dropout: 0.0, target: [llm, visual_tokenizer.backbone]}")
+    # adapters on the LLM, the ViT trained fully (as full fine-tuning does, at the recipe's low visual rate): the
+    # tiny ViT starts from random weights, and a low-rank update at that rate does not learn the visual features
+    # full training learns (measured: 76% with the ViT under adapters too, against 99% full)
+    parser.add_argument("--lora", default="{r: 16, alpha: 32, dropout: 0.0, target: [llm]}")
     parser.add_argument("--lora-lr", type=float, default=2e-3, help="stage-3 LR of the LoRA run (full: the recipe's)")
+    parser.add_argument("--methods", default="full,lora", help="which runs (e.g. lora alone, beside an earlier full)")
     parser.add_argument("--out", default=str(REPO / "outputs" / "lora_vs_full" / time.strftime("%Y-%m-%d_%H-%M-%S")))
     args = parser.parse_args()
     out = Path(args.out)
@@ -86,12 +97,15 @@ def main() -> None:
     started = time.perf_counter()
     common = ["evaluate=false"]
     stage2 = args.stage2
-    if stage2 is None:  # the default recipe's stages 1 and 2 (50 steps each)
-        train(out / "s1", ["stage=s1", *common], out / "s1.log")
+    if stage2 is None:  # the recipe's stage 0 (the LLM on text), then its stages 1 and 2 (50 steps each)
+        train(out / "s0", ["stage=s0", *common], out / "s0.log")
+        train(out / "s1", ["stage=s1", f"init_from={out / 's0' / 'checkpoints' / 'last.ckpt'}", *common],
+              out / "s1.log")
         train(out / "s2", ["stage=s2", f"init_from={out / 's1' / 'checkpoints' / 'last.ckpt'}", *common], out / "s2.log")
         stage2 = str(out / "s2" / "checkpoints" / "last.ckpt")
     s3 = ["stage=s3", f"init_from={stage2}", f"recipe.s3.max_steps={args.steps}", "evaluate=true"]
     runs = {"full": s3, "lora": [*s3, f"model.lora={args.lora}", f"recipe.s3.lr={args.lora_lr}"]}
+    runs = {name: runs[name] for name in args.methods.split(",")}
     rows = {}
     for name, overrides in runs.items():
         summary, seconds, peak = train(out / name, overrides, out / f"{name}.log")
@@ -101,8 +115,9 @@ def main() -> None:
                       "blank_image_accuracy": summary["heldout"]["blank_image_accuracy"],
                       "peak_rss_gib": round(peak, 3), "planned_gib": round(planned_gib(overrides), 4),
                       "overrides": overrides}
-    gap = 100 * (rows["full"]["heldout_accuracy"] - rows["lora"]["heldout_accuracy"])
-    result = {"runs": rows, "accuracy_gap_points": round(gap, 2), "within_2_points": abs(gap) <= 2,
+    gap = 100 * (rows["full"]["heldout_accuracy"] - rows["lora"]["heldout_accuracy"]) if len(rows) == 2 else None
+    result = {"runs": rows, "accuracy_gap_points": None if gap is None else round(gap, 2),
+              "within_2_points": None if gap is None else abs(gap) <= 2,
               "minutes": round((time.perf_counter() - started) / 60, 1), "stage2": stage2}
     (out / "lora_vs_full.json").write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nstage 3 on the shapes data from {stage2}, {args.steps} steps each (held-out: 400 questions, chance 25%)")
@@ -112,8 +127,9 @@ def main() -> None:
         print(f"{name:<8}{r['trainable_parameters']:>18,}{r['heldout_accuracy']:>14.1%}"
               f"{r['blank_image_accuracy']:>13.1%}{r['peak_rss_gib']:>9.3f} G{r['planned_gib'] * 1024:>8.1f} M"
               f"{r['seconds']:>8.0f}s")
-    print(f"full - LoRA: {gap:+.1f} points ({'within' if abs(gap) <= 2 else 'NOT within'} 2 points); "
-          f"{result['minutes']} min in all; {out / 'lora_vs_full.json'}")
+    if gap is not None:
+        print(f"full - LoRA: {gap:+.1f} points ({'within' if abs(gap) <= 2 else 'NOT within'} 2 points)")
+    print(f"{result['minutes']} min in all; {out / 'lora_vs_full.json'}")
 
 
 if __name__ == "__main__":
