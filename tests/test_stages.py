@@ -226,8 +226,8 @@ def test_released_configs_resolve_every_stage(model, tmp_path):
 
 
 def test_the_text_stage_is_refused_by_a_recipe_without_it(tmp_path):
-    """Stage s0 (a random LLM's text pretraining) has numbers for the tiny Ovis only: elsewhere it is refused, by
-    name, rather than run with another stage's numbers."""
+    """Stage s0 (a random LLM's text pretraining) has numbers for the tiny Ovis (and ovis2_tiny, which shares its
+    recipe) only: a model that starts from a pretrained LLM refuses it, by name."""
     assert stage_settings(compose_train(["stage=s0"], tmp_path, tmp_path))["trainable"] == ["llm"]
     with pytest.raises(ValueError, match="no numbers for stage 's0'"):
-        stage_settings(compose_train(["model=ovis2_tiny", "stage=s0"], tmp_path, tmp_path))
+        stage_settings(compose_train(["model=ovis_9b", "stage=s0"], tmp_path, tmp_path))
