@@ -45,7 +45,7 @@ STAGE = {"name", "trainable", "warmup_ratio", "min_lr_ratio", "weight_decay", "v
          "dpo"}  # training/dpo.py (stage=dpo)
 DPO = {"beta", "loss_type", "label_smoothing", "reference"}  # training/dpo.py: dpo_settings
 CHAIN = {"name", "chain"}  # stage=all
-STAGE_DATA = {"use", "captions_as"}  # OvisDataModule arguments, handed over by build_stage
+STAGE_DATA = {"use", "captions_as", "text_only"}  # OvisDataModule arguments, handed over by build_stage
 FSDP = set(inspect.signature(shard_model).parameters) - {"model", "mesh"} | {"master_dtype"}  # module.py
 AC = {"vision", "llm"}  # OvisModel.set_activation_checkpointing
 RECIPE_TOP = {"activation_checkpointing"}  # build_stage; the other keys are stage names

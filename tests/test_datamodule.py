@@ -20,8 +20,8 @@ def data_dir(shapes_data):
     return shapes_data  # conftest's, built once per session
 
 
-def _datamodule(tmp_path, data_dir, overrides=(), workers=2):
-    cfg = compose_train(["stage=s3", f"data.num_workers={workers}", *overrides], tmp_path, data_dir)
+def _datamodule(tmp_path, data_dir, overrides=(), workers=2, stage="s3"):
+    cfg = compose_train([f"stage={stage}", f"data.num_workers={workers}", *overrides], tmp_path, data_dir)
     processor = build_processor(cfg)
     dm = instantiate_datamodule(cfg)
     dm.attach(processor)
@@ -115,6 +115,31 @@ def test_sample_builder_formats_captions_two_ways(tmp_path, data_dir):
     chat = _builder(processor, captions_as="chat")(_record(caption="A red circle."))
     assert templ.prompt == "<image>\nDescription:\nA red circle."
     assert "<|im_start|>assistant\nA red circle.<|im_end|>" in chat.prompt
+
+
+def test_text_only_samples_carry_no_images_and_supervise_the_answers(tmp_path, data_dir):
+    """Stage s0's samples: the marks and pixels gone (no image member is even decoded: these are not images), the
+    answer (a chat answer, a caption) supervised; and a stage-s0 batch of the real data holds no visual input."""
+    _, processor = _datamodule(tmp_path, data_dir)
+    builder = _builder(processor, captions_as="chat", text_only=True)
+    conv = [{"from": "human", "value": "<image>\nWhat shape is shown?"}, {"from": "gpt", "value": "triangle"},
+            {"from": "human", "value": "And its colour?"}, {"from": "gpt", "value": "red"}]
+    chat = builder({"__key__": "k", "json": {"conversations": conv}, "0.png": b"not an image"})
+    caption = builder({"__key__": "k", "json": {"caption": "A red circle."}, "0.png": b"not an image"})
+    for sample, answers in ((chat, ["triangle", "red"]), (caption, ["A red circle."])):
+        assert "<image>" not in sample.prompt and sample.n_crops == 0
+        assert min(sample.input_ids) >= 0  # no visual placeholder or indicator
+        supervised = processor.tokenizer.decode([t for t in sample.labels if t != IGNORE_ID])
+        assert [a for a in answers if a in supervised] == answers
+        assert sample.prompt.count("<|im_start|>assistant\n") == len(answers)
+    assert "user\nWhat shape is shown?<|im_end|>" in chat.prompt
+    with pytest.raises(ValueError, match="captions_as"):  # a caption template is the text before an image
+        _builder(processor, text_only=True)
+
+    dm, _ = _datamodule(tmp_path, data_dir, ["recipe.s0.batch_size=8"], workers=0, stage="s0")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["input_ids"].shape[0] == 8 and batch["pixel_values"].shape[0] == 0
+    assert int(batch["input_ids"].min()) >= 0 and bool((batch["labels"] != IGNORE_ID).any())
 
 
 def test_length_control_never_cuts_an_image_run(tmp_path, data_dir):

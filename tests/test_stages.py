@@ -223,3 +223,11 @@ def test_released_configs_resolve_every_stage(model, tmp_path):
         layers = {n.split(".")[4] for n in names if n.startswith("visual_tokenizer.backbone.encoder.layers.")}
         assert layers == ({str(n_layers - 1)} if stage == "s1" else {str(i) for i in range(n_layers)}), stage
         assert any(n.startswith("llm.") for n in names) == (stage == "s3")
+
+
+def test_the_text_stage_is_refused_by_a_recipe_without_it(tmp_path):
+    """Stage s0 (a random LLM's text pretraining) has numbers for the tiny Ovis (and ovis2_tiny, which shares its
+    recipe) only: a model that starts from a pretrained LLM refuses it, by name."""
+    assert stage_settings(compose_train(["stage=s0"], tmp_path, tmp_path))["trainable"] == ["llm"]
+    with pytest.raises(ValueError, match="no numbers for stage 's0'"):
+        stage_settings(compose_train(["model=ovis_9b", "stage=s0"], tmp_path, tmp_path))

@@ -28,7 +28,7 @@ def _fit(cfg, steps):
     return module, before, trainer
 
 
-@pytest.mark.parametrize("stage", ["1", "2", "3"])
+@pytest.mark.parametrize("stage", ["0", "1", "2", "3"])
 def test_frozen_parameters_stay_bitwise_and_trainable_ones_move(stage, tmp_path, data_dir):
     cfg = compose_train([f"stage=s{stage}", "recipe.s1.lr=1e-3", "recipe.s2.lr=1e-3"], tmp_path, data_dir)
     module, before, trainer = _fit(cfg, steps=3)
@@ -42,6 +42,8 @@ def test_frozen_parameters_stay_bitwise_and_trainable_ones_move(stage, tmp_path,
             assert torch.equal(param, before[name]), f"{name} is frozen in stage {stage} but changed"
     frozen_llm = not any(n.startswith("llm.") for n in trainable)
     assert frozen_llm == (stage in ("1", "2"))
+    if stage == "0":  # the LLM alone, on text (its batches hold no image)
+        assert trainable == {n for n, _ in module.model.named_parameters() if n.startswith("llm.")}
     if stage == "1":  # only the last ViT block of the backbone
         layers = {n.split(".")[4] for n in trainable if n.startswith("visual_tokenizer.backbone.encoder.layers.")}
         assert layers == {"2"}
@@ -99,8 +101,8 @@ def test_warmup_then_cosine(tmp_path, data_dir):
     assert lrs[55] == pytest.approx(0.1 + 0.9 * 0.5) and lrs[100] == pytest.approx(0.1)
 
 
-def test_loss_decreases_on_the_synthetic_data(tmp_path, data_dir):
-    cfg = compose_train(["stage=s3", "recipe.s3.batch_size=16"], tmp_path, data_dir)
+def _losses(cfg, steps: int) -> list[float]:
+    """The training loss of each of `steps` steps of train.py's stage for `cfg`."""
     built = build_stage(cfg)
     datamodule, module = built.datamodule, built.module
     losses = []
@@ -109,9 +111,21 @@ def test_loss_decreases_on_the_synthetic_data(tmp_path, data_dir):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             losses.append(float(outputs["loss"]))
 
-    L.Trainer(accelerator="cpu", max_steps=60, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    L.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
               limit_val_batches=0, enable_model_summary=False, callbacks=[Record()]).fit(module, datamodule=datamodule)
+    return losses
+
+
+def test_loss_decreases_on_the_synthetic_data(tmp_path, data_dir):
+    losses = _losses(compose_train(["stage=s3", "recipe.s3.batch_size=16"], tmp_path, data_dir), 60)
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.5 * first, (first, last)
+
+
+def test_text_only_stage_lowers_the_text_loss(tmp_path, data_dir):
+    """Stage s0 (the random LLM's language-model pretraining on the data's text, images dropped) learns."""
+    losses = _losses(compose_train(["stage=s0", "recipe.s0.batch_size=8"], tmp_path, data_dir), 30)
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.5 * first, (first, last)
 
 

@@ -41,6 +41,9 @@ class OvisDataModule(L.LightningDataModule):
     visual tokens. A sample over the budget is skipped and counted (`over_token_budget`); with `max_length` at most
     the budget none is.
 
+    With `text_only`, every record becomes a text-only sample (its images and their marks dropped, `SampleBuilder`):
+    batches without pixels, which train the LLM alone (stage s0).
+
     With `pairs`, records are preference pairs (`data/preference.py`, for stage=dpo): `batch_size` counts pairs, both
     answers of a pair go into the same micro-batch, and with `reference_logps` each pair must carry precomputed
     reference log-probs.
@@ -62,6 +65,7 @@ class OvisDataModule(L.LightningDataModule):
         truncate: bool = True,
         max_image_pixels: int | None = MAX_IMAGE_PIXELS,
         video_frames: int = DEFAULT_FRAMES,
+        text_only: bool = False,
         prepare: Callable[..., Any] | None = None,
         heldout: str | None = None,
         heldout_instruction: str | None = None,
@@ -109,6 +113,7 @@ class OvisDataModule(L.LightningDataModule):
             truncate=truncate,
             max_image_pixels=max_image_pixels,  # larger images are skipped, undecoded
             video_frames=video_frames,  # frames per video, sampled uniformly
+            text_only=text_only,  # images and marks dropped: text-only samples (stage s0)
         )
         self.stream_state = StreamState()
         # Skips in the batches consumed (BatchStream documents exactly what a batch's counts hold), this rank:

@@ -19,6 +19,10 @@ the chat format refuses the conversation), `too_long` (only with `truncate=False
 `no_supervised_tokens` (nothing left to learn from, e.g. after truncation), and for videos the image reasons plus
 `empty_video` (a corrupt or truncated video is a `decode_error`). The JSON checks are
 `ovis_lit.data.validation`'s, the converters' own, so converted data is never skipped for them here.
+
+With `text_only`, a record becomes a text-only sample: its `<image>` / `<video>` marks are dropped from the
+conversation and no image or video member is decoded (a caption becomes a chat turn without an image). Such
+samples train the LLM alone, on the data's language (stage s0: a language-model pretraining of a random LLM).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from ..constants import IGNORE_ID, IMAGE_ATOM_ID, IMAGE_END_ID, IMAGE_START_ID, IMAGE_TOKEN
+from ..constants import IGNORE_ID, IMAGE_ATOM_ID, IMAGE_END_ID, IMAGE_START_ID, IMAGE_TOKEN, VIDEO_TOKEN
 from ..processing.image_decoding import MAX_IMAGE_PIXELS, decode_image, to_rgb
 from ..processing.processor import OvisProcessor, Sample
 from ..rejection import Rejected
@@ -38,6 +42,13 @@ from .validation import check_conversation, check_image_count, check_meta, count
 from .video_records import DEFAULT_FRAMES, check_video, has_video, record_video, video_as_images
 
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg", "webp", "bmp", "gif", "tif", "tiff")
+# a visual mark with the line break that usually follows it ("<image>\nWhat shape is shown?")
+_VISUAL_MARK = re.compile(f"(?:{re.escape(IMAGE_TOKEN)}|{re.escape(VIDEO_TOKEN)})\n?")
+
+
+def without_visual_marks(conversations: list[dict]) -> list[dict]:
+    """The turns with every `<image>` / `<video>` mark removed (each turn's text stripped of the blank it leaves)."""
+    return [{**turn, "value": _VISUAL_MARK.sub("", turn["value"]).strip()} for turn in conversations]
 
 
 def _natural(name: str) -> list:
@@ -134,10 +145,14 @@ class SampleBuilder:
     truncate: bool = True  # False: over-long samples are skipped instead of cut
     max_image_pixels: int | None = MAX_IMAGE_PIXELS  # larger images are skipped (`too_many_pixels`), undecoded
     video_frames: int = DEFAULT_FRAMES  # a video's frames are sampled uniformly down to this many (video_records)
+    text_only: bool = False  # drop the images / video and their marks: text-only samples (the LLM alone trains)
 
     def __post_init__(self):
         if self.captions_as not in ("template", "chat"):
             raise ValueError(f"captions_as must be 'template' or 'chat', got {self.captions_as!r}")
+        if self.text_only and self.captions_as != "chat":
+            # a caption template is the text that precedes an image: without the image only the chat form is left
+            raise ValueError("text_only samples take captions as chat turns: set captions_as='chat'")
 
     def __call__(self, record: dict) -> Sample:
         key = record.get("__key__", "")
@@ -145,10 +160,13 @@ class SampleBuilder:
         check_meta(meta, key, self._allows_system())  # the converters' checks (ovis_lit.data.validation)
         check_image_count(meta, len(image_names(record, meta)), key)  # before any image is decoded
         check_video(meta, key)
-        images = record_images(record, meta, self.max_image_pixels)
-        video = record_video(record, meta, self.video_frames, self.max_image_pixels)
+        if self.text_only:  # nothing visual is decoded
+            images, video = [], None
+        else:
+            images = record_images(record, meta, self.max_image_pixels)
+            video = record_video(record, meta, self.video_frames, self.max_image_pixels)
         try:
-            sample = self._format(meta, images, key, video)
+            sample = self._text_only(meta, key) if self.text_only else self._format(meta, images, key, video)
         except Rejected:  # an image the processor refuses (an Ovis2.5 degenerate size, ...): its own reason
             raise
         except ValueError as exn:  # formatter refusals: mismatched <image> count, system turn not first, ...
@@ -166,6 +184,16 @@ class SampleBuilder:
         spec = getattr(getattr(self.processor, "formatter", None), "format_spec", None)
         return getattr(spec, "allows_system", True)
 
+    def _text_only(self, meta: dict, key: str) -> Sample:
+        if "conversations" in meta:
+            return self.processor.conversation(without_visual_marks(meta["conversations"]), [])
+        return self.processor.conversation([{"from": "human", "value": self._caption_prompt(key)},
+                                            {"from": "gpt", "value": meta["caption"].strip()}], [])
+
+    def _caption_prompt(self, key: str) -> str:
+        """The prompt of a caption in chat form: one of `caption_prompts`, the same for a record every time."""
+        return self.caption_prompts[zlib.crc32(key.encode()) % len(self.caption_prompts)]
+
     def _format(self, meta: dict, images: list[Image.Image], key: str, video: list[Image.Image] | None = None) -> Sample:
         if video is not None:
             if getattr(self.processor, "takes_video", False):  # Ovis2.5: one visual input on the temporal axis
@@ -178,6 +206,6 @@ class SampleBuilder:
         caption = meta["caption"].strip()
         if self.captions_as == "template":
             return self.processor.caption(caption, images[0], meta.get("caption_template") or self.caption_template)
-        prompt = self.caption_prompts[zlib.crc32(key.encode()) % len(self.caption_prompts)]
-        turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{prompt}"}, {"from": "gpt", "value": caption}]
+        turns = [{"from": "human", "value": f"{IMAGE_TOKEN}\n{self._caption_prompt(key)}"},
+                 {"from": "gpt", "value": caption}]
         return self.processor.conversation(turns, images)
