@@ -27,7 +27,7 @@ from ..processing.conversation import CHAT_FORMATS
 from ..processing.image import ImagePreprocessor
 from ..processing.native_processor import NativeOvisProcessor
 from ..processing.native_resolution import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, NATIVE_N_INDICATORS
-from ..processing.processor import PREPROCESSOR_FILE, save_image_preprocessor
+from ..processing.processor import PREPROCESSOR_FILE, image_preprocessor_config
 from .export_files import save_sharded, write_generation_config, write_json, write_tokenizer
 from .local_files import read_json_file, safetensors_files
 from .reading import chat_format_of, has_tokenizer, load_into, load_llm, quiet_transformers
@@ -225,12 +225,11 @@ def export_ovis25(
     if source is not None:
         config = dict(source)
     else:  # a SigLIP processor; its size is not used at native resolution, the ViT's image_size by convention
-        save_image_preprocessor(
+        config = image_preprocessor_config(
             ImagePreprocessor(side=model.visual_tokenizer.backbone.config.image_size, image_mean=pp.image_mean,
                               image_std=pp.image_std, resample=pp.resample),
-            directory, "SiglipImageProcessor",
+            "SiglipImageProcessor",
         )
-        config = read_json_file(directory / PREPROCESSOR_FILE)
     write_json(directory / PREPROCESSOR_FILE, with_pixel_range(config, pp.min_pixels, pp.max_pixels))
     write_tokenizer(processor, directory)
     return directory

@@ -115,7 +115,14 @@ class OvisProcessor(ChatProcessor):
 
 
 def save_image_preprocessor(pp: ImagePreprocessor, directory: Path, image_processor_class: str) -> None:
-    """preprocessor_config.json in the layout of transformers' SigLIP or CLIP image processor.
+    """preprocessor_config.json in the layout of transformers' SigLIP or CLIP image processor
+    (`image_preprocessor_config`)."""
+    config = image_preprocessor_config(pp, image_processor_class)
+    (Path(directory) / PREPROCESSOR_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def image_preprocessor_config(pp: ImagePreprocessor, image_processor_class: str) -> dict:
+    """The preprocessor_config.json fields of transformers' SigLIP or CLIP image processor for `pp`.
 
     A CLIP processor gets the crop side as `crop_size` (which the original Ovis code reads for CLIP and AIMv2) and
     `do_center_crop: false`: the original refuses a processor that centre-crops, since crops are padded squares.
@@ -141,7 +148,7 @@ def save_image_preprocessor(pp: ImagePreprocessor, directory: Path, image_proces
                 "size": {"shortest_edge": pp.side},
             }
         )
-    (Path(directory) / PREPROCESSOR_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return config
 
 
 def load_image_preprocessor(directory: str | Path) -> ImagePreprocessor:
