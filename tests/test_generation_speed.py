@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ovis_lit.constants import IMAGE_ATOM_ID, INDICATOR_IDS
-from ovis_lit.model import packed_prefill, packed_weights
+from ovis_lit.model import lean_decode, packed_prefill, packed_weights
 
 from .test_ovis25 import FIXTURE25, _sample, expected25  # noqa: F401  (module fixture)
 from .tiny import tiny_model
@@ -70,10 +70,10 @@ def test_answers_equal_with_speedups_on_and_off_in_any_batch(model):
 
 
 def test_the_speedups_run_where_they_apply(model, monkeypatch):
-    """Packed prefill on an sdpa LLM with full-attention layers (Qwen2), not on Gemma2 (eager, sliding layers);
-    packed weights on CPU float32 LLMs with MKL."""
-    calls = {"prefill": 0, "weights": 0}
-    prefill, linears = packed_prefill.prefill_cache, packed_weights.packed_linears
+    """Packed prefill and lean decode steps on an sdpa LLM with full-attention layers (Qwen2), not on Gemma2
+    (eager, sliding layers); packed weights on CPU float32 LLMs with MKL."""
+    calls = {"prefill": 0, "weights": 0, "lean": 0}
+    prefill, linears, lean = packed_prefill.prefill_cache, packed_weights.packed_linears, lean_decode.lean_decode_steps
 
     def count(name, f):
         def wrapped(*a, **k):
@@ -83,12 +83,13 @@ def test_the_speedups_run_where_they_apply(model, monkeypatch):
 
     monkeypatch.setattr(packed_prefill, "prefill_cache", count("prefill", prefill))
     monkeypatch.setattr(packed_weights, "packed_linears", count("weights", linears))
+    monkeypatch.setattr(lean_decode, "lean_decode_steps", count("lean", lean))
     prompts = _prompts(model)
     _generate(model, prompts, on=True, new=2)
-    assert calls == {"prefill": int(model.llm.config.model_type == "qwen2"),
-                     "weights": int(torch.backends.mkl.is_available())}
+    qwen2 = int(model.llm.config.model_type == "qwen2")
+    assert calls == {"prefill": qwen2, "weights": int(torch.backends.mkl.is_available()), "lean": qwen2}
     _generate(model, prompts, on=False, new=2)
-    assert calls["prefill"] <= 1 and calls["weights"] <= 1
+    assert calls["prefill"] <= 1 and calls["weights"] <= 1 and calls["lean"] <= 1
 
 
 def test_packed_prefill_cache_is_the_padded_prefills():
@@ -107,6 +108,25 @@ def test_packed_prefill_cache_is_the_padded_prefills():
             assert a.shape == b.shape
             torch.testing.assert_close(a.transpose(1, 2)[real], b.transpose(1, 2)[real], rtol=1e-5, atol=1e-5)
             assert not a.transpose(1, 2)[~real].any()  # padding slots: zeros, hidden by the mask
+
+
+def test_packed_prefill_computes_of_the_last_layer_its_keys_and_values_alone(monkeypatch):
+    """Where the lean step applies, the prefill skips the last layer's attention and MLP (nothing reads them): the
+    cache is bitwise the whole decoder's, with room or without."""
+    model = _tiny("qwen2", "aimv2_vision_model")
+    input_ids, mask, pixels = _left_padded(_prompts(model))
+    embeds = model.merge(input_ids, mask, None, pixels).inputs_embeds
+    mlp_calls = []
+    model.llm.get_decoder().layers[-1].mlp.register_forward_hook(lambda *a: mlp_calls.append(1))
+    with monkeypatch.context() as m:
+        m.setattr(lean_decode, "applies", lambda llm: False)
+        whole = packed_prefill.prefill_cache(model.llm, embeds, mask)
+    assert mlp_calls == [1]
+    for room in (0, 4):
+        trimmed = packed_prefill.prefill_cache(model.llm, embeds, mask, room=room)
+        assert mlp_calls == [1]  # the last layer's MLP did not run
+        for a, b in zip(trimmed.layers, whole.layers):
+            assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
 
 
 @pytest.mark.skipif(not torch.backends.mkl.is_available(), reason="MKL's packed sgemm only")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
-from . import packed_attention, packed_prefill, packed_weights, sparse_loss
+from . import inplace_mlp, lean_decode, packed_attention, packed_prefill, packed_weights, sparse_loss
 from .checkpointing import checkpoint_kwargs, checkpoint_mode
 from .embedding import VisualEmbedding
 from .vision import crop_side, keep_residual_stream_contiguous
@@ -63,6 +63,9 @@ class OvisModel(nn.Module):
         # generation's speed-ups (`generate`); False: transformers' generate on the padded batch, the same answers
         self.packed_prefill = True  # `packed_prefill.py`: the prompts' KV cache without computing the padding
         self.packed_decode_weights = True  # `packed_weights.py`: decode steps' matmuls on MKL-packed weights (CPU, kept)
+        # `lean_decode.py`: decode steps in a plain loop over the LLM's modules, into a KV cache with room (`kv_room.py`)
+        self.lean_decode = True
+        self.inplace_mlps = True  # `inplace_mlp.py`: the ViT's and LLM's SwiGLU MLPs without two of their four buffers
         # sdpa that can attend within each packed sample; without sample boundaries (every call but the fast path's
         # packed loss) it is transformers' sdpa itself
         packed_attention.enable(llm)
@@ -256,26 +259,51 @@ class OvisModel(nn.Module):
         """
         if not bool(attention_mask[:, -1].all()):
             raise ValueError("generate needs a left-padded batch (collate(..., padding_side='left'))")
-        merged = self.merge(input_ids, attention_mask, None, pixel_values, grid_thws)
-        cfg = self.llm.generation_config
-        generate_kwargs.setdefault("pad_token_id", cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id)
-        if self.packed_prefill and "cache" not in generate_kwargs and packed_prefill.applies(self.llm, attention_mask):
-            # the prompts' KV cache from one unpadded row; generate then computes only the last column
-            generate_kwargs["cache"] = packed_prefill.prefill_cache(self.llm, merged.inputs_embeds, attention_mask)
-        packing = contextlib.nullcontext()
-        if self.packed_decode_weights and packed_weights.applies(self.llm):
-            packing = packed_weights.packed_linears(self.llm, rows=input_ids.shape[0])
-        with packing:
+        with contextlib.ExitStack() as speedups:
+            if self.inplace_mlps:
+                speedups.enter_context(inplace_mlp.inplace_mlps(self))
+            merged = self.merge(input_ids, attention_mask, None, pixel_values, grid_thws)
+            cfg = self.llm.generation_config
+            generate_kwargs.setdefault(
+                "pad_token_id", cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
+            )
+            lean = self.lean_decode and lean_decode.applies(self.llm)
+            if (self.packed_prefill and "cache" not in generate_kwargs
+                    and packed_prefill.applies(self.llm, attention_mask)):
+                # the prompts' KV cache from one unpadded row; generate then computes only the last column
+                room = _new_tokens(generate_kwargs, cfg, input_ids.shape[1]) if lean else 0
+                generate_kwargs["cache"] = packed_prefill.prefill_cache(
+                    self.llm, merged.inputs_embeds, attention_mask, room=room
+                )
+            if self.packed_decode_weights and packed_weights.applies(self.llm):
+                speedups.enter_context(packed_weights.packed_linears(self.llm, rows=input_ids.shape[0]))
+            if lean:
+                speedups.enter_context(lean_decode.lean_decode_steps(self.llm))
             return self.llm.generate(
                 inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, **generate_kwargs
             )
 
     @contextlib.contextmanager
     def generation_speedups(self, enabled: bool) -> Iterator[None]:
-        """Inside: `generate`'s speed-ups (packed prefill, packed decode weights) all on or all off."""
-        saved = self.packed_prefill, self.packed_decode_weights
-        self.packed_prefill = self.packed_decode_weights = bool(enabled)
+        """Inside: `generate`'s speed-ups (packed prefill, packed decode weights, lean decode, in-place MLPs) all on
+        or all off."""
+        names = ("packed_prefill", "packed_decode_weights", "lean_decode", "inplace_mlps")
+        saved = [getattr(self, name) for name in names]
+        for name in names:
+            setattr(self, name, bool(enabled))
         try:
             yield
         finally:
-            self.packed_prefill, self.packed_decode_weights = saved
+            for name, value in zip(names, saved):
+                setattr(self, name, value)
+
+
+def _new_tokens(generate_kwargs: dict, config, prompt_length: int) -> int:
+    """How many positions generation may add to the cache: max_new_tokens, else max_length less the prompt (a
+    cache with room grows beyond it if needed, so this only sizes its first buffer)."""
+    new = generate_kwargs.get("max_new_tokens")
+    if new is None and generate_kwargs.get("max_length") is not None:
+        new = generate_kwargs["max_length"] - prompt_length
+    if new is None:
+        new = config.max_new_tokens if config.max_new_tokens is not None else config.max_length - prompt_length
+    return max(int(new), 1)

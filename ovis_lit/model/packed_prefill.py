@@ -18,7 +18,7 @@ from torch import nn
 from transformers import DynamicCache
 from transformers.cache_utils import get_layer_types_and_kwargs
 
-from . import packed_attention
+from . import kv_room, lean_decode, packed_attention
 
 
 def applies(llm: nn.Module, attention_mask: torch.Tensor) -> bool:
@@ -34,7 +34,9 @@ def applies(llm: nn.Module, attention_mask: torch.Tensor) -> bool:
 
 
 @torch.no_grad()
-def prefill_cache(llm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor) -> DynamicCache:
+def prefill_cache(
+    llm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, room: int = 0,
+) -> DynamicCache:
     """The left-padded KV cache [B, H_kv, L - 1, D] of every column but the last of a left-padded batch.
 
     `inputs_embeds` [B, L, d] (the LLM's inputs, already scaled), `attention_mask` [B, L] with every prompt ending at
@@ -49,15 +51,34 @@ def prefill_cache(llm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: t
     packed = inputs_embeds[rows, cols].unsqueeze(0)  # [1, T, d]
     position_ids = (cached.cumsum(dim=1) - 1)[rows, cols].unsqueeze(0)  # restart at every prompt
     cache = DynamicCache(config=llm.config)
-    llm.get_decoder()(
-        inputs_embeds=packed, position_ids=position_ids, cache=cache, use_cache=True,
-        **packed_attention.segment_kwargs([n for n in lengths if n]),
-    )
+    segments = packed_attention.segment_kwargs([n for n in lengths if n])
+    if lean_decode.applies(llm):
+        _keys_and_values_only(llm.get_decoder(), packed, position_ids, cache, segments)
+    else:
+        llm.get_decoder()(inputs_embeds=packed, position_ids=position_ids, cache=cache, use_cache=True, **segments)
     padded = []
     for layer in cache.layers:
         keys, values = (_left_padded(t, rows, cols, cached.shape) for t in (layer.keys, layer.values))
         padded.append((keys, values))
+    if room > 0:
+        return kv_room.roomy_cache(padded, llm.config, room)
     return DynamicCache(ddp_cache_data=padded, config=llm.config)
+
+
+def _keys_and_values_only(decoder: nn.Module, hidden: torch.Tensor, position_ids: torch.Tensor, cache: DynamicCache,
+                          segments: dict) -> None:
+    """The decoder's layers for the cache alone (Llama-structured layers, `lean_decode.applies`): every layer but the
+    last runs its own forward; of the last only the keys and values are computed, since nothing reads its output
+    here (`generate` computes the last column itself). The last layer's attention, output projection and MLP over the
+    whole prompt are a quarter of the benchmark LLM's prefill. Same operations as the decoder's forward for what it
+    keeps, so the cache is bitwise the same (tested)."""
+    position_embeddings = decoder.rotary_emb(hidden, position_ids)
+    *layers, last = decoder.layers
+    for layer in layers:  # no mask: packed sdpa attends causally within each segment (`segments`)
+        hidden = layer(hidden, attention_mask=None, position_ids=position_ids, cache=cache, use_cache=True,
+                       position_embeddings=position_embeddings, **segments)
+    _, keys, values = lean_decode.projections(last, hidden, position_embeddings)
+    cache.update(keys, values, len(layers))
 
 
 def _left_padded(packed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape: torch.Size) -> torch.Tensor:
