@@ -137,3 +137,8 @@ def test_roomy_layer_holds_what_a_dynamic_layer_holds():
     new = kv(1, batch=2)
     got, want = roomy.update(*new), dynamic.update(*new)
     assert all(torch.equal(a, b) for a, b in zip(got, want)) and roomy.get_seq_length() == 10
+    for layer in (roomy, dynamic):  # and after a reset, the layer starts again
+        layer.reset()
+    new = kv(3, batch=2)
+    got, want = roomy.update(*new), dynamic.update(*new)
+    assert all(torch.equal(a, b) for a, b in zip(got, want)) and roomy.get_seq_length() == 3

@@ -46,6 +46,10 @@ class RoomyLayer(DynamicLayer):
         )
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:  # after `reset`: start again from these positions
+            self.device, self.is_initialized = key_states.device, True
+            self._buffers = self._allocate(key_states, value_states, 2 * key_states.shape[-2])
+            return self.keys, self.values
         n, new = self.keys.shape[-2], key_states.shape[-2]
         capacity = self._buffers[0].shape[-2]
         if not self._views_buffers() or n + new > capacity:
@@ -59,9 +63,6 @@ class RoomyLayer(DynamicLayer):
     def reset(self) -> None:
         super().reset()
         self._buffers = None
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        raise RuntimeError("a RoomyLayer starts from its prefill's keys and values; after reset use a new cache")
 
 
 def roomy_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], config, room: int) -> DynamicCache:

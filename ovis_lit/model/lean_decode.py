@@ -64,11 +64,10 @@ def lean_decode_steps(llm: nn.Module) -> Iterator[None]:
 
     def forward(input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None,
                 use_cache=None, **kwargs):
-        embeds = inputs_embeds if inputs_embeds is not None else None
         if _is_decode_step(input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache, kwargs):
-            if embeds is None:
-                embeds = decoder.embed_tokens(input_ids)
-            return decode_step(decoder, embeds, attention_mask, position_ids, cache)
+            if inputs_embeds is None:  # the decoder's own embedding (these decoders do not scale it)
+                inputs_embeds = decoder.embed_tokens(input_ids)
+            return decode_step(decoder, inputs_embeds, attention_mask, position_ids, cache)
         return full_forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             cache=cache, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
 
@@ -76,7 +75,7 @@ def lean_decode_steps(llm: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        del decoder.forward
+        vars(decoder).pop("forward", None)
 
 
 def _is_decode_step(input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache, kwargs) -> bool:

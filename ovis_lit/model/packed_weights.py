@@ -60,7 +60,7 @@ def packed_linears(llm: nn.Module, rows: int) -> Iterator[None]:
         yield
     finally:
         for module in patched:
-            del module.forward
+            vars(module).pop("forward", None)
 
 
 def release(llm: nn.Module) -> None:
