@@ -19,6 +19,22 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURE = REPO / "tests" / "fixtures" / "ovis16-reference-tiny"
 
 
+def _repo_data_state() -> dict[str, int]:
+    shards = REPO / "data" / "shards"
+    return {str(f): f.stat().st_mtime_ns for f in shards.rglob("*") if f.is_file()} if shards.is_dir() else {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_data_untouched():
+    """The suite writes data only under pytest's temporary directories: a test that runs train.py without
+    `paths.data_dir` would rebuild the checkout's own `data/shards` at the tests' small scale, under whatever the
+    user is training on it (it happened: two Ovis2.5 command tests did, mid-run of a benchmark)."""
+    before = _repo_data_state()
+    yield
+    changed = sorted(set(before.items()) ^ set(_repo_data_state().items()))
+    assert not changed, f"the tests wrote into {REPO / 'data' / 'shards'}: {[name for name, _ in changed][:5]}"
+
+
 @pytest.fixture(scope="session")
 def fixture_dir() -> Path:
     return FIXTURE

@@ -77,7 +77,7 @@ def test_plan_memory_script_on_ovis25(tmp_path):
 
 
 @pytest.mark.slow
-def test_finetune_command_on_an_original_ovis25_checkpoint(tmp_path):
+def test_finetune_command_on_an_original_ovis25_checkpoint(tmp_path, shapes_data):
     """The fine-tune command (one CPU process here) from the tiny original-layout checkpoint: it trains every part
     and exports the original layout, tokenizer and config included (scripts/check_in_original.py loads such an
     export in the original code)."""
@@ -87,8 +87,8 @@ def test_finetune_command_on_an_original_ovis25_checkpoint(tmp_path):
         [sys.executable, "train.py", "model=ovis25_9b", f"model.pretrained={FIXTURE25 / 'checkpoint'}", "stage=s3",
          "data=shapes", "trainer=cpu", "recipe.s3.max_steps=2", "recipe.s3.batch_size=2", "recipe.s3.accumulate=1",
          "recipe.s3.max_length=256", "processor.image.min_pixels=256", "processor.image.max_pixels=4096",
-         "logger=csv", f"paths.output_dir={tmp_path}", "+data.prepare.scale=0.03", "data.num_workers=0",
-         "evaluate=false"],
+         "logger=csv", f"paths.output_dir={tmp_path}", f"paths.data_dir={shapes_data}", "+data.prepare.scale=0.03",
+         "data.num_workers=0", "evaluate=false"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]

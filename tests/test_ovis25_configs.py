@@ -103,7 +103,7 @@ def test_load_original_hands_an_ovis25_layout_over():
 
 
 @pytest.mark.slow
-def test_train_py_runs_ovis25_tiny(tmp_path):
+def test_train_py_runs_ovis25_tiny(tmp_path, shapes_data):
     """`python train.py model=ovis25_tiny`: the data stream, the Lightning module and the export at the end."""
     import json
     import subprocess
@@ -111,8 +111,8 @@ def test_train_py_runs_ovis25_tiny(tmp_path):
 
     out = subprocess.run(
         [sys.executable, "train.py", "model=ovis25_tiny", "stage=s3", "recipe.s3.max_steps=2",
-         "recipe.s3.batch_size=4", "logger=csv", f"paths.output_dir={tmp_path}", "+data.prepare.scale=0.03",
-         "data.num_workers=0", "evaluate=false"],
+         "recipe.s3.batch_size=4", "logger=csv", f"paths.output_dir={tmp_path}", f"paths.data_dir={shapes_data}",
+         "+data.prepare.scale=0.03", "data.num_workers=0", "evaluate=false"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
