@@ -20,35 +20,33 @@ they predict. Each round times one batch of each model back to back (ovis-lit, t
 warm-up batch each; the medians over rounds and their ratio are printed, with the load average before and after,
 and CPU time (process time) next to wall-clock, since wall-clock on a shared machine follows the other jobs.
 
-Where the time went (1 thread, CPU seconds per batch, before the speed-ups; ovis-lit 2.1, the port 2.3): ViT 0.30,
-visual head 0.21 + LayerNorm/softmax 0.06, table read 0.12, LLM prefill over the padded batch 0.65 (1688 positions
-for 1010 real tokens), 16 decode steps 0.69 of which the [8, 512] x [512, 32000] output head is 0.34 (21 ms a step,
-MKL's sgemm at 8 rows; reading the weight takes 6.5 ms) and the layers' 8-row matmuls 0.2; Python overhead is a
-few percent. Logits are already computed at the last prefill position only (transformers' `logits_to_keep=1`), the
-visual tokenizer already runs all crops of the batch at once, and generation runs under no_grad.
-The speed-ups (`OvisModel.packed_prefill`, `OvisModel.packed_decode_weights`, both on by default):
-prefill on one unpadded row (`model/packed_prefill.py`: -0.25 s) and MKL-packed weights for the decode steps'
-matmuls (`model/packed_weights.py`: the head 21 -> 10 ms a step). Measured (1 thread, CPU time, same process, 3
-rounds, load average 9-10 from other jobs): ovis-lit plain 2.51 s, with both 1.86 s, the port 2.54 s: 1.37x the
-port's samples/s in CPU time, answers identical with the switches on and off.
-Since then the packed weights are kept between `generate` calls while the weights are unchanged (packing the LLM
-cost ~60 ms a batch, the head's [32000, 512] alone ~35 ms; in a warm cache the head takes 7.4 ms plain, 6.8 packed).
-Measured `OMP_NUM_THREADS=1 lowprio python benchmarks/generation_speed.py --plain --rounds 5 --threads 1` (CPU time,
-load average 5-7 from other jobs, this process at the lowest CPU weight): ovis-lit 1.24 s, plain 1.74 s, the port
-1.68 s: 1.35x the port in CPU time (the same command before keeping the packed weights, 3 rounds: 1.35 / 1.61 /
-1.67 s, 1.24x; CPU time on this shared machine moves by 10-20% between runs, so compare rows of one run only).
-Where ovis-lit's 1 thread, CPU time goes now (medians/minimums of repeated calls, same load): ViT 0.23-0.35 s (its
-matmuls ~0.14 at MKL's peak, the rest RMSNorms, SwiGLU, attention), visual head 0.19 + LayerNorm 0.03, softmax and
-table read ~0.08, packed prefill 0.25-0.31, 16 decode steps ~22 ms each (the 29 packed matmuls ~12.7 ms, the KV
-cache's concatenations 1.6, sdpa 0.8, argmax 0.5; the remaining ~6 ms is transformers' per-step Python: the Qwen2
-forward's mask, rotary, norms and module calls; `generate`'s own loop is not it: a hand-written greedy loop calling
-the same forward took the same time).
-Not yet shown: the issue's >= 1.5x at 2 threads on a quiet machine. The one 2-thread run (`--plain --rounds 5`)
-ran beside a nice -15 job that took the machine (150-300 s a batch instead of ~1 s; CPU time inflated by OpenMP
-spin-waits): meaningless as a ratio. The fixed per-step Python (~0.1 s a batch for each model) does not shrink with
-threads while the matmuls do, so the 2-thread wall-clock ratio should come out near or a little under the 1-thread
-CPU-time one. What is left to try: a decode step without transformers' per-module overhead (~6 ms of the ~22 ms),
-a preallocated KV cache instead of the per-step concatenation.
+The speed-ups, all `OvisModel` switches on by default (`generation_speedups(False)` turns them off together; answers
+tested identical, scores bitwise where the operations are the same):
+- `packed_prefill`: the prompts' prefill on one unpadded row (`model/packed_prefill.py`; the padded batch is 1688
+  positions for 1010 real tokens), skipping the last layer's attention and MLP, which nothing reads (its keys and
+  values are all the cache needs);
+- `packed_decode_weights`: the decode steps' matmuls on MKL-packed weights, kept between calls
+  (`model/packed_weights.py`; the [8, 512] x [512, 32000] head: 21 -> 10 ms at 1 thread);
+- `lean_decode`: decode steps as a plain loop over the LLM's own modules (`model/lean_decode.py`: transformers'
+  decorators, mask builder and module plumbing cost ~2-3 ms a step) writing into a KV cache with room
+  (`model/kv_room.py`: no per-step concatenation of the whole cache, ~35 ms a batch);
+- `inplace_mlps`: the ViT's and the LLM's SwiGLU MLPs write the activation and product over the gate projection
+  (`model/inplace_mlp.py`): two fewer fresh 10 MB buffers per ViT layer, whose page faults cost more than the
+  arithmetic (a fresh 42 MB tensor takes ~12 ms to fault in here, a reused one 1 ms).
+
+Measured with all four (2 threads, wall-clock, nothing else running; five runs of 7-15 rounds): ovis-lit 0.61-0.70 s a
+batch, the port 0.87-1.02 s, ovis-lit plain 0.84-0.98 s; ovis-lit / port 1.39x, 1.45x, 1.46x, 1.49x, 1.56x (median
+1.46x). The run-to-run spread on this shared machine is wider than the distance to 1.5x.
+
+Where ovis-lit's time goes now (2 threads, wall-clock, medians of repeated calls): the visual side ~280 ms (ViT
+~130, the visual head's matmul ~105 at ~210 GFLOP/s, LayerNorm and softmax over the [640, 16379] logits ~40, the
+table read ~45 at ~240 GFLOP/s: the same work the port does, at the machine's matmul peak), the packed prefill
+~110 ms, 16 decode steps ~190 ms (~12 ms a step, of which ~9.3 ms is the packed matmuls reading the LLM's 115 MB of
+float32 weights at ~12 GB/s against ~17.5 GB/s for a plain read; sdpa ~1.2 ms, argmax 0.3). What is left is
+arithmetic both implementations do, and allocator behaviour both share (glibc returns big freed blocks to the
+system, so each fresh big tensor is page-faulted in again: ~40,000 faults a batch for ovis-lit, ~100,000 for the
+port; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184` removes most
+of them for both, ~5% each, so it does not change the ratio).
 """
 
 from __future__ import annotations
@@ -72,7 +70,7 @@ INDICATOR_IDS_PORT = list(range(model_step.TEXT_VOCAB - 6, model_step.TEXT_VOCAB
 
 
 def _prompts(atom: int, indicators: list[int]):
-    """model_step's 8 prompts, left-padded: (input_ids [8, L], attention_mask [8, L], pixel_values [46, 3, S, S])."""
+    """model_step's 8 prompts, left-padded: (input_ids [8, L], attention_mask [8, L], pixel_values [40, 3, S, S])."""
     import torch
 
     g = torch.Generator().manual_seed(0)

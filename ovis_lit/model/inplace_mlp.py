@@ -3,7 +3,7 @@ written over the gate projection's output.
 
 Why: the plain forward allocates four [tokens, intermediate] tensors per call (gate, up, silu, product). On a CPU,
 glibc returns such large blocks to the system when they are freed, so every fresh one is page-faulted in and zeroed
-again: in `benchmarks/generation_speed.py` (46 AIMv2 crops, 2944 patches x 1024) that is 40 MB of new memory per ViT
+again: in `benchmarks/generation_speed.py` (40 AIMv2 crops, 2560 patches x 1024) that is 40 MB of new memory per ViT
 layer, ~41,000 page faults per batch in the ViT alone. In place, two of the four tensors are never allocated
 (measured there, 2 threads: 0.618 -> 0.579 s a batch, answers bitwise equal).
 

@@ -1,11 +1,12 @@
 """Generation's decode steps in a plain loop over the LLM's own modules, without transformers' per-step Python.
 
-A decode step of a small LLM on a CPU is a few milliseconds of matmuls: the benchmark's (`benchmarks/generation_speed.py`:
-Qwen2, 4 layers at 512 wide, 8 prompts) ~7 ms at 2 threads with `packed_weights`. transformers' decoder forward adds
-~5 ms of Python around them at every step: its decorators (config defaults, output capture, argument renaming), the
-causal-mask builder, the attention-function lookup and each module's call machinery. `lean_decode_steps` replaces the
-decoder's `forward` while `generate` runs: a call for one new position per prompt (a decode step) runs `decode_step`,
-any other call (a prefill, or one asking for attentions or hidden states) the decoder's own forward.
+A decode step of a small LLM on a CPU is a few milliseconds of matmuls: the benchmark's
+(`benchmarks/generation_speed.py`: Qwen2, 4 layers at 512 wide, 8 prompts) ~9 ms at 2 threads with
+`packed_weights`. transformers' decoder forward adds ~2-3 ms around them at every step: its decorators (config
+defaults, output capture, argument renaming), the causal-mask builder, the attention-function lookup and each
+module's call machinery. `lean_decode_steps` replaces the decoder's `forward` while `generate` runs: a call for
+one new position per prompt (a decode step) runs `decode_step`, any other call (a prefill, or one asking for
+attentions or hidden states) the decoder's own forward.
 
 `decode_step` runs the same operations in the same order as the decoder it stands in for: each layer's norms,
 projections and MLP through their own `forward`, the model file's own `apply_rotary_pos_emb`, the configured
@@ -100,8 +101,8 @@ def _is_decode_step(input_ids, inputs_embeds, attention_mask, position_ids, cach
 def decode_step(decoder: nn.Module, hidden: torch.Tensor, attention_mask: torch.Tensor | None,
                 position_ids: torch.Tensor, cache: Cache) -> BaseModelOutputWithPast:
     """One decode step: `hidden` [B, 1, d] (the new positions' input embeddings), `attention_mask` [B, kv] over the
-    cache and the new position (or None: nothing padded), `position_ids` [B, 1]; appends each layer's keys and values to `cache` and returns
-    the final-normed hidden states, as the decoder's forward does."""
+    cache and the new position (or None: nothing padded), `position_ids` [B, 1]. Appends each layer's keys and values
+    to `cache` and returns the final-normed hidden states, as the decoder's forward does."""
     mask = None if attention_mask is None or bool(attention_mask.all()) else attention_mask.bool()[:, None, None, :]
     position_embeddings = decoder.rotary_emb(hidden, position_ids)
     attention = ALL_ATTENTION_FUNCTIONS[decoder.config._attn_implementation]

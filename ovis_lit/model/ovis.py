@@ -63,9 +63,9 @@ class OvisModel(nn.Module):
         # generation's speed-ups (`generate`); False: transformers' generate on the padded batch, the same answers
         self.packed_prefill = True  # `packed_prefill.py`: the prompts' KV cache without computing the padding
         self.packed_decode_weights = True  # `packed_weights.py`: decode steps' matmuls on MKL-packed weights (CPU, kept)
-        # `lean_decode.py`: decode steps in a plain loop over the LLM's modules, into a KV cache with room (`kv_room.py`)
+        # `lean_decode.py`: decode steps in a plain loop over the LLM's modules, into a cache with room (`kv_room.py`)
         self.lean_decode = True
-        self.inplace_mlps = True  # `inplace_mlp.py`: the ViT's and LLM's SwiGLU MLPs without two of their four buffers
+        self.inplace_mlps = True  # `inplace_mlp.py`: the ViT's and LLM's SwiGLU MLPs with two buffers fewer
         # sdpa that can attend within each packed sample; without sample boundaries (every call but the fast path's
         # packed loss) it is transformers' sdpa itself
         packed_attention.enable(llm)
