@@ -24,15 +24,17 @@ def _repo_data_state() -> dict[str, int]:
     return {str(f): f.stat().st_mtime_ns for f in shards.rglob("*") if f.is_file()} if shards.is_dir() else {}
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _repo_data_untouched():
-    """The suite writes data only under pytest's temporary directories: a test that runs train.py without
-    `paths.data_dir` would rebuild the checkout's own `data/shards` at the tests' small scale, under whatever the
-    user is training on it (it happened: two Ovis2.5 command tests did, mid-run of a benchmark)."""
+@pytest.fixture(scope="module", autouse=True)
+def _repo_data_untouched(request):
+    """The suite writes data only under pytest's temporary directories: a test that runs train.py or an evaluation
+    without `paths.data_dir` would write into the checkout's own `data/shards` (rebuilding it at the tests' small
+    scale under whatever the user trains on it: two Ovis2.5 command tests did, mid-run of a benchmark). Checked
+    around every test module (~30 ms a check where the data is built), so the failure names the module that wrote."""
     before = _repo_data_state()
     yield
     changed = sorted(set(before.items()) ^ set(_repo_data_state().items()))
-    assert not changed, f"the tests wrote into {REPO / 'data' / 'shards'}: {[name for name, _ in changed][:5]}"
+    assert not changed, (f"{request.node.nodeid} wrote into {REPO / 'data' / 'shards'}: "
+                         f"{[name for name, _ in changed][:5]}")
 
 
 @pytest.fixture(scope="session")
