@@ -47,8 +47,11 @@ class _Payload:
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
+    # PROJECT_ROOT (conf/paths: data and outputs): evals/run.py builds its default benchmark's held-out file before
+    # it loads (and refuses) the checkpoint, which must not land in the checkout's data/shards
     return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
-            "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf"), "HF_MODULES_CACHE": str(tmp_path / "hf-mod")}
+            "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf"), "HF_MODULES_CACHE": str(tmp_path / "hf-mod"),
+            "PROJECT_ROOT": str(tmp_path / "project")}
 
 
 def _run(tmp_path: Path, *args: str, stdin: str = "y\n") -> subprocess.CompletedProcess:
