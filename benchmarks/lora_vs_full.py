@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--lora", default="{r: 16, alpha: 32, dropout: 0.0, target: [llm]}")
     parser.add_argument("--lora-lr", type=float, default=2e-3, help="stage-3 LR of the LoRA run")
     parser.add_argument("--full-lr", type=float, default=3e-4, help="stage-3 LR of the full run (module docstring)")
+    parser.add_argument("--seed", type=int, help="the stage-3 runs' seed (default: train.yaml's)")
     parser.add_argument("--methods", default="full,lora", help="which runs (e.g. lora alone, beside an earlier full)")
     parser.add_argument("--out", default=str(REPO / "outputs" / "lora_vs_full" / time.strftime("%Y-%m-%d_%H-%M-%S")))
     args = parser.parse_args()
@@ -109,7 +110,8 @@ def main() -> None:
               out / "s1.log")
         train(out / "s2", ["stage=s2", f"init_from={out / 's1' / 'checkpoints' / 'last.ckpt'}", *common], out / "s2.log")
         stage2 = str(out / "s2" / "checkpoints" / "last.ckpt")
-    s3 = ["stage=s3", f"init_from={stage2}", f"recipe.s3.max_steps={args.steps}", "evaluate=true"]
+    s3 = ["stage=s3", f"init_from={stage2}", f"recipe.s3.max_steps={args.steps}", "evaluate=true",
+          *([] if args.seed is None else [f"seed={args.seed}"])]
     full = [*s3, f"recipe.s3.lr={args.full_lr}"]
     runs = {"full": full, "lora": [*s3, f"model.lora={args.lora}", f"recipe.s3.lr={args.lora_lr}"]}
     runs = {name: runs[name] for name in args.methods.split(",")}
