@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .instance_forward import forwards_replaced
+
 _SWIGLU_MLPS = ("Aimv2MLP", "Qwen2MLP", "Qwen3MLP", "LlamaMLP")
 
 
@@ -34,14 +36,9 @@ def is_inplace_capable(module: nn.Module) -> bool:
 @contextlib.contextmanager
 def inplace_mlps(model: nn.Module) -> Iterator[int]:
     """While inside, every capable MLP under `model` computes in place when autograd is off; yields their count."""
-    patched = [m for m in model.modules() if is_inplace_capable(m)]
-    try:
-        for module in patched:
-            module.forward = _inplace_forward(module)  # an instance attribute: the class's forward stays
-        yield len(patched)
-    finally:
-        for module in patched:
-            vars(module).pop("forward", None)
+    mlps = [m for m in model.modules() if is_inplace_capable(m)]
+    with forwards_replaced((m, _inplace_forward(m)) for m in mlps):
+        yield len(mlps)
 
 
 def _inplace_forward(module: nn.Module):

@@ -33,6 +33,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from . import packed_attention
+from .instance_forward import forwards_replaced
 
 # decoder-layer class -> whether its attention norms each head's queries and keys (Qwen3's q_norm / k_norm)
 _SUPPORTED_LAYERS = {"Qwen2DecoderLayer": False, "LlamaDecoderLayer": False, "Qwen3DecoderLayer": True}
@@ -72,11 +73,8 @@ def lean_decode_steps(llm: nn.Module) -> Iterator[None]:
         return full_forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             cache=cache, inputs_embeds=inputs_embeds, use_cache=use_cache, **kwargs)
 
-    decoder.forward = forward  # an instance attribute: the class's forward stays, and returns on exit
-    try:
+    with forwards_replaced([(decoder, forward)]):
         yield
-    finally:
-        vars(decoder).pop("forward", None)
 
 
 def _is_decode_step(input_ids, inputs_embeds, attention_mask, position_ids, cache, use_cache, kwargs) -> bool:

@@ -25,6 +25,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from .instance_forward import forwards_replaced
+
 # A second copy of the weights, kept between `generate` calls until `release`: fine for the CPU models this serves
 # (a tiny model is ~0.1 GB), not for a multi-billion-parameter LLM on a CPU.
 MAX_PACKED_BYTES = 2 * 2**30
@@ -51,16 +53,9 @@ def packed_linears(llm: nn.Module, rows: int) -> Iterator[None]:
     """While inside: every Linear of `llm` multiplies inputs of exactly `rows` rows with its MKL-packed weight (packed
     on entry unless an up-to-date copy for `rows` is kept from an earlier call); other inputs take the plain Linear.
     The caller checks `applies(llm)` first."""
-    patched = []
-    try:
-        for module in llm.modules():
-            if isinstance(module, nn.Linear):
-                module.forward = _packed_forward(module, _packed_weight(module, rows), rows)  # the class's stays
-                patched.append(module)
+    linears = [m for m in llm.modules() if isinstance(m, nn.Linear)]
+    with forwards_replaced((m, _packed_forward(m, _packed_weight(m, rows), rows)) for m in linears):
         yield
-    finally:
-        for module in patched:
-            vars(module).pop("forward", None)
 
 
 def release(llm: nn.Module) -> None:
