@@ -16,9 +16,10 @@ prompts' text never uses. The port applies the final vision norm that ovis-lit (
 two compute slightly different visual tokens: a speed comparison, not a parity one (tests hold the parity).
 
 16 new tokens are forced (min_new_tokens = max_new_tokens), so both models decode the same number of steps whatever
-they predict. Each round times one batch of each model back to back (ovis-lit, the port, [ovis-lit plain]), after one
-warm-up batch each; the medians over rounds and their ratio are printed, with the load average before and after,
-and CPU time (process time) next to wall-clock, since wall-clock on a shared machine follows the other jobs.
+they predict. Each round times one batch of each model back to back (ovis-lit, the port, [ovis-lit plain]; the order
+reversed every other round), after one warm-up batch each; the medians over rounds and their ratio are printed, with
+the load average before and after, and CPU time (process time) next to wall-clock, since wall-clock on a shared
+machine follows the other jobs.
 
 The speed-ups, all `OvisModel` switches on by default (`generation_speedups(False)` turns them off together; answers
 tested identical, scores bitwise where the operations are the same):
@@ -42,7 +43,9 @@ Where ovis-lit's time goes now (2 threads, wall-clock, medians of repeated calls
 ~130, the visual head's matmul ~105 at ~210 GFLOP/s, LayerNorm and softmax over the [640, 16379] logits ~40, the
 table read ~45 at ~240 GFLOP/s: the same work the port does, at the machine's matmul peak), the packed prefill
 ~110 ms, 16 decode steps ~190 ms (~12 ms a step, of which ~9.3 ms is the packed matmuls reading the LLM's 115 MB of
-float32 weights at ~12 GB/s against ~17.5 GB/s for a plain read; sdpa ~1.2 ms, argmax 0.3). What is left is
+float32 weights at ~12-14 GB/s; sdpa ~1.2 ms, argmax 0.3). A step's weights are more than the ~64 MB of cache a
+process gets on this machine, so every step streams them from memory: the 50 MB of layers or the 65 MB head alone
+run at ~35 GB/s when repeated, the two in turn at ~13 GB/s (measured with the packed matmuls alone). What is left is
 arithmetic both implementations do, and allocator behaviour both share (glibc returns big freed blocks to the
 system, so each fresh big tensor is page-faulted in again: ~40,000 faults a batch for ovis-lit, ~100,000 for the
 port; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184` removes most
@@ -159,7 +162,8 @@ def measure(rounds: int, plain: bool, threads: int) -> None:
     times = {name: [] for name in names}
     cpu = {name: [] for name in names}
     for r in range(rounds):
-        for name in names:
+        # alternate which model goes first, so neither always runs on the heap and caches the other left behind
+        for name in (names if r % 2 == 0 else names[::-1]):
             t, c = time.perf_counter(), time.process_time()
             call(name)
             times[name].append(time.perf_counter() - t)
