@@ -35,9 +35,9 @@ tested identical, scores bitwise where the operations are the same):
   (`model/inplace_mlp.py`): two fewer fresh 10 MB buffers per ViT layer, whose page faults cost more than the
   arithmetic (a fresh 42 MB tensor takes ~12 ms to fault in here, a reused one 1 ms).
 
-Measured with all four (2 threads, wall-clock, nothing else running; five runs of 7-15 rounds): ovis-lit 0.61-0.70 s a
-batch, the port 0.87-1.02 s, ovis-lit plain 0.84-0.98 s; ovis-lit / port 1.39x, 1.45x, 1.46x, 1.49x, 1.56x (median
-1.46x). The run-to-run spread on this shared machine is wider than the distance to 1.5x.
+Measured with all four (2 threads, wall-clock, nothing else of ours running; ten runs of 7-15 rounds on two days):
+ovis-lit 0.61-0.78 s a batch, the port 0.86-1.14 s, ovis-lit plain 0.84-0.98 s (five runs); ovis-lit / port 1.39x to
+1.56x, median 1.47x. The run-to-run spread on this shared machine is wider than the distance to 1.5x.
 
 Where ovis-lit's time goes now (2 threads, wall-clock, medians of repeated calls): the visual side ~280 ms (ViT
 ~130, the visual head's matmul ~105 at ~210 GFLOP/s, LayerNorm and softmax over the [640, 16379] logits ~40, the
@@ -50,6 +50,12 @@ arithmetic both implementations do, and allocator behaviour both share (glibc re
 system, so each fresh big tensor is page-faulted in again: ~40,000 faults a batch for ovis-lit, ~100,000 for the
 port; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=17179869184` removes most
 of them for both, ~5% each, so it does not change the ratio).
+
+Tried and not kept (no gain beyond the noise, or not bitwise): the head's logits and its LayerNorm's output in buffers
+kept between calls, or the LayerNorm written back over the logits row block by row block (10,000 page faults fewer, the
+copy costs what they did); the gate and up projections as one matmul (ViT at prefill, the decode steps' packed weights;
+bitwise, not faster); MKL-packed weights for the big visual and prefill matmuls (not bitwise, not faster); the visual
+head, softmax and table read in row chunks (slower, not bitwise); `torch.inference_mode` in place of `no_grad` (<1%).
 """
 
 from __future__ import annotations
