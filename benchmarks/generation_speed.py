@@ -60,7 +60,10 @@ the SwiGLU MLPs' gate and up outputs in two buffers shared by every layer of a c
 fewer, but nine whole runs of this benchmark, three each with it off, on, and kept to the call's end, gave ratios of
 1.40-1.48, 1.38-1.44 and 1.47-1.50: no difference that the machine's noise does not cover). Page faults move with
 glibc's heap state, which the other model's calls in the same process also shape, so only whole runs of this script
-tell a speed-up from noise.
+tell a speed-up from noise. The same buffers and the head's Linear output kept between calls halved ovis-lit's page
+faults (~46,000 -> ~24,000) and raised the ratio (six whole runs: median 1.52x against 1.42x without), but ovis-lit's own
+median time did not fall (626 vs 611 ms): the port's rose (940 vs 855 ms) on the heap that ovis-lit left it. A ratio
+gain that is the other model slowing down is not a speed-up; read both times, not the ratio alone.
 """
 
 from __future__ import annotations
