@@ -35,9 +35,9 @@ tested identical, scores bitwise where the operations are the same):
   (`model/inplace_mlp.py`): two fewer fresh 10 MB buffers per ViT layer, whose page faults cost more than the
   arithmetic (a fresh 42 MB tensor takes ~12 ms to fault in here, a reused one 1 ms).
 
-Measured with all four (2 threads, wall-clock, nothing else of ours running; ten runs of 7-15 rounds on two days):
-ovis-lit 0.61-0.78 s a batch, the port 0.86-1.14 s, ovis-lit plain 0.84-0.98 s (five runs); ovis-lit / port 1.39x to
-1.56x, median 1.47x. The run-to-run spread on this shared machine is wider than the distance to 1.5x.
+Measured with all four (2 threads, wall-clock, nothing else of ours running; 23 runs of 7-15 rounds on two days):
+ovis-lit 0.56-0.78 s a batch, the port 0.78-1.14 s, ovis-lit plain 0.84-0.98 s (five runs); ovis-lit / port 1.37x to
+1.56x, median 1.45x. The run-to-run spread on this shared machine is wider than the distance to 1.5x.
 
 Where ovis-lit's time goes now (2 threads, wall-clock, medians of repeated calls): the visual side ~280 ms (ViT
 ~130, the visual head's matmul ~105 at ~210 GFLOP/s, LayerNorm and softmax over the [640, 16379] logits ~40, the
