@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
-from . import inplace_mlp, lean_decode, packed_attention, packed_prefill, packed_weights, sparse_loss
+from . import greedy_loop, inplace_mlp, lean_decode, packed_attention, packed_prefill, packed_weights, sparse_loss
 from .checkpointing import checkpoint_kwargs, checkpoint_mode
 from .embedding import VisualEmbedding
 from .vision import crop_side, keep_residual_stream_contiguous
@@ -65,6 +65,7 @@ class OvisModel(nn.Module):
         self.packed_decode_weights = True  # `packed_weights.py`: decode steps' matmuls on MKL-packed weights (CPU, kept)
         # `lean_decode.py`: decode steps in a plain loop over the LLM's modules, into a cache with room (`kv_room.py`)
         self.lean_decode = True
+        self.greedy_loop = True  # `greedy_loop.py`: plain greedy decoding without `generate`'s per-step machinery
         self.inplace_mlps = True  # `inplace_mlp.py`: the ViT's and LLM's SwiGLU MLPs with two buffers fewer
         # sdpa that can attend within each packed sample; without sample boundaries (every call but the fast path's
         # packed loss) it is transformers' sdpa itself
@@ -268,26 +269,32 @@ class OvisModel(nn.Module):
                 "pad_token_id", cfg.pad_token_id if cfg.pad_token_id is not None else cfg.eos_token_id
             )
             lean = self.lean_decode and lean_decode.applies(self.llm)
+            prefilled = None
             if (self.packed_prefill and "cache" not in generate_kwargs
                     and packed_prefill.applies(self.llm, attention_mask)):
-                # the prompts' KV cache from one unpadded row; generate then computes only the last column
+                # the prompts' KV cache from one unpadded row; decoding then computes only the last column
                 room = _new_tokens(generate_kwargs, cfg, input_ids.shape[1]) if lean else 0
-                generate_kwargs["cache"] = packed_prefill.prefill_cache(
-                    self.llm, merged.inputs_embeds, attention_mask, room=room
-                )
+                prefilled = packed_prefill.prefill_cache(self.llm, merged.inputs_embeds, attention_mask, room=room)
             if self.packed_decode_weights and packed_weights.applies(self.llm):
                 speedups.enter_context(packed_weights.packed_linears(self.llm, rows=input_ids.shape[0]))
             if lean:
                 speedups.enter_context(lean_decode.lean_decode_steps(self.llm))
+            greedy = greedy_loop.plan(self.llm, generate_kwargs) if self.greedy_loop else None
+            if greedy is not None:
+                return greedy_loop.greedy_tokens(
+                    self.llm, merged.inputs_embeds, merged.attention_mask, greedy, cache=prefilled
+                )
+            if prefilled is not None:
+                generate_kwargs["cache"] = prefilled
             return self.llm.generate(
                 inputs_embeds=merged.inputs_embeds, attention_mask=merged.attention_mask, **generate_kwargs
             )
 
     @contextlib.contextmanager
     def generation_speedups(self, enabled: bool) -> Iterator[None]:
-        """Inside: `generate`'s speed-ups (packed prefill, packed decode weights, lean decode, in-place MLPs) all on
-        or all off."""
-        names = ("packed_prefill", "packed_decode_weights", "lean_decode", "inplace_mlps")
+        """Inside: `generate`'s speed-ups (packed prefill, packed decode weights, lean decode, greedy loop, in-place
+        MLPs) all on or all off."""
+        names = ("packed_prefill", "packed_decode_weights", "lean_decode", "greedy_loop", "inplace_mlps")
         saved = [getattr(self, name) for name in names]
         for name in names:
             setattr(self, name, bool(enabled))
