@@ -27,6 +27,17 @@ class RoomyLayer(DynamicLayer):
         self.is_initialized = True
         self._buffers = self._allocate(keys, values, keys.shape[-2] + max(room, 1))
 
+    @classmethod
+    def over(cls, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> "RoomyLayer":
+        """A layer over buffers [B, H, capacity, D] whose first `length` positions already hold the cache (no copy:
+        the packed prefill lays its keys and values out in them)."""
+        layer = cls.__new__(cls)
+        DynamicLayer.__init__(layer)
+        layer.device, layer.is_initialized = key_buffer.device, True
+        layer._buffers = key_buffer, value_buffer
+        layer.keys, layer.values = key_buffer[..., :length, :], value_buffer[..., :length, :]
+        return layer
+
     def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
         """New buffers of `capacity` positions holding `keys` / `values`; `self.keys` / `self.values` view them."""
         buffers = []
@@ -69,4 +80,11 @@ def roomy_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], config, room: i
     """A `DynamicCache` over the given per-layer (keys, values), each layer with room for `room` more positions."""
     cache = DynamicCache(config=config)
     cache.layers = [RoomyLayer(keys, values, room) for keys, values in layers]
+    return cache
+
+
+def cache_over(buffers: list[tuple[torch.Tensor, torch.Tensor]], config, length: int) -> DynamicCache:
+    """A `DynamicCache` of `RoomyLayer.over` each layer's (key buffer, value buffer), `length` positions filled."""
+    cache = DynamicCache(config=config)
+    cache.layers = [RoomyLayer.over(keys, values, length) for keys, values in buffers]
     return cache

@@ -109,19 +109,26 @@ def decode_step(decoder: nn.Module, hidden: torch.Tensor, attention_mask: torch.
     return BaseModelOutputWithPast(last_hidden_state=decoder.norm(hidden), cache=cache)
 
 
-def projections(layer: nn.Module, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor]):
+def projections(layer: nn.Module, hidden: torch.Tensor, position_embeddings: tuple[torch.Tensor, torch.Tensor],
+                queries: bool = True):
     """A Llama-structured layer's rotated queries and keys and its values [B, H, L, D] for the layer's input `hidden`
-    [B, L, d] (its `forward` up to the cache update: input norm, projections, Qwen3's head norms, rotary)."""
+    [B, L, d] (its `forward` up to the cache update: input norm, projections, Qwen3's head norms, rotary).
+    `queries=False`: the keys and values alone (queries None), each bitwise as with the queries."""
     attn = layer.self_attn
     hidden = layer.input_layernorm(hidden)
     heads = (*hidden.shape[:-1], -1, attn.head_dim)
-    query, key = attn.q_proj(hidden).view(heads), attn.k_proj(hidden).view(heads)
+    key = attn.k_proj(hidden).view(heads)
+    query = attn.q_proj(hidden).view(heads) if queries else None
     if _SUPPORTED_LAYERS[type(layer).__name__]:
-        query, key = attn.q_norm(query), attn.k_norm(key)
-    query, key = query.transpose(1, 2), key.transpose(1, 2)
+        key = attn.k_norm(key)
+        query = attn.q_norm(query) if queries else None
+    key = key.transpose(1, 2)
     value = attn.v_proj(hidden).view(heads).transpose(1, 2)
     cos, sin = position_embeddings
-    query, key = sys.modules[type(attn).__module__].apply_rotary_pos_emb(query, key, cos, sin)
+    rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+    if not queries:  # the model file's rotary takes queries and keys together; it rotates each on its own
+        return None, rotary(key, key, cos, sin)[1], value
+    query, key = rotary(query.transpose(1, 2), key, cos, sin)
     return query, key, value
 
 

@@ -56,12 +56,11 @@ def prefill_cache(
         _keys_and_values_only(llm.get_decoder(), packed, position_ids, cache, segments)
     else:
         llm.get_decoder()(inputs_embeds=packed, position_ids=position_ids, cache=cache, use_cache=True, **segments)
-    padded = []
-    for layer in cache.layers:
-        keys, values = (_left_padded(t, rows, cols, cached.shape) for t in (layer.keys, layer.values))
-        padded.append((keys, values))
-    if room > 0:
-        return kv_room.roomy_cache(padded, llm.config, room)
+    length = cached.shape[1] - 1  # cached positions: every column but the last
+    padded = [tuple(_left_padded(t, rows, cols, cached.shape, room) for t in (layer.keys, layer.values))
+              for layer in cache.layers]
+    if room > 0:  # the buffers have room after the prompt: decode steps write there
+        return kv_room.cache_over(padded, llm.config, length)
     return DynamicCache(ddp_cache_data=padded, config=llm.config)
 
 
@@ -69,22 +68,26 @@ def _keys_and_values_only(decoder: nn.Module, hidden: torch.Tensor, position_ids
                           segments: dict) -> None:
     """The decoder's layers for the cache alone (Llama-structured layers, `lean_decode.applies`): every layer but the
     last runs its own forward; of the last only the keys and values are computed, since nothing reads its output
-    here (`generate` computes the last column itself). The last layer's attention, output projection and MLP over the
-    whole prompt are a quarter of the benchmark LLM's prefill. Same operations as the decoder's forward for what it
-    keeps, so the cache is bitwise the same (tested)."""
+    here (decoding computes the last column itself). The last layer's queries, attention, output projection and MLP
+    over the whole prompt are a quarter of the benchmark LLM's prefill. Same operations as the decoder's forward for
+    what it keeps, so the cache is bitwise the same (tested)."""
     position_embeddings = decoder.rotary_emb(hidden, position_ids)
     *layers, last = decoder.layers
     for layer in layers:  # no mask: packed sdpa attends causally within each segment (`segments`)
         hidden = layer(hidden, attention_mask=None, position_ids=position_ids, cache=cache, use_cache=True,
                        position_embeddings=position_embeddings, **segments)
-    _, keys, values = lean_decode.projections(last, hidden, position_embeddings)
+    _, keys, values = lean_decode.projections(last, hidden, position_embeddings, queries=False)
     cache.update(keys, values, len(layers))
 
 
-def _left_padded(packed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """[1, H, T, D] packed keys or values -> [B, H, L - 1, D], each token at its column, zeros at the padding."""
-    batch, length = shape
+def _left_padded(packed: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, shape: torch.Size,
+                 room: int = 0) -> torch.Tensor:
+    """[1, H, T, D] packed keys or values -> [B, H, L - 1 + room, D], each token at its column of the first L - 1,
+    zeros at the padding, the last `room` positions left for decoding to fill."""
+    batch, length = shape[0], shape[1] - 1
     _, heads, _, dim = packed.shape
-    out = packed.new_zeros(batch, length - 1, heads, dim)
-    out[rows, cols] = packed[0].transpose(0, 1)
-    return out.transpose(1, 2).contiguous()
+    out = packed.new_empty(batch, heads, length + room, dim)
+    prompt = out[:, :, :length]
+    prompt.zero_()
+    prompt.transpose(1, 2)[rows, cols] = packed[0].transpose(0, 1)
+    return out
