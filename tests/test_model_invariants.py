@@ -5,7 +5,8 @@ import torch
 
 from ovis_lit.constants import IGNORE_ID, IMAGE_ATOM_ID, INDICATOR_IDS
 from ovis_lit.model.embedding import VisualEmbedding
-from ovis_lit.model.visual_tokenizer import merge_patches, tokenize
+from ovis_lit.model import visual_tokenizer
+from ovis_lit.model.visual_tokenizer import merge_patches, normed_softmax_, tokenize
 
 from .tiny import tiny_model
 
@@ -449,6 +450,40 @@ def test_softmax_table_read_passes_gradcheck():
     # a view (what FSDP's hooks hand over) gets a new buffer instead
     (from_view,) = torch.autograd.grad((vte32((x * 1).view(5, 7), softmax=True)[1] * probe).sum(), x)
     torch.testing.assert_close(from_view, composed)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_inference_head_in_row_blocks_gives_the_same_tokens_bit_for_bit(dtype, monkeypatch):
+    """At inference the head's LayerNorm and the softmax run one block of rows at a time over the head's output
+    (`normed_softmax_`): tokens and embeddings bitwise those of the whole-tensor path, whatever the block; with a
+    gradient, a hook on the head (FSDP's unsharding) or another tokenize function the usual path runs."""
+    torch.manual_seed(0)
+    model = tiny_model(vocab=300).to(dtype).eval()
+    tok, pixels = model.visual_tokenizer, torch.randn(3, 3, 42, 42, dtype=dtype)
+    logits = tok.logits(pixels).detach()
+    whole = tokenize(logits)
+    assert not torch.equal(whole, torch.softmax(logits * 1.001, -1))  # the values are not all alike
+    row = logits.shape[-1] * logits.element_size()
+    for block_bytes in (1, 2 * row, 4 * row + 3, 1 << 20):  # one row, blocks that do and do not divide the 12 rows
+        raw = tok.head[0](tok.features(pixels)).detach()
+        out = normed_softmax_(raw, tok.head[1], block_bytes)
+        assert out.data_ptr() == raw.data_ptr() and torch.equal(out, whole)
+    blocks = []
+    monkeypatch.setattr(visual_tokenizer, "normed_softmax_",
+                        lambda *a, f=normed_softmax_: blocks.append(1) or f(*a))
+    tokens, visual = model.embed_visual(pixels)  # with a gradient: the fused softmax and table read
+    assert not blocks
+    with torch.no_grad():
+        got_tokens, got_visual = model.embed_visual(pixels)
+    assert blocks == [1] and torch.equal(got_tokens, tokens.detach()) and torch.equal(got_visual, visual.detach())
+    handle = tok.head.register_forward_hook(lambda *a: None)
+    with torch.no_grad():
+        assert torch.equal(model.embed_visual(pixels)[1], visual.detach()) and blocks == [1]
+    handle.remove()
+    tok.tokenize_function = "st_argmax"
+    with torch.no_grad():
+        model.embed_visual(pixels)
+    assert blocks == [1]
 
 
 def test_fused_softmax_table_read_is_only_for_full_precision():

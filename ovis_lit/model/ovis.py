@@ -127,7 +127,13 @@ class OvisModel(nn.Module):
             visual = tokenizer.embeddings(pixel_values.to(self._visual_dtype()), grid_thws)
             indicator = None if indicator_rows is None else self.vte(indicator_rows)
             return None, self._scaled(visual.to(dtype)), indicator
-        logits = tokenizer.logits(pixel_values.to(self._visual_dtype()), grid_thws)  # ViT features -> visual head
+        pixel_values = pixel_values.to(self._visual_dtype())
+        if self.fast_path and tokenizer.softmax_in_blocks():  # inference: the same tokens as below, bit for bit
+            tokens = tokenizer.tokens_in_blocks(pixel_values, grid_thws)
+            embedded = self.vte(tokens, indicator_rows, fused=True)
+            visual, indicator = embedded if indicator_rows is not None else (embedded, None)
+            return tokens, self._scaled(visual.to(dtype)), indicator
+        logits = tokenizer.logits(pixel_values, grid_thws)  # ViT features -> visual head
         if self._fuse_softmax(logits):
             tokens, visual, indicator = self.vte(logits, indicator_rows, softmax=True)
         else:

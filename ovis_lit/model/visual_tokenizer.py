@@ -62,6 +62,21 @@ def _softmax(logits: torch.Tensor) -> torch.Tensor:
     return torch.softmax(logits, dim=-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
 
 
+@torch.no_grad()
+def normed_softmax_(logits: torch.Tensor, norm: nn.LayerNorm, block_bytes: int = 1 << 20) -> torch.Tensor:
+    """softmax(norm(logits)) written over `logits` [..., w] (float32/float64, inference), rows in blocks of about
+    `block_bytes`: bitwise the LayerNorm, then the softmax, over the whole tensor (rows are independent), but each
+    block's normed logits and probabilities stay in cache between the two, and no second [rows, w] tensor is made.
+    At the benchmark's [640, 16379] (`benchmarks/generation_speed.py`) the two passes cost ~20-40 ms whole, ~10-15
+    a block at a time."""
+    rows = logits.view(-1, logits.shape[-1])
+    step = max(1, block_bytes // (rows.shape[1] * rows.element_size()))
+    for start in range(0, rows.shape[0], step):
+        block = rows[start : start + step]
+        torch.ops.aten._softmax.out(norm(block), -1, False, out=block)
+    return logits
+
+
 def _one_hot_argmax(logits: torch.Tensor) -> torch.Tensor:
     return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
 
@@ -153,6 +168,24 @@ class VisualTokenizer(VisualFeatures):
     def tokens(self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None) -> torch.Tensor:
         """Visual tokens over the V - n_indicators image words [N, T, V - n_ind] (what the model embeds)."""
         return self.tokenize(self.logits(pixel_values, grid_thws))
+
+    def softmax_in_blocks(self) -> bool:
+        """Whether `tokens_in_blocks` may stand in for `tokens`: softmax tokens, no gradient (inference), and no hook
+        on the head, which the blocks would bypass (FSDP's unsharding, a hook that reads the logits)."""
+        head = self.head
+        return (self.tokenize_function == "softmax" and not torch.is_grad_enabled()
+                and not (head._forward_hooks or head._forward_pre_hooks))
+
+    @torch.no_grad()
+    def tokens_in_blocks(self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None) -> torch.Tensor:
+        """`tokens` at inference, bit for bit: in float32/float64 the head's LayerNorm and the softmax run over one
+        block of rows at a time, written over the head's output (`normed_softmax_`); other dtypes (autocast) take
+        `tokens`' own operations."""
+        linear, norm = self.head
+        logits = linear(self.features(pixel_values, grid_thws))
+        if logits.dtype not in (torch.float32, torch.float64):
+            return self.tokenize(norm(logits))
+        return normed_softmax_(logits, norm)
 
     def forward(self, pixel_values: torch.Tensor, grid_thws: torch.Tensor | None = None) -> torch.Tensor:
         """Visual tokens over the whole visual vocabulary [N, T, V]: the indicator columns are zero."""
