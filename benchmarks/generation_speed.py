@@ -24,26 +24,39 @@ machine follows the other jobs.
 The speed-ups, all `OvisModel` switches on by default (`generation_speedups(False)` turns them off together; answers
 tested identical, scores bitwise where the operations are the same):
 - `packed_prefill`: the prompts' prefill on one unpadded row (`model/packed_prefill.py`; the padded batch is 1688
-  positions for 1010 real tokens), skipping the last layer's attention and MLP, which nothing reads (its keys and
-  values are all the cache needs);
+  positions for 1010 real tokens), skipping the last layer's queries, attention and MLP, which nothing reads (its keys
+  and values are all the cache needs), and laying the cache out in the decode steps' buffers directly;
 - `packed_decode_weights`: the decode steps' matmuls on MKL-packed weights, kept between calls
   (`model/packed_weights.py`; the [8, 512] x [512, 32000] head: 21 -> 10 ms at 1 thread);
 - `lean_decode`: decode steps as a plain loop over the LLM's own modules (`model/lean_decode.py`: transformers'
   decorators, mask builder and module plumbing cost ~2-3 ms a step) writing into a KV cache with room
   (`model/kv_room.py`: no per-step concatenation of the whole cache, ~35 ms a batch);
+- `greedy_loop`: plain greedy decoding as a loop over the LLM's forward (`model/greedy_loop.py`): `generate`'s
+  per-step input preparation, logits copy, processors and stopping criteria cost ~1 ms a step, and its
+  `torch.argmax` over [8, 32000] logits 0.31 ms where `first_argmax` (the same index from block maxima) takes 0.07;
 - `inplace_mlps`: the ViT's and the LLM's SwiGLU MLPs write the activation and product over the gate projection
   (`model/inplace_mlp.py`): two fewer fresh 10 MB buffers per ViT layer, whose page faults cost more than the
   arithmetic (a fresh 42 MB tensor takes ~12 ms to fault in here, a reused one 1 ms).
+At inference the model's fast path (`OvisModel.fast_path`, not a generation switch: `--plain` keeps it) also runs
+the visual head's LayerNorm and the softmax one ~1 MB block of rows at a time over the head's output
+(`visual_tokenizer.normed_softmax_`, bitwise): one [640, 16379] tensor (42 MB) fewer at the visual side's peak; its
+time gain is within this machine's noise (toggled in one process over 20-21 rounds: 0 and 9 ms medians).
 
-Measured with all four (2 threads, wall-clock, nothing else of ours running; 23 runs of 7-15 rounds on two days):
-ovis-lit 0.56-0.78 s a batch, the port 0.78-1.14 s, ovis-lit plain 0.84-0.98 s (five runs); ovis-lit / port 1.37x to
-1.56x, median 1.45x. The run-to-run spread on this shared machine is wider than the distance to 1.5x.
+Measured with all of them (2 threads, wall-clock, nothing else of ours running; 14 whole runs of 9-11 rounds on
+2026-12-01): ovis-lit / port 1.43x to 1.67x, median 1.54x, 12 of the 14 runs at 1.5x or more; ovis-lit 0.60-0.74 s a
+batch, the port 0.85-1.16 s. Six of those runs alternated with six of the code before the greedy loop, the blocked
+head and the trimmed prefill (same hour, same script, alternating): ovis-lit's own median 0.68 s against 0.71 s, the port's 1.06
+against 1.05 s, the ratio 1.55x against 1.48x (1.43-1.53); toggled within one process over 20 rounds, the greedy loop
+alone took ovis-lit 702 -> 682 ms and left the port's time as it was (1073 vs 1057 ms after each). Before them, 23
+whole runs on two days: 1.37x to 1.56x, median 1.45x. The run-to-run spread on this shared machine is about as wide as
+the distance between those medians: compare whole runs, and both models' times, not single rounds.
 
-Where ovis-lit's time goes now (2 threads, wall-clock, medians of repeated calls): the visual side ~280 ms (ViT
-~130, the visual head's matmul ~105 at ~210 GFLOP/s, LayerNorm and softmax over the [640, 16379] logits ~40, the
-table read ~45 at ~240 GFLOP/s: the same work the port does, at the machine's matmul peak), the packed prefill
-~110 ms, 16 decode steps ~190 ms (~12 ms a step, of which ~9.3 ms is the packed matmuls reading the LLM's 115 MB of
-float32 weights at ~12-14 GB/s; sdpa ~1.2 ms, argmax 0.3). A step's weights are more than the ~64 MB of cache a
+Where ovis-lit's time goes now (2 threads, wall-clock, medians of repeated calls, ~540 ms a batch at the time): the
+visual side ~250 ms (ViT ~130, the visual head's matmul ~85-105 at ~210-250 GFLOP/s, its LayerNorm and the softmax over
+the [640, 16379] logits ~11 in blocks, the table read ~40-45 at ~240 GFLOP/s: the same work the port does, at the
+machine's matmul peak), the packed prefill ~105 ms, 16 decode steps ~175 ms (~11 ms a step, of which ~7.6 ms is the
+packed matmuls reading the LLM's 115 MB of float32 weights at ~15 GB/s; sdpa ~1.2 ms, reading the 3.6 MB of keys and
+values per layer from memory too), the loop around them ~10 ms. A step's weights are more than the ~64 MB of cache a
 process gets on this machine, so every step streams them from memory: the 50 MB of layers or the 65 MB head alone
 run at ~35 GB/s when repeated, the two in turn at ~13 GB/s (measured with the packed matmuls alone). What is left is
 arithmetic both implementations do, and allocator behaviour both share (glibc returns big freed blocks to the
@@ -52,8 +65,9 @@ port; `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_t
 of them for both, ~5% each, so it does not change the ratio).
 
 Tried and not kept (no gain beyond the noise, or not bitwise): the head's logits and its LayerNorm's output in buffers
-kept between calls, or the LayerNorm written back over the logits row block by row block (10,000 page faults fewer, the
-copy costs what they did); the gate and up projections as one matmul (ViT at prefill, the decode steps' packed weights;
+kept between calls, or the LayerNorm alone written back over the logits row block by row block (10,000 page faults
+fewer, the copy costs what they did; the LayerNorm and the softmax together per block, kept, save the copy and a pass);
+the gate and up projections as one matmul (ViT at prefill, the decode steps' packed weights;
 bitwise, not faster); MKL-packed weights for the big visual and prefill matmuls (not bitwise, not faster); the visual
 head, softmax and table read in row chunks (slower, not bitwise); `torch.inference_mode` in place of `no_grad` (<1%);
 the SwiGLU MLPs' gate and up outputs in two buffers shared by every layer of a call (bitwise; up to 20,000 faults
