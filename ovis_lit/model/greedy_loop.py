@@ -106,7 +106,7 @@ def greedy_tokens(llm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: t
             tokens = torch.where(running, tokens, plan.pad_token_id)
             running &= ~torch.isin(tokens, eos)
         new.append(tokens)
-        if not bool(running.any()):
+        if len(eos) and not bool(running.any()):  # (a host sync: only where a sequence can end)
             break
         inputs = {"input_ids": tokens[:, None]}
         mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=-1)
