@@ -69,7 +69,7 @@ def test_the_loop_makes_generates_tokens_in_every_stopping_case(model, monkeypat
     dict(do_sample=True), dict(num_beams=2), dict(repetition_penalty=1.2), dict(no_repeat_ngram_size=2),
     dict(suppress_tokens=[5]), dict(stop_strings=["x"]), dict(output_scores=True, return_dict_in_generate=True),
     dict(min_length=3), dict(max_time=10.0), dict(streamer=object()), dict(cache=object()),
-    dict(max_new_tokens=None, max_length=30), dict(use_cache=False),
+    dict(max_new_tokens=None, max_length=30), dict(use_cache=False), dict(cache_implementation="static"),
 ])
 def test_every_other_call_is_left_to_generate(setting):
     llm = type("LLM", (), {"generation_config": GenerationConfig()})()
@@ -116,3 +116,28 @@ def test_first_argmax_is_torch_argmax(width):
     special[4, width // 2:] = float("inf")
     for scores in (rand, ties, special, rand.to(torch.bfloat16)):
         assert torch.equal(greedy_loop.first_argmax(scores), scores.argmax(-1))
+
+
+def test_batched_answers_go_through_the_loop_with_generates_answers(reference, monkeypatch):
+    """`generate_answers` (what `chat.py --batch` and `evals/run.py` call) decodes greedily through the loop, with the
+    answers `generate` gives (the Ovis 1.6 fixture checkpoint: Gemma 2, EOS ids and a pad id)."""
+    from PIL import Image
+
+    from ovis_lit.evaluation.generation import generate_answers
+
+    from .conftest import FIXTURE
+
+    model, processor = reference
+    images = {name: Image.open(FIXTURE / "images" / name) for name in ("wide.png", "square.png")}
+    queries = [("<image>\nDescribe the image.", [images["wide.png"]]),
+               ("What color is the circle?\n<image>", [images["square.png"]]), ("Is there a cat?", [])]
+    calls, loop = [], greedy_loop.greedy_tokens
+    monkeypatch.setattr(greedy_loop, "greedy_tokens", lambda *a, **k: calls.append(1) or loop(*a, **k))
+    answers = generate_answers(model, processor, queries, batch_size=3, max_new_tokens=12, progress=False)
+    assert calls == [1] and len(answers) == 3
+    model.greedy_loop = False
+    try:
+        assert generate_answers(model, processor, queries, batch_size=3, max_new_tokens=12, progress=False) == answers
+    finally:
+        model.greedy_loop = True
+    assert calls == [1]

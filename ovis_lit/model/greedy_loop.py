@@ -32,8 +32,10 @@ _GREEDY_SETTINGS = {"max_new_tokens", "min_new_tokens", "max_length", "do_sample
 # read only when sampling (`_get_logits_processor`) or by beam search, so a greedy call may carry any of them
 _OTHER_MODES_ONLY = {"temperature", "top_k", "top_p", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff",
                      "length_penalty", "early_stopping"}
-# settings whose value turns their processor or output off (None and False are off for every setting)
-_OFF_VALUES = {"repetition_penalty": 1.0, "min_length": 0, "no_repeat_ngram_size": 0, "num_return_sequences": 1}
+# settings whose value turns their processor or output off (None and False are off for every setting); `generate`
+# unsets a "hybrid" cache (what Gemma 2 checkpoints name) and runs its dynamic cache, as the loop does
+_OFF_VALUES = {"repetition_penalty": 1.0, "min_length": 0, "no_repeat_ngram_size": 0, "num_return_sequences": 1,
+               "cache_implementation": "hybrid"}
 
 
 def _is_off(name: str, value) -> bool:
