@@ -10,11 +10,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import hydra
 from omegaconf import DictConfig
 
-from ovis_lit.chat.entry import chat
-
 
 @hydra.main(config_path="conf", config_name="chat", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from ovis_lit.chat.entry import chat  # imported here: `--cfg job` / `--help` need not load the model stack
+
     chat(cfg)
 
 

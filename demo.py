@@ -9,11 +9,11 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported
 import hydra
 from omegaconf import DictConfig
 
-from ovis_lit.chat.entry import demo
-
 
 @hydra.main(config_path="conf", config_name="chat", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    from ovis_lit.chat.entry import demo  # imported here: `--cfg job` / `--help` need not load the model stack
+
     demo(cfg)
 
 

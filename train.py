@@ -7,11 +7,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenizers + dataloa
 import hydra
 from omegaconf import DictConfig
 
-from ovis_lit.training.entry import train
-
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
+    # imported here: Lightning and the model stack take ~8 s to import, which `--cfg job` / `--help` do not need
+    from ovis_lit.training.entry import train
+
     return train(cfg)
 
 

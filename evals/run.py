@@ -8,11 +8,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import hydra
 from omegaconf import DictConfig
 
-from ovis_lit.evaluation.entry import evaluate
-
 
 @hydra.main(config_path="../conf", config_name="eval", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    # imported here: `--cfg job` / `--help` need not load the model stack
+    from ovis_lit.evaluation.entry import evaluate
+
     evaluate(cfg)
 
 
