@@ -45,11 +45,11 @@ time gain is within this machine's noise (toggled in one process over 20-21 roun
 Measured with all of them (2 threads, wall-clock, nothing else of ours running; 14 whole runs of 9-11 rounds on
 2026-12-01): ovis-lit / port 1.43x to 1.67x, median 1.54x, 12 of the 14 runs at 1.5x or more; ovis-lit 0.60-0.74 s a
 batch, the port 0.85-1.16 s. Six of those runs alternated with six of the code before the greedy loop, the blocked
-head and the trimmed prefill (same hour, same script, alternating): ovis-lit's own median 0.68 s against 0.71 s, the port's 1.06
-against 1.05 s, the ratio 1.55x against 1.48x (1.43-1.53); toggled within one process over 20 rounds, the greedy loop
-alone took ovis-lit 702 -> 682 ms and left the port's time as it was (1073 vs 1057 ms after each). Before them, 23
-whole runs on two days: 1.37x to 1.56x, median 1.45x. The run-to-run spread on this shared machine is about as wide as
-the distance between those medians: compare whole runs, and both models' times, not single rounds.
+head and the trimmed prefill (same hour, same script, alternating): ovis-lit's own median 0.68 s against 0.71 s, the
+port's 1.06 against 1.05 s, the ratio 1.55x against 1.48x (1.43-1.53); toggled within one process over 20 rounds, the
+greedy loop alone took ovis-lit 702 -> 682 ms and left the port's time as it was (1073 vs 1057 ms after each). Before
+them, 23 whole runs on two days: 1.37x to 1.56x, median 1.45x. The run-to-run spread on this shared machine is about
+as wide as the distance between those medians: compare whole runs, and both models' times, not single rounds.
 
 Where ovis-lit's time goes now (2 threads, wall-clock, medians of repeated calls, ~540 ms a batch at the time): the
 visual side ~250 ms (ViT ~130, the visual head's matmul ~85-105 at ~210-250 GFLOP/s, its LayerNorm and the softmax over

@@ -28,7 +28,7 @@ class RoomyLayer(DynamicLayer):
         self._buffers = self._allocate(keys, values, keys.shape[-2] + max(room, 1))
 
     @classmethod
-    def over(cls, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> "RoomyLayer":
+    def over(cls, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> RoomyLayer:
         """A layer over buffers [B, H, capacity, D] whose first `length` positions already hold the cache (no copy:
         the packed prefill lays its keys and values out in them)."""
         layer = cls.__new__(cls)
