@@ -122,7 +122,7 @@ def test_roomy_layer_holds_what_a_dynamic_layer_holds():
         return torch.randn(batch, 2, n, 4, generator=g), torch.randn(batch, 2, n, 4, generator=g)
 
     first = kv(5)
-    roomy, dynamic = kv_room.RoomyLayer(*first, room=2), DynamicLayer()
+    roomy, dynamic = kv_room.RoomyLayer.with_room(*first, room=2), DynamicLayer()
     dynamic.update(*first)
     capacities = []
     for n in (1, 1, 1, 3):  # the third step overflows the room: the buffers double

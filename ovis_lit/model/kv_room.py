@@ -21,33 +21,23 @@ from transformers.cache_utils import DynamicLayer
 class RoomyLayer(DynamicLayer):
     """`DynamicLayer` whose `keys` / `values` [B, H, n, D] are the first n positions of [B, H, capacity, D] buffers."""
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, room: int):
+    def __init__(self, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int):
+        """Over buffers whose first `length` positions already hold the cache (no copy: the packed prefill lays its
+        keys and values out in them)."""
         super().__init__()
-        self.device = keys.device
-        self.is_initialized = True
-        self._buffers = self._allocate(keys, values, keys.shape[-2] + max(room, 1))
+        self.device, self.is_initialized = key_buffer.device, True
+        self._hold((key_buffer, value_buffer), length)
 
     @classmethod
-    def over(cls, key_buffer: torch.Tensor, value_buffer: torch.Tensor, length: int) -> RoomyLayer:
-        """A layer over buffers [B, H, capacity, D] whose first `length` positions already hold the cache (no copy:
-        the packed prefill lays its keys and values out in them)."""
-        layer = cls.__new__(cls)
-        DynamicLayer.__init__(layer)
-        layer.device, layer.is_initialized = key_buffer.device, True
-        layer._buffers = key_buffer, value_buffer
-        layer.keys, layer.values = key_buffer[..., :length, :], value_buffer[..., :length, :]
-        return layer
-
-    def _allocate(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """New buffers of `capacity` positions holding `keys` / `values`; `self.keys` / `self.values` view them."""
-        buffers = []
-        for t in (keys, values):
-            buffer = t.new_empty(*t.shape[:-2], capacity, t.shape[-1])
-            buffer[..., : t.shape[-2], :].copy_(t)
-            buffers.append(buffer)
+    def with_room(cls, keys: torch.Tensor, values: torch.Tensor, room: int) -> RoomyLayer:
+        """A layer holding copies of `keys` / `values` [B, H, n, D], with room for `room` more positions."""
         n = keys.shape[-2]
+        return cls(*_copied_into_buffers(keys, values, n + max(room, 1)), n)
+
+    def _hold(self, buffers: tuple[torch.Tensor, torch.Tensor], n: int) -> None:
+        """Keep `buffers`; `self.keys` / `self.values` view their first n positions."""
+        self._buffers = buffers
         self.keys, self.values = buffers[0][..., :n, :], buffers[1][..., :n, :]
-        return buffers[0], buffers[1]
 
     def _views_buffers(self) -> bool:
         """Whether `keys` / `values` are still prefixes of the buffers (cropping keeps them so; selecting rows not)."""
@@ -59,16 +49,17 @@ class RoomyLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:  # after `reset`: start again from these positions
             self.device, self.is_initialized = key_states.device, True
-            self._buffers = self._allocate(key_states, value_states, 2 * key_states.shape[-2])
+            n = key_states.shape[-2]
+            self._hold(_copied_into_buffers(key_states, value_states, 2 * n), n)
             return self.keys, self.values
         n, new = self.keys.shape[-2], key_states.shape[-2]
         capacity = self._buffers[0].shape[-2]
         if not self._views_buffers() or n + new > capacity:
-            self._buffers = self._allocate(self.keys, self.values, max(2 * capacity, n + new))
+            self._buffers = _copied_into_buffers(self.keys, self.values, max(2 * capacity, n + new))
         keys, values = self._buffers
         keys[..., n: n + new, :].copy_(key_states)
         values[..., n: n + new, :].copy_(value_states)
-        self.keys, self.values = keys[..., : n + new, :], values[..., : n + new, :]
+        self._hold(self._buffers, n + new)
         return self.keys, self.values
 
     def reset(self) -> None:
@@ -76,15 +67,18 @@ class RoomyLayer(DynamicLayer):
         self._buffers = None
 
 
-def roomy_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], config, room: int) -> DynamicCache:
-    """A `DynamicCache` over the given per-layer (keys, values), each layer with room for `room` more positions."""
-    cache = DynamicCache(config=config)
-    cache.layers = [RoomyLayer(keys, values, room) for keys, values in layers]
-    return cache
+def _copied_into_buffers(keys: torch.Tensor, values: torch.Tensor, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """New [B, H, capacity, D] buffers whose first positions hold copies of `keys` / `values` [B, H, n, D]."""
+    buffers = []
+    for t in (keys, values):
+        buffer = t.new_empty(*t.shape[:-2], capacity, t.shape[-1])
+        buffer[..., : t.shape[-2], :].copy_(t)
+        buffers.append(buffer)
+    return buffers[0], buffers[1]
 
 
 def cache_over(buffers: list[tuple[torch.Tensor, torch.Tensor]], config, length: int) -> DynamicCache:
-    """A `DynamicCache` of `RoomyLayer.over` each layer's (key buffer, value buffer), `length` positions filled."""
+    """A `DynamicCache` of `RoomyLayer`s over each layer's (key buffer, value buffer), `length` positions filled."""
     cache = DynamicCache(config=config)
-    cache.layers = [RoomyLayer.over(keys, values, length) for keys, values in buffers]
+    cache.layers = [RoomyLayer(keys, values, length) for keys, values in buffers]
     return cache

@@ -128,19 +128,17 @@ class OvisModel(nn.Module):
             indicator = None if indicator_rows is None else self.vte(indicator_rows)
             return None, self._scaled(visual.to(dtype)), indicator
         pixel_values = pixel_values.to(self._visual_dtype())
-        if self.fast_path and tokenizer.softmax_in_blocks():  # inference: the same tokens as below, bit for bit
+        if self.fast_path and tokenizer.softmax_in_blocks():  # inference: the tokens below, bit for bit, in less memory
             tokens = tokenizer.tokens_in_blocks(pixel_values, grid_thws)
-            embedded = self.vte(tokens, indicator_rows, fused=True)
-            visual, indicator = embedded if indicator_rows is not None else (embedded, None)
-            return tokens, self._scaled(visual.to(dtype)), indicator
-        logits = tokenizer.logits(pixel_values, grid_thws)  # ViT features -> visual head
-        if self._fuse_softmax(logits):
-            tokens, visual, indicator = self.vte(logits, indicator_rows, softmax=True)
         else:
+            logits = tokenizer.logits(pixel_values, grid_thws)  # ViT features -> visual head
+            if self._fuse_softmax(logits):
+                tokens, visual, indicator = self.vte(logits, indicator_rows, softmax=True)
+                return tokens, self._scaled(visual.to(dtype)), indicator
             tokens = tokenizer.tokenize(logits)  # probabilistic visual tokens
-            # each token's embedding: the expectation of the table rows under it (indicators: their own rows)
-            embedded = self.vte(tokens, indicator_rows, fused=self.fast_path)
-            visual, indicator = embedded if indicator_rows is not None else (embedded, None)
+        # each token's embedding: the expectation of the table rows under it (indicators: their own rows)
+        embedded = self.vte(tokens, indicator_rows, fused=self.fast_path)
+        visual, indicator = embedded if indicator_rows is not None else (embedded, None)
         return tokens, self._scaled(visual.to(dtype)), indicator
 
     def _fuse_softmax(self, logits: torch.Tensor) -> bool:
